@@ -1,0 +1,391 @@
+"""StreamBatcher: numpy batches in which row ``i`` of batch ``k + 1`` continues row ``i`` of batch ``k``."""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, overload
+
+import numpy as np
+
+from seqbatch import _checks
+from seqbatch.plan import StreamPlan, Window
+from seqbatch.source import Joined, open_series_list, read_windows
+
+if TYPE_CHECKING:
+    import keras
+    import tensorflow as tf
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One batch: ``batch_size`` streams, one window each.
+
+    Attributes:
+        x: ``(B, W, *features)`` inputs, dtype of the data; zeros on padding.
+        y: ``(B, W, *target_features)`` targets (``return_sequences=True``), ``(B,
+            *target_features)`` the target of each window's last step (``False``), or None
+            without targets; zeros on padding.
+        sample_weight: float32, 1 on real steps and 0 on padding: ``(B, W)``, or ``(B,)`` with
+            ``return_sequences=False`` (the weight of the step whose target ``y`` holds).
+        reset: ``(B,)`` bool, the stream starts a new series or segment: zero its state first.
+        series: ``(B,)`` int64, the series each window reads, ``-1`` for an idle stream.
+        position: ``(B,)`` int64, the step of that series at which the window starts, or ``-1``.
+    """
+
+    x: np.ndarray
+    y: np.ndarray | None
+    sample_weight: np.ndarray
+    reset: np.ndarray
+    series: np.ndarray
+    position: np.ndarray
+
+
+def _parse_targets(targets: Any) -> tuple[int, Any]:
+    """Split ``targets`` into (steps ahead, target data or None)."""
+    if targets is None:
+        return 0, None
+    if isinstance(targets, str):
+        if targets != "next":
+            raise ValueError(
+                "`targets` must be None, 'next', a positive integer or target arrays. "
+                f"Received: targets={targets!r}"
+            )
+        return 1, None
+    if isinstance(targets, numbers.Integral) and not isinstance(targets, bool):
+        if targets < 1:
+            raise ValueError(
+                "`targets` must be at least 1 when given as steps ahead. "
+                f"Received: targets={targets!r}"
+            )
+        return int(targets), None
+    if isinstance(targets, bool):
+        raise TypeError(
+            "`targets` must be None, 'next', a positive integer or target arrays. "
+            f"Received: targets={targets!r}"
+        )
+    return 0, targets
+
+
+class StreamBatcher:
+    """Batches for stateful RNNs: row ``i`` of batch ``k + 1`` continues row ``i`` of batch ``k``.
+
+    One series is cut into ``batch_size`` contiguous streams. A list of series is dealt onto
+    the streams whole, longest first onto the least loaded stream, each series starting on a
+    window boundary with its stream's ``reset`` flag set (``series_boundary="reset"``), or
+    joined end to end into one series that is then cut into streams
+    (``series_boundary="concat"``). Batch ``k`` is a pure function of the data, the
+    arguments, the seed, the epoch and ``k``; only the windows it holds are read.
+
+    Args:
+        data: one series ``(T, *features)`` or a list or tuple of series with the same feature
+            shape and dtype. A series is a numpy array, an ``np.memmap``, a path to a ``.npy``
+            file (opened as a memmap) or anything with ``shape``, ``dtype`` and slicing (h5py,
+            zarr); other array-likes go through ``np.asarray``.
+        targets: ``None`` (no ``y``), ``"next"`` (the next step: the same as ``1``), an int
+            ``k >= 1`` (the step ``k`` ahead; the last ``k`` steps of each series have no target),
+            or target arrays with the structure of ``data`` and the same number of steps.
+        batch_size: number of parallel streams, the rows of every batch.
+        sequence_length: steps per window (the truncated-BPTT length).
+        return_sequences: ``True``: ``y`` holds the target of every step, ``(B, W, *t)``.
+            ``False``: the target of each window's last step, ``(B, *t)``.
+        remainder: ``"drop"`` (default): steps after the last full window are left out and
+            counted in ``plan.accounting.dropped``. ``"pad"``: they fill a last window that
+            ends in padding of weight 0.
+        series_boundary: ``"reset"`` (default) or ``"concat"``; see above.
+        shuffle: draw a new layout for every epoch (``set_epoch``): which stream holds which
+            series and in what order, and for one series the cut offset (less than a window).
+            Windows are never shuffled: continuity holds within every epoch.
+        seed: seed of the shuffle, a non-negative int; None draws one at construction.
+
+    Raises:
+        TypeError: an argument of the wrong type, or data that is not numeric.
+        ValueError: a value out of range, ragged or empty data, targets that do not match the
+            data, or data too short to fill ``batch_size`` streams.
+
+    Examples:
+        One series of 12 steps whose value is its step, 2 streams, windows of 3 steps:
+
+        >>> import numpy as np, seqbatch
+        >>> batches = seqbatch.StreamBatcher(
+        ...     np.arange(12), targets="next", batch_size=2, sequence_length=3
+        ... )
+        >>> len(batches)
+        1
+        >>> b = batches[0]
+        >>> b.x.tolist(), b.y.tolist(), b.reset.tolist()
+        ([[0, 1, 2], [3, 4, 5]], [[1, 2, 3], [4, 5, 6]], [True, True])
+
+        Stream 1 continues in the next batch where it stopped:
+
+        >>> batches = seqbatch.StreamBatcher(
+        ...     np.arange(13), targets="next", batch_size=2, sequence_length=3
+        ... )
+        >>> [b.x.tolist() for b in batches]
+        [[[0, 1, 2], [6, 7, 8]], [[3, 4, 5], [9, 10, 11]]]
+
+        Series of unequal lengths, each starting a stream with a reset:
+
+        >>> data = [np.arange(6), 100 + np.arange(3), 200 + np.arange(3)]
+        >>> batches = seqbatch.StreamBatcher(
+        ...     data, targets=None, batch_size=2, sequence_length=3
+        ... )
+        >>> [(b.x.tolist(), b.reset.tolist()) for b in batches]
+        [([[0, 1, 2], [100, 101, 102]], [True, True]), ([[3, 4, 5], [200, 201, 202]], [False, True])]
+    """
+
+    def __init__(
+        self,
+        data: Any,
+        targets: Any = "next",
+        *,
+        batch_size: int = 32,
+        sequence_length: int = 100,
+        return_sequences: bool = True,
+        remainder: Literal["drop", "pad"] = "drop",
+        series_boundary: Literal["reset", "concat"] = "reset",
+        shuffle: bool = False,
+        seed: int | None = None,
+    ) -> None:
+        self.batch_size = _checks.positive_int("batch_size", batch_size)
+        self.sequence_length = _checks.positive_int("sequence_length", sequence_length)
+        self.return_sequences = _checks.boolean("return_sequences", return_sequences)
+        self.remainder = _checks.one_of("remainder", remainder, ("drop", "pad"))
+        self.series_boundary = _checks.one_of(
+            "series_boundary", series_boundary, ("reset", "concat")
+        )
+        self.shuffle = _checks.boolean("shuffle", shuffle)
+        if seed is None:
+            seed = int(np.random.SeedSequence().generate_state(1)[0])
+        self.seed = _checks.non_negative_int("seed", seed)
+        self.shift, target_data = _parse_targets(targets)
+
+        series, single = open_series_list(data, "data")
+        target_series: list[Any] | None = None
+        if target_data is not None:
+            target_series, target_single = open_series_list(target_data, "targets")
+            if target_single != single or len(target_series) != len(series):
+                raise ValueError(
+                    "`targets` must have the structure of `data`: one array for one series, "
+                    f"a list of as many arrays for a list. Received: {len(series)} series in "
+                    f"data and {len(target_series)} in targets"
+                )
+            for i, (s, t) in enumerate(zip(series, target_series)):
+                if t.shape[0] != s.shape[0]:
+                    raise ValueError(
+                        "Every target array must have as many steps as its series. "
+                        f"Received: series {i} with {s.shape[0]} steps and targets {i} with "
+                        f"{t.shape[0]} steps"
+                    )
+        self.n_series = len(series)
+        if series_boundary == "concat" and len(series) > 1:
+            series = [Joined(series)]
+            if target_series is not None:
+                target_series = [Joined(target_series)]
+        lengths = np.array([s.shape[0] for s in series], dtype=np.int64) - self.shift
+        if lengths.min() < 1:
+            i = int(np.argmin(lengths))
+            raise ValueError(
+                f"Every series must be longer than `targets` steps ahead, or no step has a "
+                f"target. Received: targets={self.shift}, but series {i} has "
+                f"{int(series[i].shape[0])} steps"
+            )
+        self._sources = series
+        self._target_sources = series if target_series is None else target_series
+        self._has_targets = self.shift > 0 or target_series is not None
+        self._layout: Literal["split", "whole"] = "split" if len(series) == 1 and (
+            single or series_boundary == "concat"
+        ) else "whole"
+        self._lengths = lengths
+        self._total_streams = self.batch_size
+        self._streams = slice(0, self.batch_size)
+        self._plan = self._make_plan(0)
+        self._ones = np.ones((self.batch_size, self.sequence_length), dtype=np.float32)
+        self._ones.flags.writeable = False
+
+    def _make_plan(self, epoch: int) -> StreamPlan:
+        return StreamPlan(
+            self._lengths,
+            batch_size=self._total_streams,
+            sequence_length=self.sequence_length,
+            layout=self._layout,
+            remainder=self.remainder,
+            no_target=self.shift,
+            shuffle=self.shuffle,
+            seed=self.seed,
+            epoch=epoch,
+        )
+
+    @property
+    def plan(self) -> StreamPlan:
+        """The layout of the current epoch (all streams, also on a shard)."""
+        return self._plan
+
+    @property
+    def epoch(self) -> int:
+        """The epoch whose layout the batches follow; see :meth:`set_epoch`."""
+        return self._plan.epoch
+
+    @property
+    def streams(self) -> range:
+        """The streams of :attr:`plan` that this batcher yields (all but on a shard)."""
+        return range(self._streams.start, self._streams.stop)
+
+    @property
+    def feature_shape(self) -> tuple[int, ...]:
+        """The shape of one step of ``x``."""
+        return tuple(self._sources[0].shape[1:])
+
+    @property
+    def target_shape(self) -> tuple[int, ...] | None:
+        """The shape of one step of ``y``, or None without targets."""
+        return tuple(self._target_sources[0].shape[1:]) if self._has_targets else None
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The dtype of ``x`` (the data's, never cast)."""
+        return np.dtype(self._sources[0].dtype)
+
+    @property
+    def target_dtype(self) -> np.dtype | None:
+        """The dtype of ``y``, or None without targets."""
+        return np.dtype(self._target_sources[0].dtype) if self._has_targets else None
+
+    @property
+    def in_memory(self) -> bool:
+        """True when all data is in numpy arrays that are not memory-mapped files."""
+        sources = [*self._sources, *self._target_sources]
+        return all(type(s) is np.ndarray for s in sources)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Lay out the batches of ``epoch``; changes them only when ``shuffle=True``.
+
+        Args:
+            epoch: a non-negative int. The same epoch always gives the same batches.
+        """
+        epoch = _checks.non_negative_int("epoch", epoch)
+        if self.shuffle and epoch != self._plan.epoch:
+            self._plan = self._make_plan(epoch)
+
+    def shard(self, index: int, count: int) -> StreamBatcher:
+        """The batcher of worker ``index`` of ``count``: streams ``[index*B/count, (index+1)*B/count)``.
+
+        Shards of one batcher are disjoint, their union is the whole batch, and they share
+        the number of batches. The shard keeps this batcher's epoch; call ``set_epoch`` on it.
+
+        Args:
+            index: this worker, ``0 <= index < count``.
+            count: the number of workers; it must divide the batch size.
+
+        Returns:
+            A :class:`StreamBatcher` of batch size ``batch_size // count``.
+
+        Examples:
+            >>> import numpy as np, seqbatch
+            >>> batches = seqbatch.StreamBatcher(np.arange(16), None, batch_size=4, sequence_length=2)
+            >>> batches[0].x.tolist()
+            [[0, 1], [4, 5], [8, 9], [12, 13]]
+            >>> batches.shard(1, 2)[0].x.tolist()
+            [[8, 9], [12, 13]]
+        """
+        count = _checks.positive_int("count", count)
+        index = _checks.non_negative_int("index", index)
+        if index >= count:
+            raise ValueError(f"`index` must be less than `count`. Received: index={index}, count={count}")
+        if self.batch_size % count:
+            raise ValueError(
+                "`count` must divide the batch size, so that every worker gets as many "
+                f"streams. Received: count={count} for batch_size={self.batch_size}"
+            )
+        size = self.batch_size // count
+        shard = object.__new__(StreamBatcher)
+        shard.__dict__.update(self.__dict__)
+        lo = self._streams.start + index * size
+        shard.batch_size = size
+        shard._streams = slice(lo, lo + size)
+        shard._ones = self._ones[:size]
+        return shard
+
+    def __len__(self) -> int:
+        return len(self._plan)
+
+    @overload
+    def __getitem__(self, k: int) -> Batch: ...
+
+    @overload
+    def __getitem__(self, k: slice) -> list[Batch]: ...
+
+    def __getitem__(self, k: int | slice) -> Batch | list[Batch]:
+        if isinstance(k, slice):
+            return [self[i] for i in range(*k.indices(len(self)))]
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+            raise TypeError(f"batch indices must be integers or slices. Received: {k!r}")
+        n = len(self._plan)
+        if not -n <= k < n:
+            raise IndexError(f"batch index out of range. Received: {k} for {n} batches")
+        return self.batch(self._plan.window(int(k) % n, self._streams))
+
+    def __iter__(self) -> Iterator[Batch]:
+        for k in range(len(self)):
+            yield self[k]
+
+    def batch(self, window: Window) -> Batch:
+        """Read the batch that ``window`` (one batch of :attr:`plan`) describes."""
+        W = self.sequence_length
+        full = window.stride is not None or bool((window.length == W).all())
+        x = read_windows(
+            self._sources, window.series, window.start, window.length, W, window.stride
+        )
+        weight = self._ones if full else (np.arange(W) < window.length[:, None]).astype(np.float32)
+        y = None
+        if self._has_targets:
+            if self.return_sequences:
+                y = read_windows(
+                    self._target_sources, window.series, window.start + self.shift,
+                    window.length, W, window.stride,
+                )
+            else:
+                last = (window.length == W).astype(np.int64)
+                y = read_windows(
+                    self._target_sources, window.series, window.start + self.shift + W - 1,
+                    last, 1, window.stride,
+                )[:, 0]
+                weight = weight[:, -1]
+        return Batch(x, y, weight, window.reset, window.series, window.start)
+
+    def describe(self) -> str:
+        """Say how the data is laid out in streams and where every step went.
+
+        Examples:
+            >>> import numpy as np, seqbatch
+            >>> print(seqbatch.StreamBatcher(np.zeros((105, 3)), batch_size=4, sequence_length=5).describe())
+            data: 1 series, x (4, 5, 3) float64, y (4, 5, 3) float64
+            layout: one series cut into contiguous streams (epoch 0)
+            batches: 5 of 4 streams x 5 steps; resets: 4
+            steps: 105 in the data = 100 used + 1 without target + 0 before the offset + 4 dropped (remainder='drop')
+            padding: 0 of 100 batch slots (0.0%)
+        """
+        B, W = self.batch_size, self.sequence_length
+        y = "none"
+        if self._has_targets:
+            t_shape = (B, W) if self.return_sequences else (B,)
+            y = f"{(*t_shape, *(self.target_shape or ()))} {self.target_dtype}"
+        head = (
+            f"data: {self.n_series} series, x {(B, W, *self.feature_shape)} {self.dtype}, y {y}"
+        )
+        if self.batch_size != self._plan.batch_size:
+            head += f"\nshard: streams {self._streams.start} to {self._streams.stop - 1} of {self._plan.batch_size}"
+        return head + "\n" + self._plan.describe()
+
+    def to_tf_dataset(self, **kwargs: Any) -> tf.data.Dataset:
+        """A ``tf.data.Dataset`` of these batches, in the same order; see :func:`seqbatch.tf.to_dataset`."""
+        from seqbatch.tf import to_dataset
+
+        return to_dataset(self, **kwargs)
+
+    def to_keras_sequence(self, **kwargs: Any) -> keras.utils.PyDataset:
+        """A ``keras.utils.PyDataset`` of these batches; see :class:`seqbatch.keras.StreamSequence`."""
+        from seqbatch.keras import StreamSequence
+
+        return StreamSequence(self, **kwargs)

@@ -1,0 +1,322 @@
+"""The plan: for every batch and stream, which series and which steps. Integers only.
+
+A plan never touches data. It is built from the number of usable steps of each series
+(steps that have a target) and decides the layout of one epoch:
+
+* ``layout="split"``: one series is cut into ``batch_size`` contiguous segments, one per
+  stream (one long series, or several series joined end to end).
+* ``layout="whole"``: every series is one segment that stays whole in one stream; series are
+  dealt onto the streams longest first, each onto the least loaded stream, and every series
+  starts on a window boundary.
+
+A stream is a sequence of segments. Window ``w`` of a segment that starts at step ``s`` holds
+steps ``[s + w * W, s + w * W + length)``, with ``length <= W`` real steps followed by padding.
+A window that starts a segment is a reset; windows that hold no segment are idle.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+from typing import Literal, NamedTuple
+
+import numpy as np
+
+from seqbatch import _checks
+
+Layout = Literal["split", "whole"]
+Remainder = Literal["drop", "pad"]
+
+
+class Window(NamedTuple):
+    """The windows of one batch, one entry per stream.
+
+    Attributes:
+        series: ``(B,)`` int64, the series each window reads, ``-1`` for an idle stream.
+        start: ``(B,)`` int64, the first step of each window, ``-1`` for an idle stream.
+        length: ``(B,)`` int64, real steps in each window (``0`` to ``sequence_length``);
+            the rest of the window is padding.
+        reset: ``(B,)`` bool, the window starts a new segment: zero that stream's state first.
+        stride: when every window is full, in one series and ``start[i] == start[0] + i *
+            stride``, that stride (the batch is then a strided view of the series); else None.
+    """
+
+    series: np.ndarray
+    start: np.ndarray
+    length: np.ndarray
+    reset: np.ndarray
+    stride: int | None
+
+
+@dataclass(frozen=True)
+class Accounting:
+    """Where every step of the data went in one epoch.
+
+    ``total == used + no_target + before_offset + dropped`` always holds.
+
+    Attributes:
+        total: steps in the data, all series together.
+        used: steps fed to the model as inputs, each with its target.
+        no_target: steps at the end of each series that have no target (``targets=k`` leaves
+            ``k`` per series, or per joined stream with ``series_boundary="concat"``).
+        before_offset: steps before this epoch's cut offset (``shuffle=True``, one long series).
+        dropped: steps left over after the last full window (``remainder="drop"``).
+        padded: batch slots that hold padding instead of data (weight 0); not steps of the data.
+    """
+
+    total: int
+    used: int
+    no_target: int
+    before_offset: int
+    dropped: int
+    padded: int
+
+
+class StreamPlan:
+    """The layout of one epoch: for batch ``k`` and stream ``i``, which series and steps.
+
+    Args:
+        lengths: usable steps of each series (steps that have a target), in series order.
+        batch_size: number of streams.
+        sequence_length: steps per window.
+        layout: ``"split"`` cuts the only series into ``batch_size`` contiguous segments;
+            ``"whole"`` keeps every series whole in one stream.
+        remainder: ``"drop"`` leaves out the steps after the last full window of each segment;
+            ``"pad"`` keeps them in a last window completed with padding.
+        no_target: steps per series that follow its usable ones and have no target (for the
+            accounting only).
+        shuffle: draw a new layout for every epoch from ``(seed, epoch)``.
+        seed: the seed of the shuffle.
+        epoch: the epoch this plan lays out.
+
+    Raises:
+        ValueError: when the series cannot fill ``batch_size`` streams with at least one window.
+
+    Examples:
+        One series of 10 usable steps, 2 streams, windows of 2 steps: stream 0 holds steps
+        0 to 3, stream 1 holds steps 4 to 7, and steps 8 and 9 are dropped.
+
+        >>> plan = StreamPlan([10], batch_size=2, sequence_length=2, layout="split")
+        >>> len(plan)
+        2
+        >>> plan.window(1).start.tolist()
+        [2, 6]
+        >>> plan.accounting.dropped
+        2
+
+        Three series dealt onto two streams, longest first:
+
+        >>> plan = StreamPlan([4, 2, 2], batch_size=2, sequence_length=2, layout="whole")
+        >>> plan.assignment()
+        [[0], [1, 2]]
+        >>> plan.window(1).series.tolist(), plan.window(1).reset.tolist()
+        ([0, 2], [False, True])
+    """
+
+    def __init__(
+        self,
+        lengths: list[int] | np.ndarray,
+        *,
+        batch_size: int,
+        sequence_length: int,
+        layout: Layout,
+        remainder: Remainder = "drop",
+        no_target: int = 0,
+        shuffle: bool = False,
+        seed: int = 0,
+        epoch: int = 0,
+    ) -> None:
+        self.batch_size = _checks.positive_int("batch_size", batch_size)
+        self.sequence_length = _checks.positive_int("sequence_length", sequence_length)
+        self.layout = _checks.one_of("layout", layout, ("split", "whole"))
+        self.remainder = _checks.one_of("remainder", remainder, ("drop", "pad"))
+        self.shuffle = _checks.boolean("shuffle", shuffle)
+        self.seed = _checks.non_negative_int("seed", seed)
+        self.epoch = _checks.non_negative_int("epoch", epoch)
+        self.no_target = _checks.non_negative_int("no_target", no_target)
+        self.lengths = np.asarray(lengths, dtype=np.int64)
+        if self.lengths.ndim != 1 or self.lengths.size == 0 or self.lengths.min() < 1:
+            raise ValueError(
+                f"`lengths` must be a non-empty list of positive integers. Received: lengths={lengths!r}"
+            )
+        if layout == "split" and self.lengths.size != 1:
+            raise ValueError(
+                f"`layout='split'` takes exactly one series. Received: {self.lengths.size} series"
+            )
+        rng = np.random.default_rng([self.seed, self.epoch]) if shuffle else None
+        if layout == "split":
+            self._split(rng)
+        else:
+            self._deal(rng)
+        W = self.sequence_length
+        # Segments are ordered by (stream, first window), so these keys are strictly increasing.
+        self._seg_key = self._seg_stream * self._n_batches + self._seg_first
+        self._seg_windows = -(-self._seg_len // W)
+        used = int(self._seg_len.sum())
+        self.accounting = Accounting(
+            total=int(self.lengths.sum()) + self.no_target * int(self.lengths.size),
+            used=used,
+            no_target=self.no_target * int(self.lengths.size),
+            before_offset=self.offset,
+            dropped=int(self.lengths.sum()) - used - self.offset,
+            padded=self._n_batches * self.batch_size * W - used,
+        )
+
+    def _split(self, rng: np.random.Generator | None) -> None:
+        n = int(self.lengths[0])
+        B, W = self.batch_size, self.sequence_length
+        if self.remainder == "drop":
+            n_batches = n // (B * W)
+            if n_batches == 0:
+                raise ValueError(
+                    "`batch_size * sequence_length` must not exceed the usable steps of the "
+                    f"series ({n}) when remainder='drop'. Received: batch_size={B}, "
+                    f"sequence_length={W}"
+                )
+            max_offset = min(W - 1, n - n_batches * B * W)
+        else:
+            if n < B:
+                raise ValueError(
+                    "`batch_size` must not exceed the usable steps of the series "
+                    f"({n}): every stream needs at least one step. Received: batch_size={B}"
+                )
+            n_batches = -(-(-(-n // B)) // W)
+            # Keep the number of batches the same in every epoch, whatever the offset.
+            max_offset = min(W - 1, n - B, n - B * (n_batches - 1) * W - 1)
+        self.offset = int(rng.integers(0, max_offset + 1)) if rng is not None else 0
+        if self.remainder == "drop":
+            seg_len = np.full(B, n_batches * W, dtype=np.int64)
+        else:
+            q, r = divmod(n - self.offset, B)
+            seg_len = q + (np.arange(B) < r).astype(np.int64)
+        self._n_batches = n_batches
+        self._seg_stream = np.arange(B, dtype=np.int64)
+        self._seg_series = np.zeros(B, dtype=np.int64)
+        self._seg_first = np.zeros(B, dtype=np.int64)
+        self._seg_len = seg_len
+        self._seg_start = self.offset + np.concatenate(([0], np.cumsum(seg_len)[:-1]))
+        uniform = bool((seg_len == seg_len[0]).all())
+        self._stride: int | None = int(seg_len[0]) if uniform else None
+        self._full_batches = int(seg_len.min()) // W if uniform else 0
+
+    def _deal(self, rng: np.random.Generator | None) -> None:
+        lengths = self.lengths
+        B, W = self.batch_size, self.sequence_length
+        S = lengths.size
+        if S < B:
+            raise ValueError(
+                "`batch_size` must not exceed the number of series when "
+                "series_boundary='reset', since a series never leaves its stream. "
+                f"Received: batch_size={B} for {S} series (pass one array to cut it into "
+                "streams, or series_boundary='concat')"
+            )
+        if self.remainder == "drop":
+            short = np.flatnonzero(lengths < W)
+            if short.size:
+                i = int(short[0])
+                raise ValueError(
+                    "Every series must have at least `sequence_length` usable steps when "
+                    f"remainder='drop'. Received: sequence_length={W}, but series {i} has "
+                    f"{int(lengths[i])} usable steps (use remainder='pad' to keep it)"
+                )
+            seg_len = lengths // W * W
+        else:
+            seg_len = lengths.copy()
+        windows = -(-seg_len // W)
+        # Longest first onto the least loaded stream (ties: lowest stream). Equal lengths are
+        # interchangeable, so shuffling only their order keeps the loads, hence len(), fixed.
+        tie = rng.permutation(S) if rng is not None else np.arange(S)
+        stream_of = np.empty(S, dtype=np.int64)
+        heap = [(0, s) for s in range(B)]
+        for idx in np.lexsort((tie, -windows)).tolist():
+            load, s = heap[0]
+            stream_of[idx] = s
+            heapq.heapreplace(heap, (load + int(windows[idx]), s))
+        within = np.arange(S)
+        if rng is not None:
+            stream_of = rng.permutation(B)[stream_of]
+            within = rng.permutation(S)
+        order = np.lexsort((within, stream_of))
+        seg_stream = stream_of[order]
+        seg_windows = windows[order]
+        ends = np.cumsum(seg_windows)
+        first_of_stream = np.searchsorted(seg_stream, seg_stream, side="left")
+        base = np.where(first_of_stream > 0, ends[first_of_stream - 1], 0)
+        self.offset = 0
+        self._n_batches = max(load for load, _ in heap)
+        self._seg_stream = seg_stream
+        self._seg_series = order.astype(np.int64)
+        self._seg_first = ends - seg_windows - base
+        self._seg_len = seg_len[order]
+        self._seg_start = np.zeros(S, dtype=np.int64)
+        self._stride = None
+        self._full_batches = 0
+
+    def __len__(self) -> int:
+        return self._n_batches
+
+    def window(self, k: int, streams: slice = slice(None)) -> Window:
+        """The windows of batch ``k`` (``0 <= k < len(plan)``), for the streams asked for.
+
+        Args:
+            k: the batch index.
+            streams: the streams to return, a slice of ``range(batch_size)``.
+
+        Returns:
+            A :class:`Window` whose arrays have one entry per stream in ``streams``.
+        """
+        if not 0 <= k < self._n_batches:
+            raise IndexError(f"batch index out of range. Received: k={k} for {self._n_batches} batches")
+        lo, hi, step = streams.indices(self.batch_size)
+        idx = np.arange(lo, hi, step, dtype=np.int64)
+        series, start, length, reset = self._lookup(np.int64(k), idx)
+        stride = self._stride if k < self._full_batches and step == 1 else None
+        return Window(series, start, length, reset, stride)
+
+    def table(self) -> Window:
+        """Every window of the epoch at once: arrays of shape ``(len(plan), batch_size)``.
+
+        ``stride`` is None. Costs memory proportional to ``len(plan) * batch_size``.
+        """
+        ks = np.arange(self._n_batches, dtype=np.int64)[:, None]
+        series, start, length, reset = self._lookup(ks, np.arange(self.batch_size, dtype=np.int64))
+        return Window(series, start, length, reset, None)
+
+    def _lookup(
+        self, k: np.ndarray | np.int64, streams: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        W = self.sequence_length
+        j = np.searchsorted(self._seg_key, streams * self._n_batches + k, side="right") - 1
+        w = k - self._seg_first[j]
+        held = (self._seg_stream[j] == streams) & (w < self._seg_windows[j])
+        length = np.where(held, np.minimum(self._seg_len[j] - w * W, W), 0)
+        start = np.where(held, self._seg_start[j] + w * W, -1)
+        series = np.where(held, self._seg_series[j], -1)
+        return series, start, length, held & (w == 0)
+
+    def assignment(self) -> list[list[int]]:
+        """The series each stream holds, in the order it holds them."""
+        out: list[list[int]] = [[] for _ in range(self.batch_size)]
+        for s, series in zip(self._seg_stream.tolist(), self._seg_series.tolist()):
+            out[s].append(series)
+        return out
+
+    def describe(self) -> str:
+        """A few lines that say how the data is laid out and where every step went."""
+        a = self.accounting
+        slots = len(self) * self.batch_size * self.sequence_length
+        how = {
+            "split": "one series cut into contiguous streams",
+            "whole": f"{self.lengths.size} series dealt whole onto the streams",
+        }[self.layout]
+        return "\n".join(
+            [
+                f"layout: {how} (epoch {self.epoch}{', shuffled' if self.shuffle else ''})",
+                f"batches: {len(self)} of {self.batch_size} streams x "
+                f"{self.sequence_length} steps; resets: {self._seg_len.size}",
+                f"steps: {a.total} in the data = {a.used} used + {a.no_target} without target"
+                f" + {a.before_offset} before the offset + {a.dropped} dropped "
+                f"(remainder={self.remainder!r})",
+                f"padding: {a.padded} of {slots} batch slots ({100 * a.padded / slots:.1f}%)",
+            ]
+        )
