@@ -151,10 +151,10 @@ class StreamBatcher:
         self.batch_size = _checks.positive_int("batch_size", batch_size)
         self.sequence_length = _checks.positive_int("sequence_length", sequence_length)
         self.return_sequences = _checks.boolean("return_sequences", return_sequences)
-        self.remainder = _checks.one_of("remainder", remainder, ("drop", "pad"))
-        self.series_boundary = _checks.one_of(
-            "series_boundary", series_boundary, ("reset", "concat")
-        )
+        _checks.one_of("remainder", remainder, ("drop", "pad"))
+        _checks.one_of("series_boundary", series_boundary, ("reset", "concat"))
+        self.remainder = remainder
+        self.series_boundary = series_boundary
         self.shuffle = _checks.boolean("shuffle", shuffle)
         if seed is None:
             seed = int(np.random.SeedSequence().generate_state(1)[0])
@@ -171,7 +171,7 @@ class StreamBatcher:
                     f"a list of as many arrays for a list. Received: {len(series)} series in "
                     f"data and {len(target_series)} in targets"
                 )
-            for i, (s, t) in enumerate(zip(series, target_series)):
+            for i, (s, t) in enumerate(zip(series, target_series, strict=True)):
                 if t.shape[0] != s.shape[0]:
                     raise ValueError(
                         "Every target array must have as many steps as its series. "
@@ -194,9 +194,9 @@ class StreamBatcher:
         self._sources = series
         self._target_sources = series if target_series is None else target_series
         self._has_targets = self.shift > 0 or target_series is not None
-        self._layout: Literal["split", "whole"] = "split" if len(series) == 1 and (
-            single or series_boundary == "concat"
-        ) else "whole"
+        self._layout: Literal["split", "whole"] = (
+            "split" if len(series) == 1 and (single or series_boundary == "concat") else "whole"
+        )
         self._lengths = lengths
         self._total_streams = self.batch_size
         self._streams = slice(0, self.batch_size)
@@ -292,7 +292,9 @@ class StreamBatcher:
         count = _checks.positive_int("count", count)
         index = _checks.non_negative_int("index", index)
         if index >= count:
-            raise ValueError(f"`index` must be less than `count`. Received: index={index}, count={count}")
+            raise ValueError(
+                f"`index` must be less than `count`. Received: index={index}, count={count}"
+            )
         if self.batch_size % count:
             raise ValueError(
                 "`count` must divide the batch size, so that every worker gets as many "
@@ -342,14 +344,22 @@ class StreamBatcher:
         if self._has_targets:
             if self.return_sequences:
                 y = read_windows(
-                    self._target_sources, window.series, window.start + self.shift,
-                    window.length, W, window.stride,
+                    self._target_sources,
+                    window.series,
+                    window.start + self.shift,
+                    window.length,
+                    W,
+                    window.stride,
                 )
             else:
                 last = (window.length == W).astype(np.int64)
                 y = read_windows(
-                    self._target_sources, window.series, window.start + self.shift + W - 1,
-                    last, 1, window.stride,
+                    self._target_sources,
+                    window.series,
+                    window.start + self.shift + W - 1,
+                    last,
+                    1,
+                    window.stride,
                 )[:, 0]
                 weight = weight[:, -1]
         return Batch(x, y, weight, window.reset, window.series, window.start)
@@ -371,9 +381,7 @@ class StreamBatcher:
         if self._has_targets:
             t_shape = (B, W) if self.return_sequences else (B,)
             y = f"{(*t_shape, *(self.target_shape or ()))} {self.target_dtype}"
-        head = (
-            f"data: {self.n_series} series, x {(B, W, *self.feature_shape)} {self.dtype}, y {y}"
-        )
+        head = f"data: {self.n_series} series, x {(B, W, *self.feature_shape)} {self.dtype}, y {y}"
         if self.batch_size != self._plan.batch_size:
             head += f"\nshard: streams {self._streams.start} to {self._streams.stop - 1} of {self._plan.batch_size}"
         return head + "\n" + self._plan.describe()

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
@@ -26,6 +26,11 @@ from seqbatch import _checks
 
 Layout = Literal["split", "whole"]
 Remainder = Literal["drop", "pad"]
+
+
+def _ceil_div(a: Any, b: int) -> Any:
+    """``ceil(a / b)`` for non-negative integers or integer arrays ``a``."""
+    return (a + b - 1) // b
 
 
 class Window(NamedTuple):
@@ -151,7 +156,7 @@ class StreamPlan:
         W = self.sequence_length
         # Segments are ordered by (stream, first window), so these keys are strictly increasing.
         self._seg_key = self._seg_stream * self._n_batches + self._seg_first
-        self._seg_windows = -(-self._seg_len // W)
+        self._seg_windows = _ceil_div(self._seg_len, W)
         used = int(self._seg_len.sum())
         self.accounting = Accounting(
             total=int(self.lengths.sum()) + self.no_target * int(self.lengths.size),
@@ -180,7 +185,7 @@ class StreamPlan:
                     "`batch_size` must not exceed the usable steps of the series "
                     f"({n}): every stream needs at least one step. Received: batch_size={B}"
                 )
-            n_batches = -(-(-(-n // B)) // W)
+            n_batches = _ceil_div(_ceil_div(n, B), W)
             # Keep the number of batches the same in every epoch, whatever the offset.
             max_offset = min(W - 1, n - B, n - B * (n_batches - 1) * W - 1)
         self.offset = int(rng.integers(0, max_offset + 1)) if rng is not None else 0
@@ -222,7 +227,7 @@ class StreamPlan:
             seg_len = lengths // W * W
         else:
             seg_len = lengths.copy()
-        windows = -(-seg_len // W)
+        windows = _ceil_div(seg_len, W)
         # Longest first onto the least loaded stream (ties: lowest stream). Equal lengths are
         # interchangeable, so shuffling only their order keeps the loads, hence len(), fixed.
         tie = rng.permutation(S) if rng is not None else np.arange(S)
@@ -266,7 +271,9 @@ class StreamPlan:
             A :class:`Window` whose arrays have one entry per stream in ``streams``.
         """
         if not 0 <= k < self._n_batches:
-            raise IndexError(f"batch index out of range. Received: k={k} for {self._n_batches} batches")
+            raise IndexError(
+                f"batch index out of range. Received: k={k} for {self._n_batches} batches"
+            )
         lo, hi, step = streams.indices(self.batch_size)
         idx = np.arange(lo, hi, step, dtype=np.int64)
         series, start, length, reset = self._lookup(np.int64(k), idx)
@@ -297,7 +304,7 @@ class StreamPlan:
     def assignment(self) -> list[list[int]]:
         """The series each stream holds, in the order it holds them."""
         out: list[list[int]] = [[] for _ in range(self.batch_size)]
-        for s, series in zip(self._seg_stream.tolist(), self._seg_series.tolist()):
+        for s, series in zip(self._seg_stream.tolist(), self._seg_series.tolist(), strict=True):
             out[s].append(series)
         return out
 

@@ -1,0 +1,228 @@
+"""Test data whose values encode their own position, and a checker of the alignment invariant.
+
+Step ``t`` of series ``s`` holds ``code = 1000 * (s + 1) + t`` in feature 0 (never 0, so
+padding, which is 0, cannot pass for data); feature ``f`` (in C
+order over the feature shape) holds ``code + 100_000 * f``. Target arrays hold ``-code``. A
+wrong slice, a wrong series or a wrong shift shows up as a wrong number.
+
+The checker reads only what a user sees in the batches (``x``, ``y``, ``sample_weight``,
+``reset``, ``series``, ``position``), decodes every real step and asserts every clause of the
+invariant in DESIGN.md against the decoded positions, not against the plan.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+import numpy as np
+
+import seqbatch
+
+SERIES_STRIDE = 1000
+FEATURE_STRIDE = 100_000
+
+
+def encoded_series(s: int, length: int, features: tuple[int, ...], dtype: str) -> np.ndarray:
+    """Series ``s`` of ``length`` steps whose values encode (series, step, feature)."""
+    code = SERIES_STRIDE * (s + 1) + np.arange(length)
+    n_features = int(np.prod(features)) if features else 1
+    values = code[:, None] + FEATURE_STRIDE * np.arange(n_features)[None, :]
+    return values.reshape((length, *features)).astype(dtype)
+
+
+def decode(values: np.ndarray, features: tuple[int, ...]) -> np.ndarray:
+    """The codes ``1000 * (s + 1) + t`` of steps ``values`` of shape ``(..., *features)``.
+
+    Asserts that every feature agrees, so a step cannot be half right; a step of zeros
+    (padding) decodes to 0.
+    """
+    flat = np.asarray(values, dtype=np.int64).reshape(
+        *values.shape[: values.ndim - len(features)], -1
+    )
+    codes = flat[..., 0]
+    expected = codes[..., None] + FEATURE_STRIDE * np.arange(flat.shape[-1])
+    expected[codes == 0] = 0
+    assert np.array_equal(flat, expected), "features of one step disagree"
+    return codes
+
+
+def check_epoch(
+    batches: seqbatch.StreamBatcher,
+    lengths: Sequence[int],
+    *,
+    features: tuple[int, ...],
+    shift: int,
+    target_arrays: bool,
+    concat: bool,
+) -> dict[str, int]:
+    """Assert every clause of the invariant over one epoch of ``batches``; return counts.
+
+    Args:
+        batches: the batcher under test (its current epoch is checked).
+        lengths: steps of each series of the data (before any shift).
+        features: feature shape of the data.
+        shift: steps ahead of the target (0 for target arrays or no targets).
+        target_arrays: targets are arrays holding ``-code``.
+        concat: the series were joined end to end (``series_boundary="concat"``).
+    """
+    B, W = batches.batch_size, batches.sequence_length
+    lengths = list(lengths)
+    joined_start = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+    has_targets = shift > 0 or target_arrays
+
+    def joined(code: np.ndarray) -> np.ndarray:
+        s, t = np.divmod(code, SERIES_STRIDE)
+        return joined_start[np.maximum(s - 1, 0)] + t
+
+    def successor(code: int) -> int:
+        s, t = split(code)
+        if t + 1 < lengths[s]:
+            return code + 1
+        return SERIES_STRIDE * (s + 2) if concat and s + 1 < len(lengths) else -1
+
+    seen: list[np.ndarray] = []
+    prev_last = np.full(B, -1)  # code of the last real step of the previous window, -1 if none
+    prev_full = np.zeros(B, dtype=bool)
+    n = len(batches)
+    assert n >= 1
+    for k in range(n):
+        b = batches[k]
+        # 4. Shape: every batch has B rows and W steps.
+        assert b.x.shape == (B, W, *features)
+        assert b.reset.shape == b.series.shape == b.position.shape == (B,)
+        assert b.reset.dtype == bool
+        weight = b.sample_weight
+        if batches.return_sequences or not has_targets:
+            assert weight.shape == (B, W) and weight.dtype == np.float32
+            step_weight = weight
+        else:
+            assert weight.shape == (B,) and weight.dtype == np.float32
+            step_weight = None
+        real = decode_real(b.x, features)
+        held = real >= 0
+        n_real = held.sum(axis=1)
+        # 4. Padding only follows real steps; real steps have weight 1, padding 0 and zeros.
+        assert np.array_equal(held, np.arange(W) < n_real[:, None]), "padding before data"
+        assert not b.x[~held].any(), "padding is not zero"
+        if step_weight is not None:
+            assert np.array_equal(step_weight, held.astype(np.float32))
+        else:
+            assert np.array_equal(weight, (n_real == W).astype(np.float32))
+        # Provenance names the first real step; idle streams are -1.
+        first = real[:, 0]
+        if concat:
+            assert np.array_equal(b.series, np.where(n_real > 0, 0, -1))
+            assert np.array_equal(b.position, np.where(n_real > 0, joined(first), -1))
+        else:
+            assert np.array_equal(b.series, np.where(n_real > 0, first // SERIES_STRIDE - 1, -1))
+            assert np.array_equal(b.position, np.where(n_real > 0, first % SERIES_STRIDE, -1))
+        # 2. Truth: steps inside a window are consecutive steps of the data.
+        for i in np.flatnonzero(n_real).tolist():
+            codes = real[i, : n_real[i]].tolist()
+            for a, c in itertools.pairwise(codes):
+                assert successor(a) == c, f"batch {k} stream {i}: {a} then {c}"
+        check_targets(batches, b, real, held, features, shift, target_arrays, concat, lengths)
+        # 1 and 5. Continuity and resets, no more and no fewer.
+        continues = (
+            held[:, 0]
+            & prev_full
+            & np.array(
+                [
+                    prev_last[i] >= 0 and successor(int(prev_last[i])) == int(first[i])
+                    for i in range(B)
+                ]
+            )
+        )
+        if k == 0:
+            assert np.array_equal(b.reset, held[:, 0]), "batch 0 must reset every stream with data"
+        else:
+            assert np.array_equal(b.reset, held[:, 0] & ~continues), f"resets of batch {k}"
+        assert not (b.reset & ~held[:, 0]).any()
+        seen.append(real[held])
+        last_idx = np.maximum(n_real - 1, 0)
+        prev_last = np.where(n_real > 0, real[np.arange(B), last_idx], -1)
+        prev_full = n_real == W
+
+    # 3. Exactly once: no step is an input twice, and the accounting adds up.
+    used = np.concatenate(seen)
+    assert len(np.unique(used)) == len(used), "a step is an input twice"
+    a = batches.plan.accounting
+    total = sum(lengths)
+    assert a.total == total
+    assert a.used + a.no_target + a.before_offset + a.dropped == total
+    if batches.streams == range(batches.plan.batch_size):
+        assert a.used == len(used)
+        assert a.padded == n * B * W - len(used)
+    series_count = 1 if concat else len(lengths)
+    assert a.no_target == shift * series_count
+    # 6. Little waste.
+    assert 0 <= a.before_offset < W
+    if batches.remainder == "pad":
+        assert a.dropped == 0
+    elif concat or (len(lengths) == 1 and batches.n_series == 1):
+        assert a.dropped < batches.plan.batch_size * W
+    else:
+        usable = np.array(lengths) - shift
+        assert a.dropped == int((usable % W).sum())
+    return {"used": len(used), "batches": n}
+
+
+def decode_real(x: np.ndarray, features: tuple[int, ...]) -> np.ndarray:
+    """Codes of ``x``'s steps, ``-1`` where a step is padding (all zeros)."""
+    codes = decode(x, features)
+    return np.where(codes == 0, -1, codes)
+
+
+def split(code: int) -> tuple[int, int]:
+    """(series, step) of a code."""
+    s, t = divmod(int(code), SERIES_STRIDE)
+    return s - 1, t
+
+
+def check_targets(
+    batches: seqbatch.StreamBatcher,
+    b: seqbatch.Batch,
+    real: np.ndarray,
+    held: np.ndarray,
+    features: tuple[int, ...],
+    shift: int,
+    target_arrays: bool,
+    concat: bool,
+    lengths: list[int],
+) -> None:
+    """2. Truth of y: the target of each real step, at that step's position."""
+    if not (shift or target_arrays):
+        assert b.y is None
+        return
+    assert b.y is not None
+    if target_arrays:
+        expected = -real
+    else:
+        expected = real.copy()
+        for _ in range(shift):
+            expected = np.vectorize(lambda c: next_code(c, lengths, concat))(expected)
+    W = batches.sequence_length
+    if batches.return_sequences:
+        y = decode_targets(b.y, features, target_arrays)
+        assert np.array_equal(np.where(held, y, -1), np.where(held, expected, -1))
+        assert not b.y[~held].any()
+    else:
+        full = held.all(axis=1)
+        y = decode_targets(b.y[:, None], features, target_arrays)[:, 0]
+        assert np.array_equal(y[full], expected[full, W - 1])
+        assert not b.y[~full].any()
+
+
+def decode_targets(y: np.ndarray, features: tuple[int, ...], negated: bool) -> np.ndarray:
+    return -decode(-y, features) if negated else decode(y, features)
+
+
+def next_code(code: int, lengths: list[int], concat: bool) -> int:
+    if code < 0:
+        return code
+    s, t = split(code)
+    if t + 1 < lengths[s]:
+        return code + 1
+    assert concat and s + 1 < len(lengths), "a target past the end of the data"
+    return SERIES_STRIDE * (s + 2)

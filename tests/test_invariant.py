@@ -1,0 +1,249 @@
+"""Property-based proof of the alignment invariant (DESIGN.md), clause by clause.
+
+Each example draws a dataset (one series, or many series of unequal lengths, reset or
+concat), the batch size, window, targets, remainder, return_sequences, shuffle seed and epoch,
+decides independently whether the data can fill the streams, and then either expects a
+ValueError at construction or walks a whole epoch through ``check_epoch``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import event, given, note
+from hypothesis import strategies as st
+
+import seqbatch
+from tests.encoded import check_epoch, encoded_series
+
+FEATURES = [(), (1,), (3,), (2, 2)]
+DTYPES = ["int64", "float32", "float64", "int32"]
+
+
+@dataclass
+class Case:
+    lengths: list[int]
+    single: bool
+    concat: bool
+    features: tuple[int, ...]
+    dtype: str
+    batch_size: int
+    sequence_length: int
+    targets: str | int | None  # "arrays" stands for target arrays
+    remainder: str
+    return_sequences: bool
+    shuffle: bool
+    seed: int
+    epoch: int
+
+    @property
+    def shift(self) -> int:
+        if self.targets == "next":
+            return 1
+        return self.targets if isinstance(self.targets, int) else 0
+
+    def data(self) -> Any:
+        series = [
+            encoded_series(s, n, self.features, self.dtype) for s, n in enumerate(self.lengths)
+        ]
+        return series[0] if self.single else series
+
+    def target_arg(self) -> Any:
+        if self.targets != "arrays":
+            return self.targets
+        arrays = [
+            -encoded_series(s, n, self.features, self.dtype) for s, n in enumerate(self.lengths)
+        ]
+        return arrays[0] if self.single else arrays
+
+    def build(self) -> seqbatch.StreamBatcher:
+        return seqbatch.StreamBatcher(
+            self.data(),
+            self.target_arg(),
+            batch_size=self.batch_size,
+            sequence_length=self.sequence_length,
+            return_sequences=self.return_sequences,
+            remainder=self.remainder,  # type: ignore[arg-type]
+            series_boundary="concat" if self.concat else "reset",
+            shuffle=self.shuffle,
+            seed=self.seed,
+        )
+
+    def fillable(self) -> bool:
+        """Whether the data can fill the streams: decided from the rules, not the code."""
+        B, W = self.batch_size, self.sequence_length
+        usable = [n - self.shift for n in self.lengths]
+        if self.single or self.concat:
+            n = sum(self.lengths) - self.shift
+            return n >= (B * W if self.remainder == "drop" else B) and n >= 1
+        if min(usable) < 1 or len(usable) < B:
+            return False
+        return self.remainder == "pad" or min(usable) >= W
+
+    def check(self, batches: seqbatch.StreamBatcher) -> dict[str, int]:
+        return check_epoch(
+            batches,
+            self.lengths,
+            features=self.features,
+            shift=self.shift,
+            target_arrays=self.targets == "arrays",
+            concat=self.concat and not self.single,
+        )
+
+
+@st.composite
+def cases(draw: st.DrawFn, layouts: tuple[str, ...] = ("single", "reset", "concat")) -> Case:
+    layout = draw(st.sampled_from(layouts))
+    if layout == "single":
+        lengths = [draw(st.integers(1, 400))]
+    else:
+        lengths = draw(st.lists(st.integers(1, 60), min_size=1, max_size=9))
+    return Case(
+        lengths=lengths,
+        single=layout == "single",
+        concat=layout == "concat",
+        features=draw(st.sampled_from(FEATURES)),
+        dtype=draw(st.sampled_from(DTYPES)),
+        batch_size=draw(st.integers(1, 6)),
+        sequence_length=draw(st.integers(1, 12)),
+        targets=draw(st.sampled_from([None, "next", 1, 2, 3, "arrays"])),
+        remainder=draw(st.sampled_from(["drop", "pad"])),
+        return_sequences=draw(st.booleans()),
+        shuffle=draw(st.booleans()),
+        seed=draw(st.integers(0, 2**32 - 1)),
+        epoch=draw(st.integers(0, 5)),
+    )
+
+
+@given(cases())
+def test_every_epoch_keeps_the_invariant(case: Case) -> None:
+    note(repr(case))
+    event("fillable" if case.fillable() else "cannot fill the streams")
+    if not case.fillable():
+        with pytest.raises(ValueError, match="Received"):
+            case.build()
+        return
+    batches = case.build()
+    batches.set_epoch(case.epoch)
+    assert batches.epoch == (case.epoch if case.shuffle else 0)
+    counts = case.check(batches)
+    if not case.shuffle:
+        assert batches.plan.accounting.before_offset == 0
+    note(repr(counts))
+
+
+@given(cases(("reset",)))
+def test_a_series_never_leaves_its_stream_and_streams_are_balanced(case: Case) -> None:
+    if not case.fillable():
+        return
+    batches = case.build()
+    batches.set_epoch(case.epoch)
+    stream_of: dict[int, set[int]] = {}
+    for b in batches:
+        for i, s in enumerate(b.series.tolist()):
+            if s >= 0:
+                stream_of.setdefault(s, set()).add(i)
+        # Each series starts on a window boundary, at its step 0, with a reset.
+        starts = (b.position == 0) & (b.series >= 0)
+        assert np.array_equal(starts, b.reset)
+    assert sorted(stream_of) == list(range(len(case.lengths)))
+    assert all(len(streams) == 1 for streams in stream_of.values())
+    # Longest first onto the least loaded stream: at most one series' windows above the mean.
+    W = case.sequence_length
+    usable = np.array(case.lengths) - case.shift
+    windows = -(-usable // W) if case.remainder == "pad" else usable // W
+    assert len(batches) <= -(-windows.sum() // case.batch_size) + windows.max()
+    assert len(batches) >= max(windows.max(), -(-windows.sum() // case.batch_size))
+
+
+@given(cases(), st.data())
+def test_shards_are_disjoint_and_their_union_is_the_batch(case: Case, data: st.DataObject) -> None:
+    if not case.fillable():
+        return
+    batches = case.build()
+    divisors = [c for c in range(1, case.batch_size + 1) if case.batch_size % c == 0]
+    count = data.draw(st.sampled_from(divisors))
+    shards = [batches.shard(i, count) for i in range(count)]
+    for s in shards:
+        s.set_epoch(case.epoch)
+    batches.set_epoch(case.epoch)
+    assert all(len(s) == len(batches) for s in shards)
+    assert [s.streams for s in shards] == [
+        range(i * case.batch_size // count, (i + 1) * case.batch_size // count)
+        for i in range(count)
+    ]
+    for k in range(len(batches)):
+        whole = batches[k]
+        parts = [s[k] for s in shards]
+        for field in ("x", "y", "sample_weight", "reset", "series", "position"):
+            if getattr(whole, field) is None:
+                assert all(getattr(p, field) is None for p in parts)
+                continue
+            joined = np.concatenate([getattr(p, field) for p in parts])
+            assert np.array_equal(joined, getattr(whole, field)), field
+    for s in shards:
+        case.check(s)
+
+
+@given(cases(), st.data())
+def test_a_batch_is_a_pure_function_of_its_index(case: Case, data: st.DataObject) -> None:
+    """7. Determinism: random access, a second batcher and a resumed run see the same batch."""
+    if not case.fillable():
+        return
+    first = case.build()
+    first.set_epoch(case.epoch)
+    n = len(first)
+    in_order = [first[k] for k in range(n)]
+    second = case.build()
+    second.set_epoch(case.epoch + 1)
+    second.set_epoch(case.epoch)  # a resumed run: back to the same epoch
+    order = data.draw(st.permutations(range(n)))
+    for k in order:
+        for a, b in ((in_order[k], second[k]), (in_order[k], first[k - n])):
+            for field in ("x", "y", "sample_weight", "reset", "series", "position"):
+                va, vb = getattr(a, field), getattr(b, field)
+                assert (va is None and vb is None) or np.array_equal(va, vb), field
+    assert first[-1].position.tolist() == in_order[-1].position.tolist()
+
+
+@given(cases(("single", "reset")), st.integers(0, 50))
+def test_shuffle_keeps_the_number_of_batches_and_changes_the_layout(case: Case, other: int) -> None:
+    case.shuffle = True
+    if not case.fillable():
+        return
+    batches = case.build()
+    sizes = set()
+    for epoch in (0, 1, other):
+        batches.set_epoch(epoch)
+        sizes.add(len(batches))
+        case.check(batches)
+    assert len(sizes) == 1
+
+
+def test_shuffle_changes_the_layout_from_epoch_to_epoch() -> None:
+    series = [encoded_series(s, 20 + s, (), "int64") for s in range(12)]
+    batches = seqbatch.StreamBatcher(
+        series, None, batch_size=4, sequence_length=5, shuffle=True, seed=7
+    )
+    layouts = set()
+    for epoch in range(5):
+        batches.set_epoch(epoch)
+        layouts.add(tuple(tuple(s) for s in batches.plan.assignment()))
+    assert len(layouts) > 1
+    one = seqbatch.StreamBatcher(
+        encoded_series(0, 500, (), "int64"),
+        None,
+        batch_size=4,
+        sequence_length=10,
+        shuffle=True,
+        seed=3,
+    )
+    offsets = set()
+    for epoch in range(10):
+        one.set_epoch(epoch)
+        offsets.add(one.plan.accounting.before_offset)
+        assert one[0].position[0] == one.plan.accounting.before_offset
+    assert len(offsets) > 1
