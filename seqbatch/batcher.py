@@ -11,7 +11,7 @@ import numpy as np
 
 from seqbatch import _checks
 from seqbatch.plan import StreamPlan, Window
-from seqbatch.source import Joined, open_series_list, read_windows
+from seqbatch.source import Joined, open_series_list, read_windows, strided_windows
 
 if TYPE_CHECKING:
     import keras
@@ -201,6 +201,7 @@ class StreamBatcher:
         self._total_streams = self.batch_size
         self._streams = slice(0, self.batch_size)
         self._plan = self._make_plan(0)
+        self._view_cache: tuple[StreamPlan | None, Any] = (None, None)
         self._ones = np.ones((self.batch_size, self.sequence_length), dtype=np.float32)
         self._ones.flags.writeable = False
 
@@ -307,6 +308,7 @@ class StreamBatcher:
         shard.batch_size = size
         shard._streams = slice(lo, lo + size)
         shard._ones = self._ones[:size]
+        shard._view_cache = (None, None)
         return shard
 
     def __len__(self) -> int:
@@ -326,7 +328,40 @@ class StreamBatcher:
         n = len(self._plan)
         if not -n <= k < n:
             raise IndexError(f"batch index out of range. Received: {k} for {n} batches")
-        return self.batch(self._plan.window(int(k) % n, self._streams))
+        k = int(k) % n
+        views = self._views()
+        if views is not None and k < self._plan.full_batches:
+            weight = self._ones if self.return_sequences or views[1] is None else self._ones[:, 0]
+            w = self._plan.window(k, self._streams)
+            y = None if views[1] is None else views[1][k]
+            return Batch(views[0][k], y, weight, w.reset, w.series, w.start)
+        return self.batch(self._plan.window(k, self._streams))
+
+    def _views(self) -> tuple[np.ndarray, np.ndarray | None] | None:
+        """Zero-copy views of the full batches of one numpy series, built once per epoch."""
+        plan = self._plan
+        if self._view_cache[0] is plan:
+            return self._view_cache[1]
+        views = None
+        x_src, y_src = self._sources[0], self._target_sources[0]
+        if (
+            plan.stride is not None
+            and isinstance(x_src, np.ndarray)
+            and isinstance(y_src, np.ndarray)
+        ):
+            B, W, nb, stride = self.batch_size, self.sequence_length, plan.full_batches, plan.stride
+            first = plan.offset + self._streams.start * stride
+            x = strided_windows(x_src, first, (nb, B, W), stride, W)
+            y = None
+            if self._has_targets and self.return_sequences:
+                y = strided_windows(y_src, first + self.shift, (nb, B, W), stride, W)
+            elif self._has_targets:
+                y = strided_windows(y_src, first + self.shift + W - 1, (nb, B, 1), stride, W)[
+                    :, :, 0
+                ]
+            views = (x, y)
+        self._view_cache = (plan, views)
+        return views
 
     def __iter__(self) -> Iterator[Batch]:
         for k in range(len(self)):
@@ -335,10 +370,8 @@ class StreamBatcher:
     def batch(self, window: Window) -> Batch:
         """Read the batch that ``window`` (one batch of :attr:`plan`) describes."""
         W = self.sequence_length
-        full = window.stride is not None or bool((window.length == W).all())
-        x = read_windows(
-            self._sources, window.series, window.start, window.length, W, window.stride
-        )
+        full = bool((window.length == W).all())
+        x = read_windows(self._sources, window.series, window.start, window.length, W)
         weight = self._ones if full else (np.arange(W) < window.length[:, None]).astype(np.float32)
         y = None
         if self._has_targets:
@@ -349,7 +382,6 @@ class StreamBatcher:
                     window.start + self.shift,
                     window.length,
                     W,
-                    window.stride,
                 )
             else:
                 last = (window.length == W).astype(np.int64)
@@ -359,7 +391,6 @@ class StreamBatcher:
                     window.start + self.shift + W - 1,
                     last,
                     1,
-                    window.stride,
                 )[:, 0]
                 weight = weight[:, -1]
         return Batch(x, y, weight, window.reset, window.series, window.start)

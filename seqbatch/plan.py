@@ -42,15 +42,12 @@ class Window(NamedTuple):
         length: ``(B,)`` int64, real steps in each window (``0`` to ``sequence_length``);
             the rest of the window is padding.
         reset: ``(B,)`` bool, the window starts a new segment: zero that stream's state first.
-        stride: when every window is full, in one series and ``start[i] == start[0] + i *
-            stride``, that stride (the batch is then a strided view of the series); else None.
     """
 
     series: np.ndarray
     start: np.ndarray
     length: np.ndarray
     reset: np.ndarray
-    stride: int | None
 
 
 @dataclass(frozen=True)
@@ -93,6 +90,14 @@ class StreamPlan:
         shuffle: draw a new layout for every epoch from ``(seed, epoch)``.
         seed: the seed of the shuffle.
         epoch: the epoch this plan lays out.
+
+    Attributes:
+        accounting: where every step of the data went in this epoch (:class:`Accounting`).
+        offset: the step at which this epoch's cut starts (``layout="split"``), else 0.
+        stride: with ``layout="split"`` and every stream holding as many steps, the steps
+            between the starts of neighbouring streams; else None.
+        full_batches: batches ``k < full_batches`` have every window full and stream ``i``
+            starting at ``offset + i * stride + k * sequence_length`` (0 without a stride).
 
     Raises:
         ValueError: when the series cannot fill ``batch_size`` streams with at least one window.
@@ -157,6 +162,14 @@ class StreamPlan:
         # Segments are ordered by (stream, first window), so these keys are strictly increasing.
         self._seg_key = self._seg_stream * self._n_batches + self._seg_first
         self._seg_windows = _ceil_div(self._seg_len, W)
+        B = self.batch_size
+        # Shared, read-only fields of the full batches of a split layout.
+        self._zeros = np.zeros(B, dtype=np.int64)
+        self._full = np.full(B, W, dtype=np.int64)
+        self._all = np.ones(B, dtype=bool)
+        self._none = np.zeros(B, dtype=bool)
+        for array in (self._zeros, self._full, self._all, self._none):
+            array.flags.writeable = False
         used = int(self._seg_len.sum())
         self.accounting = Accounting(
             total=int(self.lengths.sum()) + self.no_target * int(self.lengths.size),
@@ -201,8 +214,8 @@ class StreamPlan:
         self._seg_len = seg_len
         self._seg_start = self.offset + np.concatenate(([0], np.cumsum(seg_len)[:-1]))
         uniform = bool((seg_len == seg_len[0]).all())
-        self._stride: int | None = int(seg_len[0]) if uniform else None
-        self._full_batches = int(seg_len.min()) // W if uniform else 0
+        self.stride = int(seg_len[0]) if uniform else None
+        self.full_batches = int(seg_len[0]) // W if uniform else 0
 
     def _deal(self, rng: np.random.Generator | None) -> None:
         lengths = self.lengths
@@ -254,8 +267,8 @@ class StreamPlan:
         self._seg_first = ends - seg_windows - base
         self._seg_len = seg_len[order]
         self._seg_start = np.zeros(S, dtype=np.int64)
-        self._stride = None
-        self._full_batches = 0
+        self.stride = None
+        self.full_batches = 0
 
     def __len__(self) -> int:
         return self._n_batches
@@ -274,26 +287,30 @@ class StreamPlan:
             raise IndexError(
                 f"batch index out of range. Received: k={k} for {self._n_batches} batches"
             )
+        if k < self.full_batches:
+            # Every window full, one segment per stream: no lookup needed.
+            start = self._seg_start[streams] + k * self.sequence_length
+            reset = self._all if k == 0 else self._none
+            return Window(self._zeros[streams], start, self._full[streams], reset[streams])
         lo, hi, step = streams.indices(self.batch_size)
-        idx = np.arange(lo, hi, step, dtype=np.int64)
-        series, start, length, reset = self._lookup(np.int64(k), idx)
-        stride = self._stride if k < self._full_batches and step == 1 else None
-        return Window(series, start, length, reset, stride)
+        return Window(*self._lookup(np.int64(k), np.arange(lo, hi, step, dtype=np.int64)))
 
     def table(self) -> Window:
         """Every window of the epoch at once: arrays of shape ``(len(plan), batch_size)``.
 
-        ``stride`` is None. Costs memory proportional to ``len(plan) * batch_size``.
+        Costs memory proportional to ``len(plan) * batch_size``.
         """
         ks = np.arange(self._n_batches, dtype=np.int64)[:, None]
-        series, start, length, reset = self._lookup(ks, np.arange(self.batch_size, dtype=np.int64))
-        return Window(series, start, length, reset, None)
+        return Window(*self._lookup(ks, np.arange(self.batch_size, dtype=np.int64)))
 
     def _lookup(
         self, k: np.ndarray | np.int64, streams: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         W = self.sequence_length
-        j = np.searchsorted(self._seg_key, streams * self._n_batches + k, side="right") - 1
+        if self.layout == "split":
+            j = streams
+        else:
+            j = np.searchsorted(self._seg_key, streams * self._n_batches + k, side="right") - 1
         w = k - self._seg_first[j]
         held = (self._seg_stream[j] == streams) & (w < self._seg_windows[j])
         length = np.where(held, np.minimum(self._seg_len[j] - w * W, W), 0)

@@ -125,39 +125,64 @@ class Joined:
         return np.concatenate(pieces) if pieces else np.empty((0, *self.shape[1:]), self.dtype)
 
 
+def strided_windows(
+    array: np.ndarray,
+    first: int,
+    shape: tuple[int, int, int],
+    stream_step: int,
+    batch_step: int,
+) -> np.ndarray:
+    """A read-only view of shape ``(*shape, *features)`` over ``array``, copying nothing.
+
+    Element ``[k, i, j]`` is ``array[first + k * batch_step + i * stream_step + j]``: window
+    ``k`` of stream ``i`` when a series is cut into contiguous streams of ``stream_step``
+    steps. The caller keeps every element inside ``array``.
+
+    Examples:
+        >>> view = strided_windows(np.arange(12), 0, (2, 2, 3), stream_step=6, batch_step=3)
+        >>> view[1].tolist()
+        [[3, 4, 5], [9, 10, 11]]
+    """
+    step, *rest = array.strides
+    return np.lib.stride_tricks.as_strided(
+        array[first:],
+        shape=(*shape, *array.shape[1:]),
+        strides=(batch_step * step, stream_step * step, step, *rest),
+        writeable=False,
+    )
+
+
 def read_windows(
     sources: Sequence[Any],
     series: np.ndarray,
     start: np.ndarray,
     length: np.ndarray,
     width: int,
-    stride: int | None,
 ) -> np.ndarray:
-    """Read one window per stream into an array of shape ``(B, width, *features)``.
+    """Read one window per stream into a new array of shape ``(B, width, *features)``.
 
-    Steps past ``length[i]`` are zeros. With a single numpy source, a ``stride`` (every
-    window full and evenly spaced) gives a read-only strided view with no copy, and otherwise
-    one vectorised gather; other sources are sliced once per stream.
+    Steps past ``length[i]`` are zeros. A single numpy source (memmaps included) is read by
+    one vectorised gather over a sliding-window view of it; windows that would run past its
+    end, and other sources, are sliced once per stream.
     """
     src = sources[0]
     features = tuple(src.shape[1:])
-    if len(sources) == 1 and isinstance(src, np.ndarray):
-        if stride is not None:
-            first = int(start[0])
-            step, *rest = src.strides
-            return np.lib.stride_tricks.as_strided(
-                src[first:],
-                shape=(len(start), width, *features),
-                strides=(stride * step, step, *rest),
-                writeable=False,
-            )
-        steps = np.arange(width)
-        held = steps < length[:, None]
-        out = np.asarray(src[np.where(held, start[:, None] + steps, 0)])
-        out[~held] = 0
-        return out
-    out = np.zeros((len(start), width, *features), dtype=src.dtype)
-    for i in np.flatnonzero(length).tolist():
+    B = len(start)
+    sliced = np.flatnonzero(length)
+    if len(sources) == 1 and isinstance(src, np.ndarray) and src.shape[0] >= width:
+        inside = start + width <= src.shape[0]
+        # Every window of the series as a view; one fancy index copies the B windows asked for.
+        windows = strided_windows(src, 0, (src.shape[0] - width + 1, 1, width), 0, 1)[:, 0]
+        out = windows[np.where(inside, start, 0)]
+        partial = length < width
+        if partial.any():
+            out[partial] = 0
+            sliced = np.flatnonzero(partial & (length > 0))
+        else:
+            return out
+    else:
+        out = np.zeros((B, width, *features), dtype=src.dtype)
+    for i in sliced.tolist():
         s, n = int(start[i]), int(length[i])
         out[i, :n] = sources[int(series[i])][s : s + n]
     return out
