@@ -1,0 +1,201 @@
+"""The documentation cannot drift from the code: every example on every page runs here.
+
+Each ```python block of README.md and docs/**/*.md runs; the blocks of one page run in order in
+one namespace, in a fresh Python process and an empty working folder: a page is one session, as
+a reader would run it, and may configure TensorFlow's devices before it starts. A block whose first
+line starts with ``>>>`` is a doctest: its printed output must match. A block right after a
+``<!-- skip: reason -->`` line is not run; it is for what truly cannot run in CI, and says why.
+Docstring examples run through pytest's ``--doctest-modules`` (see pyproject.toml).
+"""
+
+from __future__ import annotations
+
+import doctest
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = sorted([ROOT / "README.md", *(ROOT / "docs").rglob("*.md")])
+FENCE = re.compile(r"^(?P<indent> *)(?P<ticks>```+|~~~+)\s*(?P<lang>[\w+-]*)")
+SKIP = re.compile(r"^\s*<!--\s*skip:\s*(?P<reason>.*?)\s*-->\s*$")
+
+README_COMMANDS = [
+    "python -m pip install . && python -m seqbatch demo",
+    'python -m pip install -e ".[test,docs]" && python -m ruff check . && '
+    "python -m ruff format --check . && python -m mypy && HYPOTHESIS_PROFILE=ci "
+    "python -m pytest -q && python -m mkdocs build --strict -q",
+]
+
+
+@dataclass(frozen=True)
+class Block:
+    """One fenced code block of a page."""
+
+    lang: str
+    line: int  # 1-based line of the first line of code, in the page
+    code: str
+    skip: str | None  # the reason given in a skip marker, or None
+
+
+def blocks(text: str) -> list[Block]:
+    """Every fenced block of a markdown text, with its indent removed."""
+    out: list[Block] = []
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        m = FENCE.match(lines[i])
+        if m is None:
+            i += 1
+            continue
+        indent, ticks = len(m["indent"]), m["ticks"]
+        before = next((s for s in reversed(lines[:i]) if s.strip()), "")
+        skip = SKIP.match(before)
+        body: list[str] = []
+        j = i + 1
+        while j < len(lines) and lines[j].strip() != ticks:
+            body.append(lines[j][indent:])
+            j += 1
+        out.append(Block(m["lang"], i + 2, "\n".join(body) + "\n", skip and skip["reason"]))
+        i = j + 1
+    return out
+
+
+def run_page(path: Path, name: str) -> None:
+    """Run the python blocks of page ``path`` (called ``name`` in errors) in one namespace."""
+    namespace: dict[str, object] = {"__name__": "__docs__"}
+    flags = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+    for block in blocks(path.read_text(encoding="utf-8")):
+        if block.lang != "python" or block.skip is not None:
+            continue
+        where = f"{name}:{block.line}"
+        if block.code.lstrip().startswith(">>>"):
+            test = doctest.DocTestParser().get_doctest(
+                block.code, namespace, where, str(path), block.line - 1
+            )
+            runner = doctest.DocTestRunner(optionflags=flags)
+            runner.run(test, clear_globs=False)
+            namespace.update(test.globs)  # DocTest ran on a copy of the namespace
+            if runner.failures:
+                pytest.fail(f"doctest block at {where} failed (output above)", pytrace=False)
+        else:
+            # Pad with blank lines so that a traceback names the line of the page.
+            code = "\n" * (block.line - 1) + block.code
+            exec(compile(code, str(path), "exec"), namespace)
+
+
+@pytest.mark.parametrize("path", PAGES, ids=[str(p.relative_to(ROOT)) for p in PAGES])
+def test_page_examples_run(path: Path, tmp_path: Path) -> None:
+    name = str(path.relative_to(ROOT))
+    done = subprocess.run(
+        [sys.executable, __file__, str(path), name],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        # The checkout's seqbatch, as in the rest of the suite; TensorFlow's C++ logs quiet.
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+        },
+    )
+    if done.returncode != 0:
+        pytest.fail(f"examples of {name} failed:\n{done.stdout[-6000:]}\n{done.stderr[-6000:]}")
+
+
+@pytest.mark.parametrize("path", PAGES, ids=[str(p.relative_to(ROOT)) for p in PAGES])
+def test_code_blocks_are_labelled(path: Path) -> None:
+    # A block tagged `py` or `pycon`, or not tagged, would silently escape the runner.
+    for block in blocks(path.read_text(encoding="utf-8")):
+        where = f"{path.relative_to(ROOT)}:{block.line}"
+        assert block.lang in {"python", "bash", "console", "text", "yaml", "toml"}, (
+            f"code block at {where} has language {block.lang!r}: tag Python `python` so it "
+            "runs, or use bash/console/text/yaml/toml"
+        )
+        if block.skip is not None:
+            assert block.skip, f"the skip marker before {where} must give a reason"
+            assert block.lang == "python", (
+                f"the skip marker before {where} is on a non-Python block"
+            )
+
+
+def test_skipped_examples_are_few() -> None:
+    skipped = [
+        f"{p.relative_to(ROOT)}:{b.line}"
+        for p in PAGES
+        for b in blocks(p.read_text(encoding="utf-8"))
+        if b.skip is not None
+    ]
+    assert len(skipped) <= 3, f"too many examples are not run: {skipped}"
+
+
+def test_runner_runs_and_fails(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    lines = [
+        "```python",
+        "x = 1",
+        "```",
+        "<!-- skip: needs a cluster -->",
+        "```python",
+        "x = 2",
+        "```",
+        "```python",
+        ">>> y = x + 1",
+        ">>> y",
+        "2",
+        "```",
+        "```python",
+        "assert y == x + 1",
+        "assert x == 2, 'the skipped block ran'",
+        "```",
+    ]
+    page.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    # The skipped block did not run, names set by a doctest block carry over, and a failure
+    # names the line of the page.
+    with pytest.raises(AssertionError, match="the skipped block ran") as err:
+        run_page(page, "page.md")
+    assert err.traceback[-1].lineno + 1 == lines.index("assert x == 2, 'the skipped block ran'") + 1
+    page.write_text("```python\n>>> 1 + 1\n3\n```\n", encoding="utf-8")
+    with pytest.raises(pytest.fail.Exception, match=r"page\.md:2"):
+        run_page(page, "page.md")
+
+
+def test_readme_opens_with_the_two_commands() -> None:
+    lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    assert lines[0].startswith("# seqbatch")
+    first = blocks("\n".join(lines))[0]
+    assert first.code.splitlines() == README_COMMANDS
+    # Only the title, one sentence and a blank line or two come before the commands.
+    assert first.line <= 6
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    # CI spells python as python3 and installs quietly; otherwise it is the README's command.
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    runs = [line for line in ci if "ruff check" in line]
+    assert len(runs) == 1, "expected one line in .ci/run that runs the checks"
+    assert runs[0].replace("python3 ", "python ").replace(" -q -e ", " -e ") == README_COMMANDS[1]
+
+
+def test_figures_match_the_script() -> None:
+    path = ROOT / "docs" / "figures" / "make_figures.py"
+    spec = importlib.util.spec_from_file_location("make_figures", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for name, svg in module.figures().items():
+        committed = (path.parent / name).read_text(encoding="utf-8")
+        assert committed == svg, (
+            f"docs/figures/{name} is not what make_figures.py draws now: run "
+            "`python docs/figures/make_figures.py` and commit the result"
+        )
+
+
+if __name__ == "__main__":
+    run_page(Path(sys.argv[1]), sys.argv[2])
