@@ -23,6 +23,19 @@ FEATURES = [(), (1,), (3,), (2, 2)]
 DTYPES = ["int64", "float32", "float64", "int32"]
 
 
+class SliceOnly:
+    """A series that supports only ``shape``, ``dtype`` and slicing, like an h5py dataset."""
+
+    def __init__(self, array: np.ndarray) -> None:
+        self._array = array
+        self.shape = array.shape
+        self.dtype = array.dtype
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        assert isinstance(key, slice) and key.step is None, key
+        return self._array[key].copy()
+
+
 @dataclass
 class Case:
     lengths: list[int]
@@ -38,6 +51,7 @@ class Case:
     shuffle: bool
     seed: int
     epoch: int
+    lazy: bool = False  # series behind a slice-only object, as h5py and zarr datasets are
 
     @property
     def shift(self) -> int:
@@ -46,9 +60,11 @@ class Case:
         return self.targets if isinstance(self.targets, int) else 0
 
     def data(self) -> Any:
-        series = [
+        series: list[Any] = [
             encoded_series(s, n, self.features, self.dtype) for s, n in enumerate(self.lengths)
         ]
+        if self.lazy:
+            series = [SliceOnly(s) for s in series]
         return series[0] if self.single else series
 
     def target_arg(self) -> Any:
@@ -115,6 +131,7 @@ def cases(draw: st.DrawFn, layouts: tuple[str, ...] = ("single", "reset", "conca
         shuffle=draw(st.booleans()),
         seed=draw(st.integers(0, 2**32 - 1)),
         epoch=draw(st.integers(0, 5)),
+        lazy=draw(st.booleans()),
     )
 
 
