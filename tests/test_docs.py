@@ -172,15 +172,8 @@ def test_readme_opens_with_the_two_commands() -> None:
     first = blocks("\n".join(lines))[0]
     assert first.code.splitlines() == README_COMMANDS
     # Only the title, one sentence and a blank line or two come before the commands.
+    # tests/test_project.py checks that .ci/run runs the second one.
     assert first.line <= 6
-
-
-def test_ci_runs_the_readme_test_command() -> None:
-    # CI spells python as python3 and installs quietly; otherwise it is the README's command.
-    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
-    runs = [line for line in ci if "ruff check" in line]
-    assert len(runs) == 1, "expected one line in .ci/run that runs the checks"
-    assert runs[0].replace("python3 ", "python ").replace(" -q -e ", " -e ") == README_COMMANDS[1]
 
 
 def test_figures_match_the_script() -> None:
