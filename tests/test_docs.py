@@ -3,7 +3,9 @@
 Each ```python block of README.md and docs/**/*.md runs; the blocks of one page run in order in
 one namespace, in a fresh Python process and an empty working folder: a page is one session, as
 a reader would run it, and may configure TensorFlow's devices before it starts. A block whose first
-line starts with ``>>>`` is a doctest: its printed output must match. A block right after a
+line starts with ``>>>`` is a doctest: its printed output must match. In a ```console block,
+each ``$ python -m seqbatch ...`` line runs, and its output must be the lines under it. A block
+right after a
 ``<!-- skip: reason -->`` line is not run; it is for what truly cannot run in CI, and says why.
 Docstring examples run through pytest's ``--doctest-modules`` (see pyproject.toml).
 """
@@ -14,6 +16,7 @@ import doctest
 import importlib.util
 import os
 import re
+import shlex
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -72,10 +75,12 @@ def run_page(path: Path, name: str) -> None:
     namespace: dict[str, object] = {"__name__": "__docs__"}
     flags = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
     for block in blocks(path.read_text(encoding="utf-8")):
-        if block.lang != "python" or block.skip is not None:
+        if block.lang not in ("python", "console") or block.skip is not None:
             continue
         where = f"{name}:{block.line}"
-        if block.code.lstrip().startswith(">>>"):
+        if block.lang == "console":
+            run_console(block.code, where)
+        elif block.code.lstrip().startswith(">>>"):
             test = doctest.DocTestParser().get_doctest(
                 block.code, namespace, where, str(path), block.line - 1
             )
@@ -88,6 +93,24 @@ def run_page(path: Path, name: str) -> None:
             # Pad with blank lines so that a traceback names the line of the page.
             code = "\n" * (block.line - 1) + block.code
             exec(compile(code, str(path), "exec"), namespace)
+
+
+def run_console(text: str, where: str) -> None:
+    """Run each ``$ python ...`` line of a console block; its output must follow it."""
+    for chunk in text.split("$ ")[1:]:
+        command, *expected = chunk.rstrip("\n").split("\n")
+        argv = shlex.split(command)
+        assert argv[0] == "python", f"{where}: console examples run `python` only: {command}"
+        done = subprocess.run([sys.executable, *argv[1:]], capture_output=True, text=True)
+        got = [line.rstrip() for line in (done.stdout + done.stderr).rstrip("\n").split("\n")]
+        if done.returncode != 0 or got != [line.rstrip() for line in expected]:
+            pytest.fail(
+                f"{where}: `{command}` exited {done.returncode} and printed\n"
+                + "\n".join(got)
+                + "\ninstead of\n"
+                + "\n".join(expected),
+                pytrace=False,
+            )
 
 
 @pytest.mark.parametrize("path", PAGES, ids=[str(p.relative_to(ROOT)) for p in PAGES])
@@ -163,6 +186,11 @@ def test_runner_runs_and_fails(tmp_path: Path) -> None:
     assert err.traceback[-1].lineno + 1 == lines.index("assert x == 2, 'the skipped block ran'") + 1
     page.write_text("```python\n>>> 1 + 1\n3\n```\n", encoding="utf-8")
     with pytest.raises(pytest.fail.Exception, match=r"page\.md:2"):
+        run_page(page, "page.md")
+    page.write_text("```console\n$ python -c 'print(1 + 1)'\n2\n```\n", encoding="utf-8")
+    run_page(page, "page.md")
+    page.write_text("```console\n$ python -c 'print(1 + 1)'\n3\n```\n", encoding="utf-8")
+    with pytest.raises(pytest.fail.Exception, match=r"page\.md:2: `python -c"):
         run_page(page, "page.md")
 
 
