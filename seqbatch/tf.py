@@ -37,13 +37,9 @@ def to_dataset(
     auto-sharding is off: auto-sharding would deal batches, not streams, to the workers.
 
     Elements are tuples whose first item is the model input, as ``fit``, ``evaluate`` and
-    ``predict`` unpack them:
-
-    ============================  ==========================================================
-    ``batches`` has targets       ``(inputs, y, sample_weight)``, or ``(inputs, y)`` with
-                                  ``sample_weight=False``
-    ``batches`` has no targets    ``(inputs,)``: there is nothing to weight
-    ============================  ==========================================================
+    ``predict`` unpack them: ``(inputs, y, sample_weight)``, or ``(inputs, y)`` with
+    ``sample_weight=False``; ``(inputs,)`` when ``batches`` has no targets (nothing to weight,
+    and a 1-tuple, so that Keras never reads ``(x, reset)`` as ``(x, y)``).
 
     ``inputs`` is ``x`` of shape ``(B, W, *features)``, or with ``reset_input=True`` the pair
     ``(x, reset)`` with ``reset`` of shape ``(B,)``, float32, 1.0 where the stream starts a new
@@ -54,9 +50,9 @@ def to_dataset(
 
     Epochs: without ``shuffle`` every pass over the dataset is the same. With
     ``shuffle=True``, pass ``p`` lays out epoch ``batches.epoch + p``, where pass ``p`` is the
-    ``p``-th iterator created over the dataset (each Keras epoch creates one; so does Keras's
-    one-batch probe of the data under a ``tf.distribute`` strategy, and so does any loop over
-    the dataset). The dataset counts its own passes from the epoch ``batches`` was in when
+    ``p``-th iterator that reads the dataset (each Keras epoch makes one; so does any loop over
+    the dataset, and so does the one-batch probe of the data that Keras makes before training
+    under a ``tf.distribute`` strategy, which then starts training at ``batches.epoch + 1``). The dataset counts its own passes from the epoch ``batches`` was in when
     this function was called; ``batches`` itself is never changed. One Python call per pass
     fetches that epoch's table; without ``shuffle`` there is none.
 
@@ -90,10 +86,15 @@ def to_dataset(
         ValueError: the number of replicas of ``input_context`` does not divide the batch size.
 
     Notes:
-        In-memory data is copied once into TensorFlow tensors (for a list of series, one
-        buffer of all series end to end). A tensor cannot exceed 2 GB where a dataset graph is
-        serialised (tf.data service, some distribution setups); for data that large, save it
-        with ``np.save`` and pass the path: it is then read batch by batch.
+        In-memory data is copied once into a TensorFlow buffer (all series end to end and a
+        row of zeros that padding reads); building it briefly takes one more copy. Where
+        TensorFlow serialises the dataset graph (the tf.data service), a buffer over 2 GB
+        cannot go: save the data with ``np.save`` and pass the path, read batch by batch.
+
+        Keras ``fit`` on ``strategy.distribute_datasets_from_function``: TensorFlow reports
+        the number of elements of one pipeline's dataset as the number of steps, ``R`` times
+        too many, so Keras shows ``R * len(batches)`` steps and warns that the input ran out
+        of data. Training is right: every batch is used once per epoch, in order.
 
     Examples:
         One series of 12 steps whose value is its step, 2 streams, windows of 3 steps:
@@ -204,7 +205,11 @@ def _tf_dtype(dtype: np.dtype, name: str) -> tf.DType:
 
 
 class _GraphReader:
-    """Reads in-memory batches with TensorFlow ops: one gather per batch, no Python."""
+    """Reads in-memory batches with TensorFlow ops: one gather per batch, no Python.
+
+    Each of x and y is one buffer of all series end to end followed by a row of zeros, which
+    padding steps read: a single gather, with no mask to apply afterwards.
+    """
 
     def __init__(self, batches: StreamBatcher) -> None:
         self.width = batches.sequence_length
@@ -221,39 +226,34 @@ class _GraphReader:
     def _flat(
         sources: list[np.ndarray], dtype: np.dtype, name: str
     ) -> tuple[tf.Tensor, np.ndarray]:
+        """The buffer, and where each series starts in it (and, last, the row of zeros)."""
         _tf_dtype(dtype, name)
-        offsets = np.concatenate(([0], np.cumsum([len(s) for s in sources])[:-1]))
-        flat = sources[0] if len(sources) == 1 else np.concatenate(sources)
-        return tf.constant(flat), offsets.astype(np.int64)
+        zeros = np.zeros((1, *sources[0].shape[1:]), dtype)
+        offsets = np.cumsum([0] + [len(s) for s in sources])
+        return tf.constant(np.concatenate([*sources, zeros])), offsets
 
     def table(self, w: Window) -> tuple[np.ndarray, ...]:
         """Per window: real steps, reset, and the buffer index of its first x and y step."""
-        held = w.series >= 0
-        series = np.where(held, w.series, 0)
-        x_first = np.where(held, self.x_offsets[series] + w.start, 0)
+        series = np.maximum(w.series, 0)  # an idle stream (-1) reads only zeros
+        x_first = self.x_offsets[series] + w.start
         y_first = self.y_offsets[series] + w.start + self.shift
         if not self.return_sequences:
             y_first += self.width - 1
-        return w.length, w.reset, x_first, np.where(held, y_first, 0)
+        return w.length, w.reset, x_first, y_first
 
     def read(
         self, length: tf.Tensor, reset: tf.Tensor, x_first: tf.Tensor, y_first: tf.Tensor
     ) -> tuple[tf.Tensor, tf.Tensor | None]:
         steps = tf.range(self.width, dtype=tf.int64)
         real = steps < length[:, None]
-        x = _gather(self.x, x_first[:, None] + steps, real)
+        x = tf.gather(self.x, tf.where(real, x_first[:, None] + steps, self.x_offsets[-1]))
         if not self.has_targets:
             return x, None
         if self.return_sequences:
-            return x, _gather(self.y, y_first[:, None] + steps, real)
-        return x, _gather(self.y, y_first, length == self.width)
-
-
-def _gather(buffer: tf.Tensor, index: tf.Tensor, real: tf.Tensor) -> tf.Tensor:
-    """``buffer[index]`` where ``real``, zeros elsewhere (``index`` is only valid there)."""
-    out = tf.gather(buffer, tf.where(real, index, tf.zeros_like(index)))
-    real = real[(Ellipsis,) + (tf.newaxis,) * (buffer.shape.rank - 1)]
-    return tf.where(real, out, tf.zeros_like(out))
+            index = tf.where(real, y_first[:, None] + steps, self.y_offsets[-1])
+        else:
+            index = tf.where(length == self.width, y_first, self.y_offsets[-1])
+        return x, tf.gather(self.y, index)
 
 
 class _NumpyReader:
