@@ -1,0 +1,82 @@
+"""The results: one row per measurement, printed as a markdown table.
+
+A ratio is always "how many times faster seqbatch is than the peer": the peer's time over
+seqbatch's time, or seqbatch's bandwidth over the peer's. Above 1, seqbatch is faster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+RATIO_NOTE = (
+    "ratio = peer time / seqbatch time (or seqbatch bandwidth / peer bandwidth): "
+    "above 1x, seqbatch is faster. Times and bandwidths are medians of the repeats."
+)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One measurement of seqbatch, beside the peer it is compared with.
+
+    Attributes:
+        section: the benchmark it belongs to (``numpy``, ``tf.data``, ...).
+        case: what was measured, in words.
+        value: seqbatch's figure, in ``unit``.
+        unit: the unit of both figures: ``us/batch``, ``GB/s``, ``MB``, ``ms``, ``x``, ...
+        peer: the peer's name, or ``""`` when there is none.
+        peer_value: the peer's figure in the same unit, or None.
+        ratio: see :data:`RATIO_NOTE`; None when no ratio applies.
+        target: the DESIGN.md target, in words, or ``""``.
+        met: whether the target is met; None without a target.
+    """
+
+    section: str
+    case: str
+    value: float
+    unit: str
+    peer: str = ""
+    peer_value: float | None = None
+    ratio: float | None = None
+    target: str = ""
+    met: bool | None = None
+
+
+def speed_ratio(seqbatch_seconds: float, peer_seconds: float) -> float:
+    """How many times faster seqbatch is: the peer's time over seqbatch's."""
+    return peer_seconds / seqbatch_seconds
+
+
+def figure(value: float, unit: str) -> str:
+    """``value`` with three significant digits and its unit."""
+    return f"{value:.3g} {unit}"
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A markdown table whose columns are padded to line up in a terminal too."""
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+
+    rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(header), rule, *(line(r) for r in rows)])
+
+
+def rows_table(rows: Sequence[Row]) -> str:
+    """The measurements as a markdown table: seqbatch, peer, ratio, target, met."""
+    body = []
+    for r in rows:
+        peer = "" if r.peer_value is None else f"{r.peer}: {figure(r.peer_value, r.unit)}"
+        body.append(
+            [
+                r.section,
+                r.case,
+                figure(r.value, r.unit),
+                peer or r.peer,
+                "" if r.ratio is None else f"{r.ratio:.2f}x",
+                r.target,
+                {True: "yes", False: "NO", None: ""}[r.met],
+            ]
+        )
+    return markdown_table(["section", "case", "seqbatch", "peer", "ratio", "target", "met"], body)

@@ -1,0 +1,160 @@
+"""tf.data: the seqbatch adapter against two peers, each consumed inside a ``tf.function``.
+
+As ``fit()`` does, each epoch creates the dataset's iterator eagerly and a ``tf.function``
+pulls the batches with ``next(iterator)`` and reduces every tensor of each, so that every
+batch is produced and read with no Python between batches (``fit()`` with
+``steps_per_execution`` equal to the epoch). The cost per batch is the marginal one: the time
+of an epoch of ``n`` batches less that of ``n // 4`` batches, over ``n - n // 4``. What is
+left, the time to start an epoch (iterator, worker threads, first batches), is given apart.
+
+All three read the same windows of the same in-memory series: ``x`` of shape ``(B, W, F)``
+and ``y``, the step after each window, of shape ``(B, F)``
+(``keras.utils.timeseries_dataset_from_array`` gives one target per window, so seqbatch runs
+with ``return_sequences=False`` and no sample weights). The peers group the windows in
+another order, which costs them nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from benchmarks.data import series
+from benchmarks.report import Row, speed_ratio
+from benchmarks.sizes import Sizes
+from benchmarks.timing import medians
+from seqbatch import StreamBatcher
+
+SEQBATCH = "seqbatch"
+TIMESERIES = "timeseries_dataset_from_array"
+RANGE_MAP = "Dataset.range().map(slice)"
+MEMMAP = "seqbatch, memmap"
+TARGETS = {TIMESERIES: 30.0, RANGE_MAP: 2.0}
+
+
+def consume(dataset: tf.data.Dataset, steps: int) -> Callable[[], None]:
+    """A run that reads the first ``steps`` batches of one epoch of ``dataset``, as ``fit()``."""
+
+    @tf.function
+    def run_steps(iterator: tf.data.Iterator) -> tf.Tensor:
+        total = tf.constant(0.0)
+        for _ in tf.range(steps):
+            for tensor in tf.nest.flatten(next(iterator)):
+                total += tf.reduce_sum(tensor)
+        return total
+
+    def run() -> None:
+        run_steps(iter(dataset)).numpy()
+
+    return run
+
+
+def per_batch(
+    datasets: dict[str, tf.data.Dataset], batches: int, repeats: int
+) -> dict[str, tuple[float, float]]:
+    """Seconds per batch (marginal) and seconds to start an epoch, by pipeline."""
+    short = batches // 4
+    runs = {}
+    for name, dataset in datasets.items():
+        runs[name, batches] = consume(dataset, batches)
+        runs[name, short] = consume(dataset, short)
+    seconds = medians(runs, repeats)
+    out = {}
+    for name in datasets:
+        # Noise can make the difference vanish on tiny sizes; a nanosecond keeps ratios finite.
+        marginal = max(seconds[name, batches] - seconds[name, short], 1e-9) / (batches - short)
+        out[name] = (marginal, max(seconds[name, short] - short * marginal, 1e-9))
+    return out
+
+
+def range_map(data: np.ndarray, batch_size: int, width: int, windows: int) -> tf.data.Dataset:
+    """The plain pipeline: one ``map`` call slices each window and its target, then ``batch``."""
+    tensor = tf.constant(data)
+
+    def window(i: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        first = i * width
+        return tensor[first : first + width], tensor[first + width]
+
+    return (
+        tf.data.Dataset.range(windows)
+        .map(window, num_parallel_calls=tf.data.AUTOTUNE)
+        .batch(batch_size, drop_remainder=True)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+
+def pipelines(
+    data: np.ndarray, batch_size: int, width: int, batches: int
+) -> dict[str, tf.data.Dataset]:
+    """The three pipelines over the first ``batches * batch_size * width + 1`` steps of ``data``."""
+    steps = batches * batch_size * width
+    seqbatch = StreamBatcher(
+        data[: steps + 1], batch_size=batch_size, sequence_length=width, return_sequences=False
+    )
+    return {
+        SEQBATCH: seqbatch.to_tf_dataset(sample_weight=False),
+        TIMESERIES: keras.utils.timeseries_dataset_from_array(
+            data[:steps],
+            data[width : steps + 1],
+            sequence_length=width,
+            sequence_stride=width,
+            batch_size=batch_size,
+        ),
+        RANGE_MAP: range_map(data[: steps + 1], batch_size, width, batches * batch_size),
+    }
+
+
+def run(sizes: Sizes, workdir: Path) -> list[Row]:
+    """Time the pipelines in the headline case, and seqbatch on a memmap of the same data."""
+    B, W, F, n = sizes.batch_size, sizes.sequence_length, sizes.features, sizes.batches
+    data = series(n * B * W + 1, F)
+    path = workdir / "tf_path.npy"
+    np.save(path, data)
+    lazy = StreamBatcher(path, batch_size=B, sequence_length=W, return_sequences=False)
+    datasets = pipelines(data, B, W, n)
+    datasets[MEMMAP] = lazy.to_tf_dataset(sample_weight=False)
+    times = per_batch(datasets, n, sizes.repeats)
+    ours = times[SEQBATCH][0]
+    rows = []
+    for peer, target in TARGETS.items():
+        ratio = speed_ratio(ours, times[peer][0])
+        rows.append(
+            Row(
+                "tf.data",
+                f"in-memory series, {B}x{W}x{F} float32, vs {peer}",
+                ours * 1e6,
+                "us/batch",
+                peer=peer,
+                peer_value=times[peer][0] * 1e6,
+                ratio=ratio,
+                target=f">= {target:g}x",
+                met=ratio >= target,
+            )
+        )
+    rows.append(
+        Row(
+            "tf.data",
+            f"memmapped series (one numpy_function per batch), vs {TIMESERIES} in memory",
+            times[MEMMAP][0] * 1e6,
+            "us/batch",
+            peer=TIMESERIES,
+            peer_value=times[TIMESERIES][0] * 1e6,
+            ratio=speed_ratio(times[MEMMAP][0], times[TIMESERIES][0]),
+        )
+    )
+    rows.append(
+        Row(
+            "tf.data",
+            f"time to start an epoch, in-memory series, vs {RANGE_MAP}",
+            times[SEQBATCH][1] * 1e3,
+            "ms",
+            peer=RANGE_MAP,
+            peer_value=times[RANGE_MAP][1] * 1e3,
+            ratio=speed_ratio(times[SEQBATCH][1], times[RANGE_MAP][1]),
+        )
+    )
+    return rows

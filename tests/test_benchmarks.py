@@ -1,0 +1,55 @@
+"""Smoke test of the benchmark suite: ``python -m benchmarks --quick`` runs every section and
+prints every row. No timing is asserted: CI machines are too noisy for that."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from benchmarks.sizes import QUICK
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_quick_run_prints_every_row_and_draws_the_figure(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--out", str(tmp_path)],
+        cwd=ROOT,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    assert "## Targets" in out and "## Grid" in out
+    results = json.loads((tmp_path / "benchmarks.json").read_text())
+    rows = results["rows"]
+    counts = {
+        section: sum(r["section"] == section for r in rows)
+        for section in ("numpy", "keras", "tf.data", "memory", "scaling", "grid")
+    }
+    assert counts == {
+        "numpy": 7,
+        "keras": 1,
+        "tf.data": 4,
+        "memory": 4,
+        "scaling": 2 * len(QUICK.series_lengths),
+        # No quick cell reaches 64 KB, so only the two tf.data worst-cell rows.
+        "grid": 2,
+    }
+    assert len(rows) == sum(counts.values())
+    table_lines = [line for line in out.splitlines() if line.startswith("| ")]
+    for r in rows:
+        assert sum(f"| {r['case']} " in line for line in table_lines) == 1, r["case"]
+    cells = list(itertools.product(QUICK.grid_batch_sizes, QUICK.grid_windows, QUICK.grid_features))
+    grid = out.split("## Grid", 1)[1]
+    grid_rows = [line for line in grid.splitlines() if line.startswith("| ")][1:]
+    assert len(grid_rows) == len(cells)
+    assert sum("skipped: above the byte cap" in line for line in grid_rows) == 1
+    assert (tmp_path / "benchmarks.svg").read_text().lstrip().startswith("<?xml")
