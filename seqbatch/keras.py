@@ -43,7 +43,8 @@ __all__ = [
 
 def _element(batch: Batch, reset_input: bool, sample_weight: bool) -> tuple[Any, ...]:
     """The ``fit()`` element of one batch: ``(inputs,)``, ``(inputs, y)`` or ``(inputs, y, w)``."""
-    inputs = (batch.x, batch.reset) if reset_input else batch.x
+    # float32 flags, as the tf.data adapter yields them: the default dtype of a Keras input.
+    inputs = (batch.x, batch.reset.astype(np.float32)) if reset_input else batch.x
     if batch.y is None:
         return (inputs,)
     if sample_weight:
@@ -54,12 +55,13 @@ def _element(batch: Batch, reset_input: bool, sample_weight: bool) -> tuple[Any,
 class StreamSequence(keras.utils.PyDataset):
     """The batches of a :class:`~seqbatch.StreamBatcher` as a ``keras.utils.PyDataset``.
 
-    Item ``k`` is batch ``k`` of the batcher's current epoch, as numpy arrays:
+    Item ``k`` is batch ``k`` of the batcher's current epoch, as numpy arrays, structured
+    like the elements of the tf.data adapter (:func:`seqbatch.tf.to_dataset`):
     ``(x, y, sample_weight)``, or ``((x, reset), y, sample_weight)`` with
-    ``reset_input=True`` (for a model that takes the reset flags, see :class:`StreamReset`);
-    ``(inputs, y)`` with ``sample_weight=False``; ``(inputs,)`` without targets. Items are
-    pure: reading one changes nothing, so Keras may probe them and read them from several
-    workers at once.
+    ``reset_input=True``, ``reset`` being the ``(B,)`` flags as float32 1.0 or 0.0 (for a
+    model that takes them, see :class:`StreamReset`); ``(inputs, y)`` with
+    ``sample_weight=False``; ``(inputs,)`` without targets. Items are pure: reading one
+    changes nothing, so Keras may probe them and read them from several workers at once.
 
     ``fit()`` must be called with ``shuffle=False``. Keras 3 shuffles the order of a
     finite ``PyDataset``'s batches when ``fit()`` gets ``shuffle=True``, its default, and
@@ -73,7 +75,7 @@ class StreamSequence(keras.utils.PyDataset):
 
     Args:
         batches: the batcher whose batches to serve. Its batch size must be the model's.
-        reset_input: also pass the ``(B,)`` bool reset flags as a second input.
+        reset_input: also pass the ``(B,)`` reset flags (float32) as a second input.
         sample_weight: pass the weights (0 on padding, 1 on data); without them a padded
             step counts in the loss like data.
         **pydataset_kwargs: ``workers``, ``use_multiprocessing`` and ``max_queue_size``, as

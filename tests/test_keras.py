@@ -35,7 +35,7 @@ from tests.encoded import encoded_series
 
 
 def expected_element(b: seqbatch.Batch, reset_input: bool, sample_weight: bool) -> tuple:
-    inputs = (b.x, b.reset) if reset_input else b.x
+    inputs = (b.x, b.reset.astype(np.float32)) if reset_input else b.x
     if b.y is None:
         return (inputs,)
     return (inputs, b.y, b.sample_weight) if sample_weight else (inputs, b.y)
@@ -115,6 +115,25 @@ def test_sequence_items_equal_numpy_batches(
     for k in indices:
         assert_same(seq[k], expected_element(reference[k], reset_input, sample_weight))
     assert batches.epoch == reference.epoch
+
+
+@pytest.mark.parametrize(
+    ("targets", "reset_input", "sample_weight"),
+    [("next", False, True), ("next", True, True), ("next", True, False), (None, True, True)],
+)
+def test_sequence_items_equal_the_tf_dataset_elements(
+    targets: str | None, reset_input: bool, sample_weight: bool
+) -> None:
+    data = [encoded_series(s, n, (2,), "float32") for s, n in enumerate([14, 9, 8, 5])]
+    batches = seqbatch.StreamBatcher(
+        data, targets, batch_size=2, sequence_length=3, remainder="pad"
+    )
+    seq = quiet_sequence(batches, reset_input=reset_input, sample_weight=sample_weight)
+    dataset = batches.to_tf_dataset(reset_input=reset_input, sample_weight=sample_weight)
+    elements = [keras.tree.map_structure(ops.convert_to_numpy, e) for e in dataset]
+    assert len(elements) == len(seq)
+    for k, element in enumerate(elements):
+        assert_same(seq[k], element)
 
 
 def test_sequence_items_are_pure_under_probing_and_threads() -> None:
