@@ -1,0 +1,126 @@
+"""The demo and the command line, as a user runs them."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from seqbatch.__main__ import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.run(
+        [sys.executable, "-m", "seqbatch", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+
+
+def test_plan_prints_the_layout_without_importing_keras() -> None:
+    code = textwrap.dedent(
+        """
+        import runpy, sys
+        sys.argv = ["seqbatch", "plan", "--steps", "100000", "--batch-size", "32",
+                    "--sequence-length", "100"]
+        try:
+            runpy.run_module("seqbatch", run_name="__main__", alter_sys=True)
+        except SystemExit as done:
+            assert done.code == 0
+        print(sorted({"keras", "tensorflow"} & set(sys.modules)))
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "data: 1 series, x (32, 100) float32, y (32, 100) float32",
+        "layout: one series cut into contiguous streams (epoch 0)",
+        "batches: 31 of 32 streams x 100 steps; resets: 32",
+        "steps: 100000 in the data = 99200 used + 1 without target + 0 before the offset"
+        " + 799 dropped (remainder='drop')",
+        "padding: 0 of 99200 batch slots (0.0%)",
+        "[]",
+    ]
+
+
+def test_plan_of_many_series(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["plan", "--series", "500", "300", "200", "100", "--batch-size", "2"]
+    argv += ["--sequence-length", "64", "--remainder", "pad", "--features", "3"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "data: 4 series, x (2, 64, 3) float32, y (2, 64, 3) float32" in out
+    assert "layout: 4 series dealt whole onto the streams (epoch 0)" in out
+    assert "padding: 184 of 1280 batch slots (14.4%)" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["plan"], "one of the arguments --steps --series is required"),
+        (["plan", "--steps", "0"], "argument --steps: must be a positive integer, got '0'"),
+        (["plan", "--steps", "ten"], "argument --steps: must be a positive integer, got 'ten'"),
+        (["plan", "--steps", "10", "--series", "5"], "not allowed with argument --steps"),
+        (["plan", "--steps", "99", "--targets", "soon"], "must be 'none', 'next' or a positive"),
+        (
+            ["plan", "--steps", "100", "--batch-size", "32", "--sequence-length", "100"],
+            "plan: error: `batch_size * sequence_length` must not exceed the usable steps of "
+            "the series (99)",
+        ),
+        (["demo", "--size", "huge"], "argument --size: invalid choice: 'huge'"),
+        (["demo", "--epochs", "0"], "argument --epochs: must be a positive integer, got '0'"),
+        ([], "the following arguments are required"),
+    ],
+)
+def test_bad_options_get_a_clear_message(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: python -m seqbatch")
+    assert message in err
+
+
+def test_demo_option_that_the_text_cannot_fill() -> None:
+    done = run_cli("demo", "--size", "tiny", "--batch-size", "5000")
+    assert done.returncode == 2
+    assert "demo: error: `batch_size * sequence_length` must not exceed" in done.stderr
+
+
+def test_tiny_demo_trains_both_models_and_reports_their_losses() -> None:
+    from seqbatch import demo
+
+    out = io.StringIO()
+    result = demo.run("tiny", batch_size=8, sequence_length=8, units=16, verbose=0, out=out)
+    report = out.getvalue()
+    assert np.isfinite([result.aligned, result.shuffled]).all()
+    assert f"aligned streams  {result.aligned:.3f}" in report
+    assert f"shuffled rows    {result.shuffled:.3f}" in report
+    assert "Training batches:\n  data: 1 series, x (8, 8) int32, y (8, 8) int32" in report
+
+
+def test_demo_corpus_keeps_validation_files_apart() -> None:
+    from seqbatch import demo
+
+    train, validation, files = demo.stdlib_corpus(50_000, 10_000)
+    assert (len(train), len(validation)) == (50_000, 10_000)
+    assert files == sorted(files) and not any(f.startswith("_") for f in files)
+    held_out = files[4::5]
+    root = Path(os.__file__).parent
+    assert validation.startswith((root / held_out[0]).read_text(encoding="utf-8")[:1000])
+    assert (root / held_out[0]).read_text(encoding="utf-8")[:1000] not in train
