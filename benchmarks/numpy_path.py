@@ -39,14 +39,20 @@ def epoch(batches: StreamBatcher) -> Callable[[], None]:
 
 
 def copyto_epoch(
-    data: np.ndarray, batch_shape: tuple[int, int], batches: int, contiguous: bool
+    data: np.ndarray,
+    batch_shape: tuple[int, int],
+    batches: int,
+    contiguous: bool,
+    fresh: bool = False,
 ) -> Callable[[], None]:
     """A run that copies the ``x`` and ``y`` bytes of ``batches`` batches with ``np.copyto``.
 
     With ``contiguous=False``, batch ``k`` copies window ``k`` of each of ``B`` streams (the
     data cut into ``B`` contiguous streams, as seqbatch cuts one series) and the same windows
     one step later (the targets). With ``contiguous=True`` it copies block ``k`` of the data
-    and the block one step later. Both write into two preallocated arrays.
+    and the block one step later. The copies go into two preallocated arrays, or with
+    ``fresh=True`` into two new arrays per batch, kept until the next batch as a consumer
+    keeps a batch: what returning new arrays costs the allocator.
     """
     B, W = batch_shape
     step, *rest = data.strides
@@ -57,10 +63,12 @@ def copyto_epoch(
         strides = (W * step, batches * W * step, step, *rest)
     x = np.lib.stride_tricks.as_strided(data, shape=shape, strides=strides, writeable=False)
     y = np.lib.stride_tricks.as_strided(data[1:], shape=shape, strides=strides, writeable=False)
-    x_out, y_out = np.empty(shape[1:], data.dtype), np.empty(shape[1:], data.dtype)
 
     def run() -> None:
+        x_out, y_out = np.empty(shape[1:], data.dtype), np.empty(shape[1:], data.dtype)
         for k in range(batches):
+            if fresh:
+                x_out, y_out = np.empty(shape[1:], data.dtype), np.empty(shape[1:], data.dtype)
             np.copyto(x_out, x[k])
             np.copyto(y_out, y[k])
 
@@ -121,23 +129,36 @@ def run(sizes: Sizes, workdir: Path) -> list[Row]:
             )
         )
     same, block = "np.copyto, same windows", "np.copyto, one block"
+    fresh = "np.copyto, same windows, into new arrays"
     runs = {
         same: copyto_epoch(data, (B, W), n, contiguous=False),
         block: copyto_epoch(data, (B, W), n, contiguous=True),
+        fresh: copyto_epoch(data, (B, W), n, contiguous=False, fresh=True),
     }
     runs.update({name: epoch(b) for name, b in copies.items()})
     seconds = medians(runs, sizes.repeats)
     batch_bytes = 2 * B * W * F * data.itemsize
     size = f"x+y {batch_bytes // 1024} KB"
     gbps = {name: n * batch_bytes / t / 1e9 for name, t in seconds.items()}
-    peer, scale = gbps.pop(same), gbps.pop(block)
+    peer, scale, new = gbps.pop(same), gbps.pop(block), gbps.pop(fresh)
     rows.append(Row("numpy", f"{block} of {size} (memory bandwidth, for scale)", scale, "GB/s"))
+    rows.append(
+        Row(
+            "numpy",
+            f"{fresh} per batch, {size} (what allocating costs)",
+            new,
+            "GB/s",
+            peer=same,
+            peer_value=peer,
+            ratio=new / peer,
+        )
+    )
     applies = batch_bytes >= COPY_TARGET_MIN_BYTES
     for name, value in gbps.items():
         rows.append(
             Row(
                 "numpy",
-                f"copied batch ({size}), {name}",
+                f"copied batch ({size}), {name} ({value / new:.2f}x new arrays)",
                 value,
                 "GB/s",
                 peer=same,
@@ -147,13 +168,14 @@ def run(sizes: Sizes, workdir: Path) -> list[Row]:
                 met=value / peer >= COPY_TARGET_RATIO if applies else None,
             )
         )
-    faults = minor_faults(epoch(copies["one series, remainder='pad'"])) / n
     rows.append(
         Row(
             "numpy",
             "minor page faults per copied batch, one series, remainder='pad'",
-            faults,
+            minor_faults(epoch(copies["one series, remainder='pad'"])) / n,
             "faults/batch",
+            peer=fresh,
+            peer_value=minor_faults(runs[fresh]) / n,
         )
     )
     return rows

@@ -35,7 +35,7 @@ def test_quick_run_prints_every_row_and_draws_the_figure(tmp_path: Path) -> None
         for section in ("numpy", "keras", "tf.data", "memory", "scaling", "grid")
     }
     assert counts == {
-        "numpy": 7,
+        "numpy": 8,
         "keras": 1,
         "tf.data": 4,
         "memory": 4,
