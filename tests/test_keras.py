@@ -18,7 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras
 import numpy as np
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import assume, given
 from hypothesis import strategies as st
 from keras import ops
 
@@ -60,7 +60,6 @@ def quiet_sequence(batches: seqbatch.StreamBatcher, **kwargs: Any) -> StreamSequ
 # --- The sequence serves exactly the numpy batches ----------------------------------------
 
 
-@settings(max_examples=60)
 @given(
     lengths=st.lists(st.integers(1, 40), min_size=1, max_size=6),
     single=st.booleans(),
@@ -375,6 +374,32 @@ def test_stream_reset_zeroes_exactly_the_flagged_streams(rnn_class: type) -> Non
         row = x2[i : i + 1] if flags[i] else np.concatenate([x1[i : i + 1], x2[i : i + 1]], axis=1)
         expected = ops.convert_to_numpy(twin(row))[0, -W:]
         np.testing.assert_allclose(out[i], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_stream_reset_around_a_bidirectional_layer() -> None:
+    B, W, F = 3, 4, 2
+
+    def bidirectional() -> keras.layers.Layer:
+        return keras.layers.Bidirectional(
+            keras.layers.LSTM(3, stateful=True, return_sequences=True)
+        )
+
+    layer = bidirectional()
+    model = reset_model(B, W, F, layer)
+    # The reference: the same layer without StreamReset, whose rows never reset.
+    x_in = keras.Input(batch_shape=(B, W, F))
+    plain = keras.Model(x_in, bidirectional()(x_in))
+    plain.set_weights(model.get_weights())
+    rng = np.random.default_rng(1)
+    x1, x2 = rng.normal(size=(2, B, W, F)).astype("float32")
+    flags = np.array([False, True, False])
+    model.predict([x1, np.ones(B)], verbose=0)
+    out = model.predict([x2, flags], verbose=0)
+    plain.predict(x1, verbose=0)
+    continued = plain.predict(x2, verbose=0)
+    reset_states(plain)
+    fresh = plain.predict(x2, verbose=0)
+    np.testing.assert_allclose(out, np.where(flags[:, None, None], fresh, continued), atol=1e-5)
 
 
 def per_series_reference(
