@@ -79,7 +79,7 @@ class StreamSequence(keras.utils.PyDataset):
         sample_weight: pass the weights (0 on padding, 1 on data); without them a padded
             step counts in the loss like data.
         **pydataset_kwargs: ``workers``, ``use_multiprocessing`` and ``max_queue_size``, as
-            for ``keras.utils.PyDataset``; the order of the batches is kept either way.
+            for ``keras.utils.PyDataset``; Keras's ordered enqueuer keeps the batch order.
 
     Raises:
         TypeError: ``batches`` is not a ``StreamBatcher``, or a flag is not a bool.
