@@ -148,7 +148,7 @@ def test_input_pipeline_yields_its_replicas_batches_in_batch_replica_order(
     data: st.DataObject,
 ) -> None:
     pipelines, replicas = pipelines_and_replicas
-    case.batch_size = pipelines * replicas * per_replica
+    case = dataclasses.replace(case, batch_size=pipelines * replicas * per_replica)
     note(repr(case))
     assume(case.fillable())
     batches = build(case, source, tmp_path_factory.mktemp("npy"))
