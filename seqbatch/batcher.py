@@ -47,12 +47,14 @@ def _parse_targets(targets: Any) -> tuple[int, Any]:
     if targets is None:
         return 0, None
     if isinstance(targets, str):
-        if targets != "next":
-            raise ValueError(
-                "`targets` must be None, 'next', a positive integer or target arrays. "
-                f"Received: targets={targets!r}"
-            )
-        return 1, None
+        if targets == "next":
+            return 1, None
+        if targets.endswith(".npy"):
+            return 0, targets
+        raise ValueError(
+            "`targets` must be None, 'next', a positive integer or target arrays (a path "
+            f"to a .npy file ends in '.npy'). Received: targets={targets!r}"
+        )
     if isinstance(targets, numbers.Integral) and not isinstance(targets, bool):
         if targets < 1:
             raise ValueError(
@@ -232,6 +234,19 @@ class StreamBatcher:
     def streams(self) -> range:
         """The streams of :attr:`plan` that this batcher yields (all but on a shard)."""
         return range(self._streams.start, self._streams.stop)
+
+    @property
+    def sources(self) -> list[Any]:
+        """The series the windows are read from: one per series of :attr:`plan`.
+
+        With ``series_boundary="concat"`` that is one :class:`seqbatch.source.Joined`.
+        """
+        return self._sources
+
+    @property
+    def target_sources(self) -> list[Any]:
+        """The series ``y`` is read from: :attr:`sources` itself for steps-ahead targets."""
+        return self._target_sources
 
     @property
     def feature_shape(self) -> tuple[int, ...]:

@@ -216,11 +216,11 @@ class _GraphReader:
         self.shift = batches.shift
         self.has_targets = batches.target_shape is not None
         self.return_sequences = batches.return_sequences
-        self.x, self.x_offsets = self._flat(batches._sources, batches.dtype, "x")
+        self.x, self.x_offsets = self._flat(batches.sources, batches.dtype, "x")
         self.y, self.y_offsets = self.x, self.x_offsets
-        if self.has_targets and batches._target_sources is not batches._sources:
+        if self.has_targets and batches.target_sources is not batches.sources:
             assert batches.target_dtype is not None
-            self.y, self.y_offsets = self._flat(batches._target_sources, batches.target_dtype, "y")
+            self.y, self.y_offsets = self._flat(batches.target_sources, batches.target_dtype, "y")
 
     @staticmethod
     def _flat(

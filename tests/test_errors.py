@@ -71,8 +71,8 @@ CASES: list[tuple[str, dict[str, Any], type[Exception], str]] = [
         "unknown targets word",
         {"targets": "previous"},
         ValueError,
-        "`targets` must be None, 'next', a positive integer or target arrays. "
-        "Received: targets='previous'",
+        "`targets` must be None, 'next', a positive integer or target arrays (a path to a "
+        ".npy file ends in '.npy'). Received: targets='previous'",
     ),
     (
         "zero steps ahead",

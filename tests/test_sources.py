@@ -50,6 +50,11 @@ def test_memmap_and_npy_path_match_memory(tmp_path: Any, remainder: str) -> None
         lazy = seqbatch.StreamBatcher(source, "next", **kwargs)
         assert not lazy.in_memory
         same_batches(in_memory, lazy)
+    target_path = tmp_path / "targets.npy"
+    np.save(target_path, -data)
+    with_arrays = seqbatch.StreamBatcher(data, -data, **kwargs)
+    for source, targets in ((str(path), str(target_path)), (path, target_path)):
+        same_batches(with_arrays, seqbatch.StreamBatcher(source, targets, **kwargs))
 
 
 def test_h5py_dataset_matches_memory(tmp_path: Any) -> None:
