@@ -16,7 +16,16 @@ from benchmarks.data import series
 from benchmarks.numpy_path import COPY_TARGET_MIN_BYTES, copyto_epoch, epoch
 from benchmarks.report import Row, figure, markdown_table
 from benchmarks.sizes import Sizes
-from benchmarks.tf_path import RANGE_MAP, SEQBATCH, TARGETS, TIMESERIES, per_batch, pipelines
+from benchmarks.tf_path import (
+    FLOOR,
+    RANGE_MAP,
+    SEQBATCH,
+    TARGETS,
+    TIMESERIES,
+    floor,
+    per_batch,
+    pipelines,
+)
 from benchmarks.timing import medians
 from seqbatch import StreamBatcher
 
@@ -36,6 +45,9 @@ class Cell:
         copy_ratio: gathered batches' bandwidth over ``np.copyto`` of the same windows.
         tf_us: µs per batch of the tf.data adapter (marginal, see :mod:`benchmarks.tf_path`).
         tf_ratios: peer time over seqbatch time, by tf.data peer.
+        floor_us: µs per batch of the tf.data floor (:func:`benchmarks.tf_path.floor`).
+        floor_ratio: ``timeseries_dataset_from_array``'s time over the floor's: the highest
+            ratio to it that any tf.data pipeline could show in this cell.
     """
 
     batch_size: int
@@ -47,6 +59,8 @@ class Cell:
     copy_ratio: float | None = None
     tf_us: float | None = None
     tf_ratios: dict[str, float] | None = None
+    floor_us: float | None = None
+    floor_ratio: float | None = None
 
 
 def measure(batch_size: int, width: int, features: int, sizes: Sizes) -> Cell:
@@ -71,9 +85,9 @@ def measure(batch_size: int, width: int, features: int, sizes: Sizes) -> Cell:
         "np.copyto": copyto_epoch(data, (B, W), n, contiguous=False),
     }
     t = medians(runs, sizes.repeats)
+    datasets = {**pipelines(data, B, W, n), FLOOR: floor(data, B, W, n)}
     tf_times = {
-        name: marginal
-        for name, (marginal, _) in per_batch(pipelines(data, B, W, n), n, sizes.repeats).items()
+        name: marginal for name, (marginal, _) in per_batch(datasets, n, sizes.repeats).items()
     }
     return Cell(
         B,
@@ -85,6 +99,8 @@ def measure(batch_size: int, width: int, features: int, sizes: Sizes) -> Cell:
         copy_ratio=t["np.copyto"] / t["gathered"],
         tf_us=tf_times[SEQBATCH] * 1e6,
         tf_ratios={peer: tf_times[peer] / tf_times[SEQBATCH] for peer in TARGETS},
+        floor_us=tf_times[FLOOR] * 1e6,
+        floor_ratio=tf_times[TIMESERIES] / tf_times[FLOOR],
     )
 
 
@@ -107,6 +123,8 @@ def table(cells: Sequence[Cell]) -> str:
         "tf.data",
         f"vs {TIMESERIES}",
         f"vs {RANGE_MAP}",
+        "tf.data floor",
+        f"floor vs {TIMESERIES}",
     ]
     body = []
     for c in cells:
@@ -119,6 +137,8 @@ def table(cells: Sequence[Cell]) -> str:
                     str(c.features),
                     size,
                     "skipped: above the byte cap",
+                    "",
+                    "",
                     "",
                     "",
                     "",
@@ -140,6 +160,8 @@ def table(cells: Sequence[Cell]) -> str:
                 figure(c.tf_us, "us"),
                 f"{c.tf_ratios[TIMESERIES]:.1f}x",
                 f"{c.tf_ratios[RANGE_MAP]:.2f}x",
+                figure(c.floor_us or 0.0, "us"),
+                f"{c.floor_ratio or 0.0:.1f}x",
             ]
         )
     return markdown_table(header, body)

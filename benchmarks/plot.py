@@ -66,9 +66,13 @@ def save(cells: Sequence[Cell], scaling: dict[str, dict[int, float]], path: Path
         title=f"Cost per batch (band: ±{FLAT_TOLERANCE:.0%})",
     )
     right.legend(fontsize=7)
+    plain = FuncFormatter(lambda value, _: f"{value:g}")
     for axis in (left.xaxis, left.yaxis, right.xaxis, right.yaxis):
-        axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        axis.set_major_formatter(plain)
         axis.set_minor_formatter(NullFormatter())
+    # The cost per batch spans less than a decade: label the minor ticks too.
+    right.yaxis.set_minor_formatter(plain)
+    right.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:.0e}"))
     fig.savefig(path, metadata={"Date": None})
     plt.close(fig)
     return path

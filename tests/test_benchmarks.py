@@ -37,7 +37,7 @@ def test_quick_run_prints_every_row_and_draws_the_figure(tmp_path: Path) -> None
     assert counts == {
         "numpy": 8,
         "keras": 1,
-        "tf.data": 4,
+        "tf.data": 5,
         "memory": 4,
         "scaling": 2 * len(QUICK.series_lengths),
         # No quick cell reaches 64 KB, so only the two tf.data worst-cell rows.
