@@ -43,7 +43,7 @@ class Cell:
         view_us: µs per zero-copy view batch.
         copy_gbps: bandwidth of gathered batches (``x`` and ``y``), GB/s.
         copy_ratio: gathered batches' bandwidth over ``np.copyto`` of the same windows.
-        tf_us: µs per batch of the tf.data adapter (marginal, see :mod:`benchmarks.tf_path`).
+        tf_us: µs per batch of the tf.data adapter (steady, see :mod:`benchmarks.tf_path`).
         tf_ratios: peer time over seqbatch time, by tf.data peer.
         floor_us: µs per batch of the tf.data floor (:func:`benchmarks.tf_path.floor`).
         floor_ratio: ``timeseries_dataset_from_array``'s time over the floor's: the highest
@@ -87,7 +87,8 @@ def measure(batch_size: int, width: int, features: int, sizes: Sizes) -> Cell:
     t = medians(runs, sizes.repeats)
     datasets = {**pipelines(data, B, W, n), FLOOR: floor(data, B, W, n)}
     tf_times = {
-        name: marginal for name, (marginal, _) in per_batch(datasets, n, sizes.repeats).items()
+        name: steady
+        for name, (steady, _) in per_batch(datasets, sizes.grid_batches, sizes.repeats).items()
     }
     return Cell(
         B,

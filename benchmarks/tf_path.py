@@ -1,11 +1,13 @@
 """tf.data: the seqbatch adapter against two peers, each consumed inside a ``tf.function``.
 
-As ``fit()`` does, each epoch creates the dataset's iterator eagerly and a ``tf.function``
-pulls the batches with ``next(iterator)`` and reduces every tensor of each, so that every
-batch is produced and read with no Python between batches (``fit()`` with
-``steps_per_execution`` equal to the epoch). The cost per batch is the marginal one: the time
-of an epoch of ``n`` batches less that of ``n // 4`` batches, over ``n - n // 4``. What is
-left, the time to start an epoch (iterator, worker threads, first batches), is given apart.
+As ``fit()`` does, the dataset's iterator is created eagerly and a ``tf.function`` pulls the
+batches with ``next(iterator)`` and reduces every tensor of each, so that every batch is
+produced and read with no Python between batches (``fit()`` with ``steps_per_execution``
+equal to the steps timed). The cost per batch is the steady one: one iterator over the
+dataset repeated is kept from run to run, so that no run pays for starting an epoch. Between
+runs a pipeline may fill its buffers ahead (a few batches: at most some percent of a run, in
+every pipeline's favour alike). The time to start an epoch (a new iterator, its threads and
+first batch) is given apart.
 
 All three read the same windows of the same in-memory series: ``x`` of shape ``(B, W, F)``
 and ``y``, the step after each window, of shape ``(B, F)``
@@ -37,8 +39,13 @@ FLOOR = "floor"
 TARGETS = {TIMESERIES: 30.0, RANGE_MAP: 2.0}
 
 
-def consume(dataset: tf.data.Dataset, steps: int) -> Callable[[], None]:
-    """A run that reads the first ``steps`` batches of one epoch of ``dataset``, as ``fit()``."""
+def consume(dataset: tf.data.Dataset, steps: int, fresh: bool = True) -> Callable[[], None]:
+    """A run that reads ``steps`` batches of ``dataset`` inside a ``tf.function``, as ``fit()``.
+
+    With ``fresh=True`` every run reads the first batches of a new epoch (a new iterator);
+    with ``fresh=False`` every run goes on where the last one stopped, through the dataset
+    repeated.
+    """
 
     @tf.function
     def run_steps(iterator: tf.data.Iterator) -> tf.Tensor:
@@ -48,27 +55,37 @@ def consume(dataset: tf.data.Dataset, steps: int) -> Callable[[], None]:
                 total += tf.reduce_sum(tensor)
         return total
 
-    def run() -> None:
-        run_steps(iter(dataset)).numpy()
+    if fresh:
 
-    return run
+        def run() -> None:
+            run_steps(iter(dataset)).numpy()
+
+        return run
+    iterator = iter(dataset.repeat())
+
+    def run_on() -> None:
+        run_steps(iterator).numpy()
+
+    return run_on
 
 
 def per_batch(
-    datasets: dict[str, tf.data.Dataset], batches: int, repeats: int
+    datasets: dict[str, tf.data.Dataset], steps: int, repeats: int
 ) -> dict[str, tuple[float, float]]:
-    """Seconds per batch (marginal) and seconds to start an epoch, by pipeline."""
-    short = batches // 4
+    """Seconds per batch (steady) and seconds to start an epoch, by pipeline.
+
+    The start is the time to the first batch of a new iterator, less one steady batch.
+    """
     runs = {}
     for name, dataset in datasets.items():
-        runs[name, batches] = consume(dataset, batches)
-        runs[name, short] = consume(dataset, short)
+        runs[name, "steady"] = consume(dataset, steps, fresh=False)
+        runs[name, "start"] = consume(dataset, 1)
     seconds = medians(runs, repeats)
     out = {}
     for name in datasets:
-        # Noise can make the difference vanish on tiny sizes; a nanosecond keeps ratios finite.
-        marginal = max(seconds[name, batches] - seconds[name, short], 1e-9) / (batches - short)
-        out[name] = (marginal, max(seconds[name, short] - short * marginal, 1e-9))
+        batch = seconds[name, "steady"] / steps
+        # A nanosecond at least, so that a ratio stays finite when noise hides the start.
+        out[name] = (batch, max(seconds[name, "start"] - batch, 1e-9))
     return out
 
 
@@ -97,7 +114,7 @@ def floor(data: np.ndarray, batch_size: int, width: int, batches: int) -> tf.dat
     """
     x = tf.constant(data[: batch_size * width].reshape(batch_size, width, -1))
     y = tf.constant(data[width : batch_size * width + 1 : width])
-    return tf.data.Dataset.range(batches).map(lambda _: (x, y))
+    return tf.data.Dataset.from_tensors((x, y)).repeat(batches)
 
 
 def pipelines(
