@@ -3,11 +3,10 @@
 As ``fit()`` does, the dataset's iterator is created eagerly and a ``tf.function`` pulls the
 batches with ``next(iterator)`` and reduces every tensor of each, so that every batch is
 produced and read with no Python between batches (``fit()`` with ``steps_per_execution``
-equal to the steps timed). The cost per batch is the steady one: one iterator over the
-dataset repeated is kept from run to run, so that no run pays for starting an epoch. Between
-runs a pipeline may fill its buffers ahead (a few batches: at most some percent of a run, in
-every pipeline's favour alike). The time to start an epoch (a new iterator, its threads and
-first batch) is given apart.
+equal to the steps timed). The cost per batch is the steady one: each measurement starts a
+new iterator over the dataset repeated, pulls a quarter of the steps untimed (the start of
+the epoch, and the pipeline's buffers filling), then times the steps. The time to start an
+epoch (a new iterator, its threads and its first batch) is given apart.
 
 All three read the same windows of the same in-memory series: ``x`` of shape ``(B, W, F)``
 and ``y``, the step after each window, of shape ``(B, F)``
@@ -18,6 +17,7 @@ another order, which costs them nothing.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,7 +28,7 @@ import tensorflow as tf
 from benchmarks.data import series
 from benchmarks.report import Row, speed_ratio
 from benchmarks.sizes import Sizes
-from benchmarks.timing import medians
+from benchmarks.timing import median_rounds, medians
 from seqbatch import StreamBatcher
 
 SEQBATCH = "seqbatch"
@@ -39,13 +39,8 @@ FLOOR = "floor"
 TARGETS = {TIMESERIES: 30.0, RANGE_MAP: 2.0}
 
 
-def consume(dataset: tf.data.Dataset, steps: int, fresh: bool = True) -> Callable[[], None]:
-    """A run that reads ``steps`` batches of ``dataset`` inside a ``tf.function``, as ``fit()``.
-
-    With ``fresh=True`` every run reads the first batches of a new epoch (a new iterator);
-    with ``fresh=False`` every run goes on where the last one stopped, through the dataset
-    repeated.
-    """
+def reducer(steps: int) -> Callable[[tf.data.Iterator], tf.Tensor]:
+    """A ``tf.function`` that pulls ``steps`` batches from an iterator and reduces each."""
 
     @tf.function
     def run_steps(iterator: tf.data.Iterator) -> tf.Tensor:
@@ -55,18 +50,31 @@ def consume(dataset: tf.data.Dataset, steps: int, fresh: bool = True) -> Callabl
                 total += tf.reduce_sum(tensor)
         return total
 
-    if fresh:
+    return run_steps
 
-        def run() -> None:
-            run_steps(iter(dataset)).numpy()
 
-        return run
-    iterator = iter(dataset.repeat())
+def consume(dataset: tf.data.Dataset, steps: int) -> Callable[[], None]:
+    """A run that reads the first ``steps`` batches of a new epoch of ``dataset``, as ``fit()``."""
+    run_steps = reducer(steps)
 
-    def run_on() -> None:
-        run_steps(iterator).numpy()
+    def run() -> None:
+        run_steps(iter(dataset)).numpy()
 
-    return run_on
+    return run
+
+
+def steady(dataset: tf.data.Dataset, steps: int) -> Callable[[], float]:
+    """A measure of the seconds that ``steps`` batches take once the epoch is under way."""
+    warm, timed = reducer(max(1, steps // 4)), reducer(steps)
+
+    def measure() -> float:
+        iterator = iter(dataset.repeat())
+        warm(iterator).numpy()
+        begin = time.perf_counter()
+        timed(iterator).numpy()
+        return time.perf_counter() - begin
+
+    return measure
 
 
 def per_batch(
@@ -76,17 +84,15 @@ def per_batch(
 
     The start is the time to the first batch of a new iterator, less one steady batch.
     """
-    runs = {}
-    for name, dataset in datasets.items():
-        runs[name, "steady"] = consume(dataset, steps, fresh=False)
-        runs[name, "start"] = consume(dataset, 1)
-    seconds = medians(runs, repeats)
-    out = {}
-    for name in datasets:
-        batch = seconds[name, "steady"] / steps
-        # A nanosecond at least, so that a ratio stays finite when noise hides the start.
-        out[name] = (batch, max(seconds[name, "start"] - batch, 1e-9))
-    return out
+    batch = {
+        name: t / steps
+        for name, t in median_rounds(
+            {name: steady(ds, steps) for name, ds in datasets.items()}, repeats
+        ).items()
+    }
+    first = medians({name: consume(ds, 1) for name, ds in datasets.items()}, repeats)
+    # A nanosecond at least, so that a ratio stays finite when noise hides the start.
+    return {name: (batch[name], max(first[name] - batch[name], 1e-9)) for name in datasets}
 
 
 def range_map(data: np.ndarray, batch_size: int, width: int, windows: int) -> tf.data.Dataset:
