@@ -29,7 +29,10 @@ def items(sequence: Any, count: int) -> Callable[[], None]:
 
 
 def run(sizes: Sizes, workdir: Path) -> list[Row]:
-    """One row: ``StreamSequence[k]`` against ``batches[k]``, with the overhead in µs."""
+    """One row: ``StreamSequence[k]`` against ``batches[k]``, with the overhead in µs.
+
+    ``workdir`` is unused: every section is called the same way.
+    """
     B, W, F, n = sizes.batch_size, sizes.sequence_length, sizes.features, sizes.batches
     batches = StreamBatcher(series(n * B * W + 1, F), batch_size=B, sequence_length=W)
     sequence = batches.to_keras_sequence()
