@@ -11,7 +11,7 @@ import numpy as np
 
 from seqbatch import _checks
 from seqbatch.plan import StreamPlan, Window
-from seqbatch.source import Joined, open_series_list, read_windows, strided_windows
+from seqbatch.source import Joined, WindowReader, open_series_list, strided_windows
 
 if TYPE_CHECKING:
     import keras
@@ -204,6 +204,12 @@ class StreamBatcher:
         self._streams = slice(0, self.batch_size)
         self._plan = self._make_plan(0)
         self._view_cache: tuple[StreamPlan | None, Any] = (None, None)
+        self._x_reader = WindowReader(self._sources, self.sequence_length)
+        self._y_reader = (
+            self._x_reader
+            if return_sequences and self._target_sources is self._sources
+            else WindowReader(self._target_sources, self.sequence_length if return_sequences else 1)
+        )
         self._ones = np.ones((self.batch_size, self.sequence_length), dtype=np.float32)
         self._ones.flags.writeable = False
 
@@ -345,7 +351,7 @@ class StreamBatcher:
             raise IndexError(f"batch index out of range. Received: {k} for {n} batches")
         k = int(k) % n
         views = self._views()
-        if views is not None and k < self._plan.full_batches:
+        if views is not None and k < len(views[0]):
             weight = self._ones if self.return_sequences or views[1] is None else self._ones[:, 0]
             w = self._plan.window(k, self._streams)
             y = None if views[1] is None else views[1][k]
@@ -385,30 +391,30 @@ class StreamBatcher:
     def batch(self, window: Window) -> Batch:
         """Read the batch that ``window`` (one batch of :attr:`plan`) describes."""
         W = self.sequence_length
-        full = bool((window.length == W).all())
-        x = read_windows(self._sources, window.series, window.start, window.length, W)
-        weight = self._ones if full else (np.arange(W) < window.length[:, None]).astype(np.float32)
+        series, start, length = window.series, window.start, window.length
+        full = bool(length.min() == W)
+        weight = self._ones if full else (np.arange(W) < length[:, None]).astype(np.float32)
+        if self._has_targets and self.return_sequences and self._y_reader is self._x_reader:
+            # x and y are windows of the same series `shift` steps apart: one gather into one
+            # new array reads both (one allocation, not two, is also kinder to malloc).
+            both = self._x_reader.read(
+                np.concatenate((series, series)),
+                np.concatenate((start, start + self.shift)),
+                np.concatenate((length, length)),
+                full,
+            )
+            B = len(start)
+            return Batch(both[:B], both[B:], weight, window.reset, series, start)
+        x = self._x_reader.read(series, start, length, full)
         y = None
-        if self._has_targets:
-            if self.return_sequences:
-                y = read_windows(
-                    self._target_sources,
-                    window.series,
-                    window.start + self.shift,
-                    window.length,
-                    W,
-                )
-            else:
-                last = (window.length == W).astype(np.int64)
-                y = read_windows(
-                    self._target_sources,
-                    window.series,
-                    window.start + self.shift + W - 1,
-                    last,
-                    1,
-                )[:, 0]
-                weight = weight[:, -1]
-        return Batch(x, y, weight, window.reset, window.series, window.start)
+        if self._has_targets and self.return_sequences:
+            y = self._y_reader.read(series, start + self.shift, length, full)
+        elif self._has_targets:
+            # The target of the window's last step, where that step is real.
+            last = start + (self.shift + W - 1)
+            y = self._y_reader.read(series, last, (length == W).astype(np.int64), full)[:, 0]
+            weight = weight[:, -1]
+        return Batch(x, y, weight, window.reset, series, start)
 
     def describe(self) -> str:
         """Say how the data is laid out in streams and where every step went.

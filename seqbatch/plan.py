@@ -95,9 +95,10 @@ class StreamPlan:
         accounting: where every step of the data went in this epoch (:class:`Accounting`).
         offset: the step at which this epoch's cut starts (``layout="split"``), else 0.
         stride: with ``layout="split"`` and every stream holding as many steps, the steps
-            between the starts of neighbouring streams; else None.
-        full_batches: batches ``k < full_batches`` have every window full and stream ``i``
-            starting at ``offset + i * stride + k * sequence_length`` (0 without a stride).
+            between the starts of neighbouring streams (window ``k`` of stream ``i`` then
+            starts at ``offset + i * stride + k * sequence_length``); else None.
+        full_batches: with ``layout="split"``, batches ``k < full_batches`` have every window
+            full, in series 0; else 0.
 
     Raises:
         ValueError: when the series cannot fill ``batch_size`` streams with at least one window.
@@ -213,9 +214,8 @@ class StreamPlan:
         self._seg_first = np.zeros(B, dtype=np.int64)
         self._seg_len = seg_len
         self._seg_start = self.offset + np.concatenate(([0], np.cumsum(seg_len)[:-1]))
-        uniform = bool((seg_len == seg_len[0]).all())
-        self.stride = int(seg_len[0]) if uniform else None
-        self.full_batches = int(seg_len[0]) // W if uniform else 0
+        self.stride = int(seg_len[0]) if (seg_len == seg_len[0]).all() else None
+        self.full_batches = int(seg_len.min()) // W
 
     def _deal(self, rng: np.random.Generator | None) -> None:
         lengths = self.lengths

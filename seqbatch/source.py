@@ -152,37 +152,61 @@ def strided_windows(
     )
 
 
-def read_windows(
-    sources: Sequence[Any],
-    series: np.ndarray,
-    start: np.ndarray,
-    length: np.ndarray,
-    width: int,
-) -> np.ndarray:
-    """Read one window per stream into a new array of shape ``(B, width, *features)``.
+class WindowReader:
+    """Reads one window of ``width`` steps per stream from ``sources`` into a new array.
 
-    Steps past ``length[i]`` are zeros. A single numpy source (memmaps included) is read by
-    one vectorised gather over a sliding-window view of it; windows that would run past its
-    end, and other sources, are sliced once per stream.
+    A single numpy source (memmaps included) is read by one vectorised gather over a view of
+    all its windows, built once; windows that would run past its end, and other sources, are
+    sliced once per stream.
+
+    Args:
+        sources: the series, sharing feature shape and dtype.
+        width: steps per window.
+
+    Examples:
+        >>> reader = WindowReader([np.arange(10)], 3)
+        >>> reader.read(np.array([0, 0]), np.array([1, 8]), np.array([3, 2]), full=False).tolist()
+        [[1, 2, 3], [8, 9, 0]]
     """
-    src = sources[0]
-    features = tuple(src.shape[1:])
-    B = len(start)
-    sliced = np.flatnonzero(length)
-    if len(sources) == 1 and isinstance(src, np.ndarray) and src.shape[0] >= width:
-        inside = start + width <= src.shape[0]
-        # Every window of the series as a view; one fancy index copies the B windows asked for.
-        windows = strided_windows(src, 0, (src.shape[0] - width + 1, 1, width), 0, 1)[:, 0]
-        out = windows[np.where(inside, start, 0)]
-        partial = length < width
-        if partial.any():
+
+    def __init__(self, sources: Sequence[Any], width: int) -> None:
+        self.sources = sources
+        self.width = width
+        src = sources[0]
+        self.shape = (width, *src.shape[1:])
+        self.dtype = np.dtype(src.dtype)
+        self.windows: np.ndarray | None = None
+        if len(sources) == 1 and isinstance(src, np.ndarray) and src.shape[0] >= width:
+            self.windows = strided_windows(src, 0, (src.shape[0] - width + 1, 1, width), 0, 1)[:, 0]
+
+    def read(
+        self, series: np.ndarray, start: np.ndarray, length: np.ndarray, full: bool
+    ) -> np.ndarray:
+        """The windows ``[start[i], start[i] + length[i])`` of ``series[i]``, zero-padded.
+
+        Args:
+            series: ``(B,)`` the series of each window (ignored where ``length`` is 0).
+            start: ``(B,)`` the first step of each window.
+            length: ``(B,)`` real steps of each window, at most ``width``.
+            full: whether every ``length`` is ``width``.
+
+        Returns:
+            A new array of shape ``(B, width, *features)``.
+        """
+        width = self.width
+        if self.windows is not None:
+            if full:
+                return self.windows[start]
+            # A window that would run past the end (or an idle stream's, start -1) is
+            # partial: it is cleared, and its real steps read again below.
+            out = self.windows[np.minimum(start, len(self.windows) - 1)]
+            partial = np.flatnonzero(length < width)
             out[partial] = 0
-            sliced = np.flatnonzero(partial & (length > 0))
+            sliced = partial[length[partial] > 0]
         else:
-            return out
-    else:
-        out = np.zeros((B, width, *features), dtype=src.dtype)
-    for i in sliced.tolist():
-        s, n = int(start[i]), int(length[i])
-        out[i, :n] = sources[int(series[i])][s : s + n]
-    return out
+            out = (np.empty if full else np.zeros)((len(start), *self.shape), self.dtype)
+            sliced = np.flatnonzero(length)
+        for i in sliced.tolist():
+            s, n = int(start[i]), int(length[i])
+            out[i, :n] = self.sources[int(series[i])][s : s + n]
+        return out
