@@ -150,8 +150,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (TypeError, ValueError) as err:
             args.command_parser.error(str(err))
         return 0
-    from seqbatch import demo
-
+    try:
+        from seqbatch import demo
+    except ImportError as err:
+        args.command_parser.error(
+            f"the demo needs Keras 3 and TensorFlow ({err}): "
+            'python -m pip install "seqbatch[tf]", or ".[tf]" from a checkout'
+        )
     try:
         data = demo.prepare(
             args.size, batch_size=args.batch_size, sequence_length=args.sequence_length

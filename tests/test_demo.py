@@ -124,3 +124,16 @@ def test_demo_corpus_keeps_validation_files_apart() -> None:
     root = Path(os.__file__).parent
     assert validation.startswith((root / held_out[0]).read_text(encoding="utf-8")[:1000])
     assert (root / held_out[0]).read_text(encoding="utf-8")[:1000] not in train
+
+
+def test_demo_without_keras_says_what_to_install() -> None:
+    code = (
+        "import sys\n"
+        "sys.modules['keras'] = None  # as if Keras were not installed\n"
+        "from seqbatch.__main__ import main\n"
+        "main(['demo'])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 2
+    assert "the demo needs Keras 3 and TensorFlow" in out.stderr
+    assert 'pip install "seqbatch[tf]"' in out.stderr

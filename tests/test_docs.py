@@ -30,7 +30,7 @@ FENCE = re.compile(r"^(?P<indent> *)(?P<ticks>```+|~~~+)\s*(?P<lang>[\w+-]*)")
 SKIP = re.compile(r"^\s*<!--\s*skip:\s*(?P<reason>.*?)\s*-->\s*$")
 
 README_COMMANDS = [
-    "python -m pip install . && python -m seqbatch demo",
+    'python -m pip install ".[tf]" && python -m seqbatch demo',
     'python -m pip install -e ".[test,docs]" && python -m ruff check . && '
     "python -m ruff format --check . && python -m mypy && HYPOTHESIS_PROFILE=ci "
     "python -m pytest -q && python -m mkdocs build --strict -q",
