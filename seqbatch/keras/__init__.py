@@ -1,0 +1,36 @@
+"""Keras 3 for stateful RNNs: a ``PyDataset`` of seqbatch batches and the helpers Keras 3 dropped.
+
+Keras 3 trains a stateful RNN (``stateful=True``) correctly only when every batch continues
+the one before, row by row, and nothing else touches the states. This module closes the gaps:
+
+* :class:`StreamSequence` feeds :class:`~seqbatch.StreamBatcher` batches to ``fit()`` and
+  refuses ``fit()``'s default batch shuffle, which would misalign every stream.
+* :func:`reset_states` zeroes every stateful RNN state of a model (Keras 3 removed
+  ``Model.reset_states()``).
+* :class:`StreamReset` zeroes, inside the graph, the state of exactly the streams whose
+  batch flags a reset: the many-series case, where streams start new series at different times.
+* :class:`StatefulTraining` resets the states at every epoch and keeps validation away from
+  the training states.
+* :func:`with_batch_size` gives a trained model another batch size (one stream at a time,
+  say) that shares its weights.
+
+Only ``keras`` and ``keras.ops`` are used, never TensorFlow directly, so that the JAX and
+torch backends stay open.
+"""
+
+from __future__ import annotations
+
+from seqbatch.keras.batch_size import with_batch_size
+from seqbatch.keras.callbacks import StatefulTraining
+from seqbatch.keras.layers import StreamReset
+from seqbatch.keras.sequence import StreamSequence
+from seqbatch.keras.states import reset_states, stateful_rnns
+
+__all__ = [
+    "StatefulTraining",
+    "StreamReset",
+    "StreamSequence",
+    "reset_states",
+    "stateful_rnns",
+    "with_batch_size",
+]
