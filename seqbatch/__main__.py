@@ -1,5 +1,7 @@
 """Command line: ``python -m seqbatch demo`` trains the demo, ``python -m seqbatch plan`` shows a layout.
 
+``python -m seqbatch --version`` prints the installed version.
+
 ``plan`` needs numpy alone and reads no data: it lays out zero-filled series of the sizes
 given and prints :meth:`~seqbatch.StreamBatcher.describe`. ``demo`` imports Keras and runs
 :func:`seqbatch.demo.run`.
@@ -12,6 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from seqbatch import __version__
 from seqbatch.batcher import StreamBatcher
 
 _SIZES = ("tiny", "default", "large")  # the keys of seqbatch.demo.SIZES, without importing Keras
@@ -54,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m seqbatch",
         description="Exact batches for stateful recurrent models.",
     )
+    parser.add_argument("--version", action="version", version=f"seqbatch {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="{demo,plan}")
 
     demo = commands.add_parser(
@@ -69,16 +73,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--size",
         choices=_SIZES,
         default="default",
-        help="amount of text: tiny (seconds), default (about a minute on 2 CPU cores), large",
+        help=(
+            "amount of text and default settings: tiny (seconds), default (about a minute on "
+            "2 CPU cores), large"
+        ),
     )
     demo.add_argument("--epochs", type=_positive_int, help="epochs (default: the size's)")
-    demo.add_argument("--batch-size", type=_positive_int, default=64, help="streams (64)")
+    demo.add_argument("--batch-size", type=_positive_int, help="streams (default: the size's)")
     demo.add_argument(
-        "--sequence-length", type=_positive_int, default=8, help="characters per window (8)"
+        "--sequence-length",
+        type=_positive_int,
+        help="characters per window (default: the size's)",
     )
-    demo.add_argument("--units", type=_positive_int, default=128, help="LSTM units (128)")
+    demo.add_argument("--units", type=_positive_int, help="LSTM units (default: the size's)")
     demo.add_argument("--seed", type=_non_negative_int, default=0, help="seed (0)")
-    demo.add_argument("--quiet", action="store_true", help="no progress bar")
+    demo.add_argument(
+        "--quiet",
+        action="store_true",
+        help=(
+            "no progress (otherwise a progress bar on a terminal, one line per epoch in a "
+            "log or a pipe)"
+        ),
+    )
     demo.set_defaults(command_parser=demo)
 
     plan = commands.add_parser(
@@ -168,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         epochs=args.epochs,
         units=args.units,
         seed=args.seed,
-        verbose=0 if args.quiet else 1,
+        verbose=0 if args.quiet else "auto",
     )
     return 0
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from seqbatch.__main__ import main
@@ -102,16 +102,71 @@ def test_demo_option_that_the_text_cannot_fill() -> None:
     assert "demo: error: `batch_size * sequence_length` must not exceed" in done.stderr
 
 
-def test_tiny_demo_trains_both_models_and_reports_their_losses() -> None:
+@pytest.mark.xfail(
+    os.environ.get("KERAS_BACKEND") == "jax",
+    reason="Keras 3.15.1's JAX trainer carries no RNN state through fit() (DESIGN.md) until "
+    "seqbatch tracks the state variables: both models then train alike",
+    strict=True,
+)
+def test_tiny_demo_in_a_log_shows_the_gap_one_line_per_epoch() -> None:
+    done = run_cli("demo", "--size", "tiny")
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    # A pipe, as in CI or `> log`: Keras's progress bar would write \r, \b and colours.
+    assert not {"\r", "\b", "\x1b"} & set(out)
+    epochs = [line for line in out.splitlines() if line.startswith("  epoch")]
+    assert len(epochs) == 2, out
+    for line in epochs:
+        assert re.fullmatch(r"  epoch 1/1: loss \d\.\d{4}, val_loss \d\.\d{4} \(\d+\.\d s\)", line)
+    aligned = float(re.search(r"aligned streams  (\d\.\d{3})", out)[1])  # type: ignore[index]
+    shuffled = float(re.search(r"shuffled rows    (\d\.\d{3})", out)[1])  # type: ignore[index]
+    # Seeds 0 and 1 give gaps of 0.12 and 0.10 (TensorFlow), 0.10 (torch); seeds move either
+    # loss by about 0.02.
+    assert shuffled - aligned > 0.05, out
+    assert "x (32, 4) int32" in out and "LSTM of 64 units" in out
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_demo_on_a_terminal_shows_the_keras_progress_bar(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from seqbatch import demo
 
-    out = io.StringIO()
-    result = demo.run("tiny", batch_size=8, sequence_length=8, units=16, verbose=0, out=out)
-    report = out.getvalue()
-    assert np.isfinite([result.aligned, result.shuffled]).all()
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stdout", terminal)
+    result = demo.run("tiny", batch_size=64, sequence_length=16, units=8)
+    report = terminal.getvalue()
+    assert "\r" in report or "\b" in report  # the bar redraws itself
+    assert "  epoch 1/1:" not in report
     assert f"aligned streams  {result.aligned:.3f}" in report
     assert f"shuffled rows    {result.shuffled:.3f}" in report
-    assert "Training batches:\n  data: 1 series, x (8, 8) int32, y (8, 8) int32" in report
+    assert "Training batches:\n  data: 1 series, x (64, 16) int32, y (64, 16) int32" in report
+
+
+@pytest.mark.parametrize("verbose", ["yes", 3, True])
+def test_demo_refuses_an_unknown_verbose(verbose: object) -> None:
+    from seqbatch import demo
+
+    data = demo.prepare("tiny")
+    with pytest.raises(ValueError) as error:
+        demo.train_and_compare(data, verbose=verbose)  # type: ignore[arg-type]
+    assert str(error.value) == (
+        f"`verbose` must be 'auto', 0, 1 or 2. Received: verbose={verbose!r}"
+    )
+
+
+def test_version_comes_from_the_package(capsys: pytest.CaptureFixture[str]) -> None:
+    import seqbatch
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out == f"seqbatch {seqbatch.__version__}\n"
+    assert re.fullmatch(r"\d+\.\d+\.\d+(\.dev\d+)?", seqbatch.__version__)
 
 
 def test_demo_corpus_keeps_validation_files_apart() -> None:
