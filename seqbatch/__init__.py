@@ -14,7 +14,7 @@ from seqbatch.batcher import Batch, StreamBatcher
 from seqbatch.plan import Accounting, StreamPlan, Window
 
 __all__ = ["Accounting", "Batch", "StreamBatcher", "StreamPlan", "Window", "keras", "tf"]
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"  # the one source of the version: pyproject.toml reads it
 
 
 def __getattr__(name: str) -> Any:

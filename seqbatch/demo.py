@@ -62,9 +62,10 @@ class DemoSize:
 
 
 #: The sizes of ``python -m seqbatch demo --size``. ``tiny`` is small enough for a test yet
-#: still shows the effect: on 2 CPU cores it trains both models in about 6 s, and aligned
-#: streams beat shuffled rows by about 0.1 nats per character (0.10 to 0.12 over seeds 0 and
-#: 1 with TensorFlow). Its short windows leave more of the context to the carried state.
+#: still shows the effect: on 2 CPU cores it trains both models in 6 to 8 s, and aligned
+#: streams beat shuffled rows by about 0.1 nats per character (0.12 and 0.10 for seeds 0
+#: and 1 with TensorFlow, 0.10 with torch). Its short windows leave more of the context to
+#: the state carried from window to window, where the alignment shows.
 SIZES: dict[str, DemoSize] = {
     "tiny": DemoSize(80_000, 20_000, 1, batch_size=32, sequence_length=4, units=64),
     "default": DemoSize(480_000, 40_000, 1, batch_size=64, sequence_length=8, units=128),
