@@ -123,21 +123,27 @@ class StreamSource:
         """
         start = _checks.non_negative_int("start", start)
         for i, record in enumerate(records, start):
-            got = (record.get("epoch"), record.get("batch"))
-            if any(v is None or np.ndim(v) != 0 for v in got):
+            epoch_mark, batch_mark = record.get("epoch"), record.get("batch")
+            if (
+                epoch_mark is None
+                or batch_mark is None
+                or np.ndim(epoch_mark)
+                or np.ndim(batch_mark)
+            ):
                 raise ValueError(
                     "Every record must be one record of a StreamSource, with a scalar 'epoch' and "
                     "'batch': records are whole batches, never batched again. Received: a "
-                    f"record with epoch={got[0]!r}, batch={got[1]!r}"
+                    f"record with epoch={epoch_mark!r}, batch={batch_mark!r}"
                 )
+            got = (int(epoch_mark), int(batch_mark))
             epoch, k = divmod(i, self.batches_per_epoch)
             expected = (self.first_epoch + epoch, k)
-            if tuple(int(v) for v in got) != expected:
+            if got != expected:
                 raise ValueError(
                     "Records must come in the order of the source, so that row i of each batch "
                     "continues row i of the batch before: keep the order of the pipeline (no "
                     "shuffle; shard by stream with StreamBatcher.shard, not by record). "
-                    f"Received: epoch {int(got[0])} batch {int(got[1])} where epoch "
-                    f"{expected[0]} batch {expected[1]} was due"
+                    f"Received: epoch {got[0]} batch {got[1]} where epoch {expected[0]} batch "
+                    f"{expected[1]} was due"
                 )
             yield record

@@ -66,12 +66,12 @@ class TensorBatch:
     def from_batch(cls, batch: Batch) -> TensorBatch:
         """The tensors of a numpy :class:`~seqbatch.Batch`, sharing only memory made for it."""
         return cls(
-            *(
-                None if a is None else _tensor(a)
-                for a in (batch.x, batch.y, batch.sample_weight, batch.reset)
-            ),
-            _tensor(batch.series),
-            _tensor(batch.position),
+            x=_tensor(batch.x),
+            y=None if batch.y is None else _tensor(batch.y),
+            sample_weight=_tensor(batch.sample_weight),
+            reset=_tensor(batch.reset),
+            series=_tensor(batch.series),
+            position=_tensor(batch.position),
         )
 
     def to(self, device: torch.device | str, *, non_blocking: bool = False) -> TensorBatch:
@@ -84,7 +84,7 @@ class TensorBatch:
 
     def _map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> TensorBatch:
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        return TensorBatch(**{k: None if v is None else fn(v) for k, v in values.items()})
+        return dataclasses.replace(self, **{k: fn(v) for k, v in values.items() if v is not None})
 
 
 class StreamSampler(torch.utils.data.Sampler[tuple[int, int]]):
@@ -138,7 +138,7 @@ class StreamDataset(torch.utils.data.Dataset[TensorBatch]):
     ``DataLoader``'s ``in_order=True``, its default.
 
     Sharding: under ``torch.distributed`` each rank gets its own streams, as
-    :meth:`StreamBatcher.shard <seqbatch.StreamBatcher.shard>` deals them: rank ``r`` of
+    :meth:`seqbatch.StreamBatcher.shard` deals them: rank ``r`` of
     ``world_size`` holds streams ``[r * b, (r + 1) * b)`` with ``b = batch_size //
     world_size``, and every rank has the same number of batches. ``batches`` holds the global
     batch; the model of each rank is built for ``b`` rows.
