@@ -45,11 +45,16 @@ from tests.encoded import check_epoch, encoded_series
 from tests.replay import from_torch
 
 
+def fields_of(obj: Any) -> list[Any]:
+    """The fields of a dataclass instance, themselves (``dataclasses.astuple`` copies them)."""
+    return [getattr(obj, f.name) for f in dataclasses.fields(obj)]
+
+
 def as_numpy(item: TensorBatch) -> seqbatch.Batch:
     """The numpy batch of a served item, after checking that it is a TensorBatch."""
     assert isinstance(item, TensorBatch)
     return seqbatch.Batch(
-        *(None if t is None else t.numpy() for t in dataclasses.astuple(item))  # type: ignore[arg-type]
+        *(None if t is None else t.numpy() for t in fields_of(item))  # type: ignore[arg-type]
     )
 
 
@@ -123,6 +128,21 @@ def test_spawned_workers_serve_the_same_batches() -> None:
     for epoch in (0, 1):
         dataset.set_epoch(epoch)
         assert_served(served(list(loader)), at_epoch(batches, epoch))
+
+
+def test_a_worker_copies_each_batch_into_one_block_of_shared_memory() -> None:
+    batches = many_series()
+    # In a worker, StreamDataset asks for shared=True: one block, one tensor view per field.
+    item = TensorBatch.from_batch(batches[1], shared=True)
+    tensors = fields_of(item)
+    assert all(t.is_shared() for t in tensors)
+    assert len({t.untyped_storage().data_ptr() for t in tensors}) == 1
+    served, expected = fields_of(as_numpy(item)), fields_of(batches[1])
+    for got, want in zip(served, expected, strict=True):
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
+    # In the training process, a batch made for itself is shared, not copied.
+    assert not any(t.is_shared() for t in fields_of(StreamDataset(batches)[0, 1]))
 
 
 def test_the_sampler_reads_the_epoch_when_a_pass_starts() -> None:
