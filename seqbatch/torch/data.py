@@ -10,6 +10,7 @@ and each worker lays out whatever epoch a key names. Reading is a pure function 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import numbers
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -22,6 +23,12 @@ from seqbatch._epochs import EpochBatchers
 from seqbatch.batcher import Batch, StreamBatcher
 
 _ALIGN = 16  # bytes: every dtype's tensor view of a shared block starts on a multiple of it
+
+
+@functools.cache
+def _torch_dtype(dtype: np.dtype) -> torch.dtype:
+    """torch's dtype for a numpy dtype; TypeError where torch has none."""
+    return torch.from_numpy(np.empty(0, dtype)).dtype
 
 
 def _tensor(array: np.ndarray) -> torch.Tensor:
@@ -46,8 +53,8 @@ def _shared_tensors(arrays: list[np.ndarray]) -> list[torch.Tensor]:
     block = torch.empty(end, dtype=torch.uint8).share_memory_()
     tensors = []
     for array, start in zip(arrays, starts, strict=True):
-        dtype = torch.from_numpy(array[:0]).dtype
-        tensor = block[start : start + array.nbytes].view(dtype).view(array.shape)
+        tensor = block[start : start + array.nbytes].view(_torch_dtype(array.dtype))
+        tensor = tensor.view(array.shape)
         np.copyto(tensor.numpy(), array)
         tensors.append(tensor)
     return tensors
@@ -218,7 +225,7 @@ class StreamDataset(torch.utils.data.Dataset[TensorBatch]):
         for name, dtype in (("x", batches.dtype), ("y", batches.target_dtype)):
             if dtype is not None:
                 try:
-                    torch.from_numpy(np.zeros(0, dtype))
+                    _torch_dtype(dtype)
                 except TypeError as err:
                     raise TypeError(
                         f"`batches` must hold {name} of a dtype torch has. Received: {name} of "
