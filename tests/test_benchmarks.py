@@ -32,12 +32,13 @@ def test_quick_run_prints_every_row_and_draws_the_figure(tmp_path: Path) -> None
     rows = results["rows"]
     counts = {
         section: sum(r["section"] == section for r in rows)
-        for section in ("numpy", "keras", "tf.data", "memory", "scaling", "grid")
+        for section in ("numpy", "keras", "tf.data", "torch", "memory", "scaling", "grid")
     }
     assert counts == {
         "numpy": 8,
         "keras": 1,
         "tf.data": 5,
+        "torch": 2,
         "memory": 4,
         "scaling": 2 * len(QUICK.series_lengths),
         # No quick cell reaches 64 KB, so only the two tf.data worst-cell rows.

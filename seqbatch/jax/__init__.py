@@ -1,0 +1,18 @@
+"""JAX without Keras: seqbatch batches as a grain-compatible source, and a carried state.
+
+* :class:`StreamSource` serves the batches of several epochs of a
+  :class:`~seqbatch.StreamBatcher` as records of a random-access source (grain's
+  ``RandomAccessDataSource`` protocol; grain itself is optional), each epoch with its own
+  layout, and :meth:`StreamSource.in_order` refuses any pipeline that reorders them.
+* :func:`reset_rows` zeroes the carried state of exactly the streams that start a new series,
+  inside a jitted step; :func:`weighted_mean` averages a loss over real steps only.
+
+Importing this module imports JAX; ``import seqbatch`` does not.
+"""
+
+from __future__ import annotations
+
+from seqbatch.jax.source import StreamSource
+from seqbatch.jax.state import reset_rows, weighted_mean
+
+__all__ = ["StreamSource", "reset_rows", "weighted_mean"]

@@ -1,0 +1,149 @@
+"""Epochs of a StreamBatcher's batches as a random-access source, the protocol grain reads.
+
+Record ``i`` is a pure function of ``i``: batch ``i % n`` of epoch ``first_epoch + i // n``,
+so any reader that keeps the order of the indices (grain's threads, its ``mp_prefetch``
+worker processes, a plain loop) serves every epoch's layout with no state to pass around.
+Readers that do not keep the order (a shuffle, a slice with a step) are caught where the
+records are used, by :meth:`StreamSource.in_order`. Nothing here imports JAX or grain.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import numpy as np
+
+from seqbatch import _checks
+from seqbatch._epochs import EpochBatchers
+from seqbatch.batcher import StreamBatcher
+
+
+class StreamSource:
+    """The batches of ``epochs`` epochs of a batcher, one record per batch, in training order.
+
+    A grain ``RandomAccessDataSource`` (``__len__`` and ``__getitem__``): pass it to
+    ``grain.MapDataset.source`` and keep the order of the records. Each record is a dict of
+    numpy arrays, the fields of :class:`seqbatch.Batch` (``"x"``, ``"y"`` when there are
+    targets, ``"sample_weight"``, ``"reset"``, ``"series"``, ``"position"``) and two int64
+    scalars that say which batch it is, ``"epoch"`` and ``"batch"``. Feed the records to the
+    model through :meth:`in_order`, which refuses any other order before it is used.
+
+    Each epoch of a shuffled batcher has its own layout. ``grain``'s ``repeat()`` starts
+    the same epochs again: give ``epochs`` the number of epochs to train instead. Shard by
+    stream, never by record: on host ``p`` of ``P``, pass ``batches.shard(p, P)``.
+
+    Args:
+        batches: the batcher. It is never changed; its current epoch is the first one.
+        epochs: the number of epochs, a positive int.
+
+    Raises:
+        TypeError: ``batches`` is not a ``StreamBatcher``, or ``epochs`` not an int.
+        ValueError: ``epochs`` is not positive.
+
+    Examples:
+        >>> import numpy as np, seqbatch
+        >>> batches = seqbatch.StreamBatcher(np.arange(26), batch_size=2, sequence_length=3)
+        >>> source = StreamSource(batches, epochs=2)
+        >>> len(source)
+        8
+        >>> r = source[5]
+        >>> int(r["epoch"]), int(r["batch"]), r["x"].tolist(), r["reset"].tolist()
+        (1, 1, [[3, 4, 5], [15, 16, 17]], [False, False])
+    """
+
+    def __init__(self, batches: StreamBatcher, *, epochs: int = 1) -> None:
+        if not isinstance(batches, StreamBatcher):
+            raise TypeError(
+                f"`batches` must be a seqbatch.StreamBatcher. Received: batches of type "
+                f"{type(batches).__name__}"
+            )
+        self.batches = batches
+        self.epochs = _checks.positive_int("epochs", epochs)
+        self.first_epoch = batches.epoch
+        self.batches_per_epoch = len(batches)
+        self._epochs = EpochBatchers(batches)
+
+    def __len__(self) -> int:
+        return self.epochs * self.batches_per_epoch
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        if isinstance(index, bool) or not isinstance(index, numbers.Integral):
+            raise TypeError(f"record indices must be integers. Received: {index!r}")
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError(f"record index out of range. Received: {index} for {n} records")
+        epoch, k = divmod(int(index) % n, self.batches_per_epoch)
+        b = self._epochs[self.first_epoch + epoch][k]
+        record = {"x": b.x}
+        if b.y is not None:
+            record["y"] = b.y
+        record.update(
+            sample_weight=b.sample_weight,
+            reset=b.reset,
+            series=b.series,
+            position=b.position,
+            epoch=np.int64(self.first_epoch + epoch),
+            batch=np.int64(k),
+        )
+        return record
+
+    def in_order(
+        self, records: Iterable[Mapping[str, Any]], *, start: int = 0
+    ) -> Iterator[Mapping[str, Any]]:
+        """Yield ``records``, each checked to be the next record of this source.
+
+        The first must be record ``start``, and each next one the record after it: batch
+        ``k + 1`` of the same epoch, or batch 0 of the next epoch after the last batch.
+        Anything else (a shuffled pipeline, one sharded by record, a record left out) raises
+        before that record is yielded, so before a model trains on it.
+
+        Args:
+            records: the records, as a pipeline over this source yields them.
+            start: the index of the first record: 0, or where a resumed pipeline starts.
+
+        Yields:
+            The records, unchanged.
+
+        Raises:
+            ValueError: a record out of order, or one that is not a single record of a
+                ``StreamSource`` (a batch of them, say).
+
+        Examples:
+            >>> import numpy as np, seqbatch
+            >>> source = StreamSource(seqbatch.StreamBatcher(np.arange(26), batch_size=2,
+            ...                                              sequence_length=3))
+            >>> [int(r["batch"]) for r in source.in_order(source[k] for k in range(4))]
+            [0, 1, 2, 3]
+            >>> list(source.in_order([source[0], source[2]]))  # doctest: +ELLIPSIS
+            Traceback (most recent call last):
+            ...
+            ValueError: Records must come in the order of the source, ...
+        """
+        start = _checks.non_negative_int("start", start)
+        for i, record in enumerate(records, start):
+            epoch_mark, batch_mark = record.get("epoch"), record.get("batch")
+            if (
+                epoch_mark is None
+                or batch_mark is None
+                or np.ndim(epoch_mark)
+                or np.ndim(batch_mark)
+            ):
+                raise ValueError(
+                    "Every record must be one record of a StreamSource, with a scalar 'epoch' and "
+                    "'batch': records are whole batches, never batched again. Received: a "
+                    f"record with epoch={epoch_mark!r}, batch={batch_mark!r}"
+                )
+            got = (int(epoch_mark), int(batch_mark))
+            epoch, k = divmod(i, self.batches_per_epoch)
+            expected = (self.first_epoch + epoch, k)
+            if got != expected:
+                raise ValueError(
+                    "Records must come in the order of the source, so that row i of each batch "
+                    "continues row i of the batch before: keep the order of the pipeline (no "
+                    "shuffle; shard by stream with StreamBatcher.shard, not by record). "
+                    f"Received: epoch {got[0]} batch {got[1]} where epoch {expected[0]} batch "
+                    f"{expected[1]} was due"
+                )
+            yield record

@@ -1,0 +1,28 @@
+"""PyTorch for carried-state training: a ``Dataset`` of seqbatch batches and the loop's helpers.
+
+Truncated backprop through time with the state carried from one window to the next (LSTMs,
+state-space models) needs three things from its data and its loop:
+
+* batches in which row ``i`` continues row ``i`` of the batch before, in order, through
+  any ``DataLoader``: :class:`StreamDataset` with its :class:`StreamSampler`, one
+  :class:`TensorBatch` per batch, each rank of ``torch.distributed`` with its own streams;
+* the state of exactly the streams that start a new series set to zero before a window
+  (:func:`reset_rows`), and the state cut from the graph after it (:func:`detach`);
+* a loss that counts real steps only (:func:`weighted_mean`).
+
+Importing this module imports torch; ``import seqbatch`` does not.
+"""
+
+from __future__ import annotations
+
+from seqbatch.torch.data import StreamDataset, StreamSampler, TensorBatch
+from seqbatch.torch.state import detach, reset_rows, weighted_mean
+
+__all__ = [
+    "StreamDataset",
+    "StreamSampler",
+    "TensorBatch",
+    "detach",
+    "reset_rows",
+    "weighted_mean",
+]

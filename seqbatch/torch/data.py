@@ -1,0 +1,296 @@
+"""The batches of a StreamBatcher as a map-style ``torch.utils.data.Dataset`` of tensors.
+
+A ``DataLoader`` keeps the order of its sampler, whatever its number of workers, but its
+workers hold copies of the dataset that the training loop cannot reach once they run
+(``persistent_workers=True``): a dataset that kept the epoch itself would serve stale
+layouts. Here the epoch travels with every key instead: the sampler yields ``(epoch, k)``
+and each worker lays out whatever epoch a key names. Reading is a pure function of the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import numbers
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+from seqbatch import _checks
+from seqbatch._epochs import EpochBatchers
+from seqbatch.batcher import Batch, StreamBatcher
+
+_ALIGN = 16  # bytes: every dtype's tensor view of a shared block starts on a multiple of it
+
+
+@functools.cache
+def _torch_dtype(dtype: np.dtype) -> torch.dtype:
+    """torch's dtype for a numpy dtype; TypeError where torch has none."""
+    return torch.from_numpy(np.empty(0, dtype)).dtype
+
+
+def _tensor(array: np.ndarray) -> torch.Tensor:
+    # A writable array was made for this batch alone: the tensor shares it. A read-only one is
+    # a view of the data, or an array every batch shares (and torch warns on it): copied, so
+    # that writing to the tensor never reaches the data or another batch.
+    return torch.from_numpy(array if array.flags.writeable else np.array(array))
+
+
+def _shared_tensors(arrays: list[np.ndarray]) -> list[torch.Tensor]:
+    """Copies of ``arrays`` in one block of shared memory, one tensor view of it each.
+
+    A DataLoader worker passes every tensor to the training process in shared memory: one
+    block per batch, as torch's own ``default_collate`` builds in workers, costs one
+    allocation where a tensor each would cost six.
+    """
+    starts, end = [], 0
+    for array in arrays:
+        start = -(-end // _ALIGN) * _ALIGN
+        starts.append(start)
+        end = start + array.nbytes
+    block = torch.empty(end, dtype=torch.uint8).share_memory_()
+    tensors = []
+    for array, start in zip(arrays, starts, strict=True):
+        tensor = block[start : start + array.nbytes].view(_torch_dtype(array.dtype))
+        tensor = tensor.view(array.shape)
+        np.copyto(tensor.numpy(), array)
+        tensors.append(tensor)
+    return tensors
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorBatch:
+    """One batch as torch tensors: the fields of :class:`seqbatch.Batch`, same shapes and dtypes.
+
+    Every tensor may be written: none shares memory with the data or with another batch.
+    ``DataLoader(pin_memory=True)`` pins every tensor (it calls :meth:`pin_memory`).
+
+    Attributes:
+        x: ``(B, W, *features)``, the dtype of the data.
+        y: ``(B, W, *target_features)`` or ``(B, *target_features)``, or None without targets.
+        sample_weight: ``(B, W)`` or ``(B,)`` float32, 1 on real steps and 0 on padding.
+        reset: ``(B,)`` bool, the stream starts a new series: zero its state first.
+        series: ``(B,)`` int64, the series each window reads, ``-1`` for an idle stream.
+        position: ``(B,)`` int64, the step at which each window starts, ``-1`` if idle.
+
+    Examples:
+        >>> import numpy as np, seqbatch
+        >>> batches = seqbatch.StreamBatcher(np.arange(12.0), batch_size=2, sequence_length=3)
+        >>> b = TensorBatch.from_batch(batches[0])
+        >>> b.x
+        tensor([[0., 1., 2.],
+                [3., 4., 5.]], dtype=torch.float64)
+        >>> b.reset
+        tensor([True, True])
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor | None
+    sample_weight: torch.Tensor
+    reset: torch.Tensor
+    series: torch.Tensor
+    position: torch.Tensor
+
+    @classmethod
+    def from_batch(cls, batch: Batch, *, shared: bool = False) -> TensorBatch:
+        """The tensors of a numpy :class:`~seqbatch.Batch`, sharing only memory made for it.
+
+        Args:
+            batch: the numpy batch.
+            shared: copy every field into one block of shared memory, ready to pass to
+                another process (what :class:`StreamDataset` does in ``DataLoader``
+                workers). Otherwise a field that the batch made for itself is shared, not
+                copied.
+        """
+        arrays = {f.name: getattr(batch, f.name) for f in dataclasses.fields(batch)}
+        present = {k: a for k, a in arrays.items() if a is not None}
+        tensors = (
+            _shared_tensors(list(present.values()))
+            if shared
+            else [_tensor(a) for a in present.values()]
+        )
+        made: dict[str, Any] = {"y": None}  # y is the field that may be absent
+        made.update(zip(present, tensors, strict=True))
+        return cls(**made)
+
+    def to(self, device: torch.device | str, *, non_blocking: bool = False) -> TensorBatch:
+        """Every tensor moved to ``device``, as ``torch.Tensor.to`` moves one."""
+        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
+
+    def pin_memory(self) -> TensorBatch:
+        """Every tensor in pinned memory, for fast copies to an accelerator."""
+        return self._map(lambda t: t.pin_memory())
+
+    def _map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> TensorBatch:
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return dataclasses.replace(self, **{k: fn(v) for k, v in values.items() if v is not None})
+
+
+class StreamSampler(torch.utils.data.Sampler[tuple[int, int]]):
+    """Yields the keys ``(epoch, 0), (epoch, 1), ...`` of one epoch of a :class:`StreamDataset`.
+
+    Every pass yields the epoch set last by :meth:`set_epoch`, read when the pass starts
+    (when the ``DataLoader`` is iterated): call it before each epoch, as with
+    ``torch.utils.data.DistributedSampler``.
+
+    Args:
+        num_batches: the batches of one epoch.
+        epoch: the epoch of the next pass.
+
+    Examples:
+        >>> sampler = StreamSampler(3)
+        >>> sampler.set_epoch(5)
+        >>> list(sampler)
+        [(5, 0), (5, 1), (5, 2)]
+    """
+
+    def __init__(self, num_batches: int, epoch: int = 0) -> None:
+        self.num_batches = _checks.positive_int("num_batches", num_batches)
+        self.epoch = _checks.non_negative_int("epoch", epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next pass yield the keys of ``epoch``, a non-negative int."""
+        self.epoch = _checks.non_negative_int("epoch", epoch)
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch = self.epoch  # read now: a pass keeps its epoch whatever set_epoch does meanwhile
+        return ((epoch, k) for k in range(self.num_batches))
+
+
+class StreamDataset(torch.utils.data.Dataset[TensorBatch]):
+    """The batches of a :class:`~seqbatch.StreamBatcher` as a map-style torch ``Dataset``.
+
+    Use it with ``DataLoader(dataset, batch_size=None, sampler=dataset.sampler)``: item
+    ``(epoch, k)`` is batch ``k`` of epoch ``epoch`` as a :class:`TensorBatch`, and the
+    sampler yields the keys of one epoch in order. The order is then exact with any
+    ``num_workers``, with ``persistent_workers=True``, and across the epochs of a shuffled
+    batcher: call :meth:`set_epoch` (or ``loader.sampler.set_epoch``) before each epoch.
+
+    Items are read only by such keys. Any other sampler yields plain integers (the
+    ``DataLoader``'s own, its ``shuffle=True``, a ``RandomSampler`` or a
+    ``DistributedSampler``): the first item read then raises ``TypeError``, before the first
+    training step, rather than let the loader reorder the batches or lose the epoch. Keep
+    ``batch_size=None``: a batch of items is refused by torch's ``default_collate``. Keep the
+    ``DataLoader``'s ``in_order=True``, its default.
+
+    Sharding: under ``torch.distributed`` each rank gets its own streams, as
+    :meth:`seqbatch.StreamBatcher.shard` deals them: rank ``r`` of
+    ``world_size`` holds streams ``[r * b, (r + 1) * b)`` with ``b = batch_size //
+    world_size``, and every rank has the same number of batches. ``batches`` holds the global
+    batch; the model of each rank is built for ``b`` rows.
+
+    Args:
+        batches: the batcher. It is never changed; its current epoch is the first one.
+        rank: this process's rank; with ``world_size``, or neither. If neither is given,
+            ``torch.distributed``'s are used when its process group is initialized, else
+            the dataset serves every stream.
+        world_size: the number of ranks; it must divide the batch size.
+
+    Raises:
+        TypeError: ``batches`` is not a ``StreamBatcher``, or holds a dtype torch lacks.
+        ValueError: only one of ``rank`` and ``world_size`` given, ``rank >= world_size``,
+            or a world size that does not divide the batch size.
+
+    Examples:
+        >>> import numpy as np, seqbatch, torch
+        >>> batches = seqbatch.StreamBatcher(np.arange(26), batch_size=2, sequence_length=3)
+        >>> dataset = StreamDataset(batches)
+        >>> loader = torch.utils.data.DataLoader(dataset, batch_size=None, sampler=dataset.sampler)
+        >>> [b.x.tolist() for b in loader]
+        [[[0, 1, 2], [12, 13, 14]], [[3, 4, 5], [15, 16, 17]], [[6, 7, 8], [18, 19, 20]], [[9, 10, 11], [21, 22, 23]]]
+
+        Rank 1 of 2 keeps stream 1:
+
+        >>> StreamDataset(batches, rank=1, world_size=2)[0, 0].x.tolist()
+        [[12, 13, 14]]
+    """
+
+    def __init__(
+        self,
+        batches: StreamBatcher,
+        *,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ) -> None:
+        if not isinstance(batches, StreamBatcher):
+            raise TypeError(
+                f"`batches` must be a seqbatch.StreamBatcher. Received: batches of type "
+                f"{type(batches).__name__}"
+            )
+        for name, dtype in (("x", batches.dtype), ("y", batches.target_dtype)):
+            if dtype is not None:
+                try:
+                    _torch_dtype(dtype)
+                except TypeError as err:
+                    raise TypeError(
+                        f"`batches` must hold {name} of a dtype torch has. Received: {name} of "
+                        f"dtype {dtype}"
+                    ) from err
+        self.rank, self.world_size = _rank_and_world_size(rank, world_size, batches.batch_size)
+        self.batches = batches.shard(self.rank, self.world_size)
+        self._epochs = EpochBatchers(self.batches)
+        self.sampler = StreamSampler(len(self.batches), batches.epoch)
+
+    @property
+    def epoch(self) -> int:
+        """The epoch that the next pass of :attr:`sampler` reads."""
+        return self.sampler.epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next pass of :attr:`sampler` read epoch ``epoch``, a non-negative int."""
+        self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, key: tuple[int, int]) -> TensorBatch:
+        if not (
+            isinstance(key, tuple)
+            and len(key) == 2
+            and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in key)
+        ):
+            raise TypeError(
+                "`key` must be a pair (epoch, k), as StreamDataset.sampler yields them: build "
+                "the loader as DataLoader(dataset, batch_size=None, sampler=dataset.sampler). "
+                "Another sampler (the DataLoader's own, shuffle=True, RandomSampler, "
+                "DistributedSampler) reads the batches in its own order and never the epoch, "
+                "so that row i of a batch would no longer continue row i of the batch before. "
+                f"Received: key={key!r}"
+            )
+        epoch = _checks.non_negative_int("epoch", key[0])
+        in_worker = torch.utils.data.get_worker_info() is not None
+        return TensorBatch.from_batch(self._epochs[epoch][key[1]], shared=in_worker)
+
+
+def _rank_and_world_size(
+    rank: int | None, world_size: int | None, batch_size: int
+) -> tuple[int, int]:
+    """The rank and world size given, or torch.distributed's, or ``(0, 1)``; checked."""
+    if rank is None and world_size is None:
+        dist: Any = torch.distributed
+        if dist.is_available() and dist.is_initialized():
+            rank, world_size = dist.get_rank(), dist.get_world_size()
+        else:
+            rank, world_size = 0, 1
+    elif rank is None or world_size is None:
+        raise ValueError(
+            "`rank` and `world_size` must be given together, or neither (then "
+            f"torch.distributed's are used). Received: rank={rank!r}, world_size={world_size!r}"
+        )
+    world_size = _checks.positive_int("world_size", world_size)
+    rank = _checks.non_negative_int("rank", rank)
+    if rank >= world_size:
+        raise ValueError(
+            f"`rank` must be less than `world_size`. Received: rank={rank}, world_size={world_size}"
+        )
+    if batch_size % world_size:
+        raise ValueError(
+            "`world_size` must divide the batch size, so that every rank gets as many "
+            f"streams. Received: world_size={world_size} for batch_size={batch_size}"
+        )
+    return rank, world_size
