@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import numbers
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -11,27 +12,54 @@ import numpy as np
 
 from seqbatch import _checks
 from seqbatch.plan import StreamPlan, Window
-from seqbatch.source import Joined, WindowReader, open_series_list, strided_windows
+from seqbatch.source import Joined, WindowReader, open_series_list, portable, strided_windows
 
 if TYPE_CHECKING:
     import keras
     import tensorflow as tf
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class Batch:
     """One batch: ``batch_size`` streams, one window each.
 
+    Batches compare and hash by identity, like the arrays they hold have no single truth
+    value: compare their fields with numpy (``np.array_equal(a.x, b.x)``).
+
+    Memory: a full batch of one in-memory or memory-mapped series, cut with
+    ``remainder="drop"`` (or into streams of equal length), is a read-only view of that
+    array, with nothing copied: it changes if the array is changed later, and
+    ``b.x.copy()`` keeps it. Every other batch (windows that end in padding, many series,
+    ``series_boundary="concat"``, h5py and other sources) is a new writable array of its
+    own. The tf.data adapter copies in-memory data into TensorFlow once, when
+    ``to_tf_dataset()`` is called: later changes to the arrays do not reach the dataset,
+    while files and other lazy sources are read as each batch is made.
+
     Attributes:
-        x: ``(B, W, *features)`` inputs, dtype of the data; zeros on padding.
+        x: ``(B, W, *features)`` inputs, dtype of the data; zeros on padding. A 1-D series
+            gives ``(B, W)``; Keras RNN layers want a feature axis, ``(B, W, 1)``: pass
+            ``series[:, None]``.
         y: ``(B, W, *target_features)`` targets (``return_sequences=True``), ``(B,
             *target_features)`` the target of each window's last step (``False``), or None
             without targets; zeros on padding.
         sample_weight: float32, 1 on real steps and 0 on padding: ``(B, W)``, or ``(B,)`` with
-            ``return_sequences=False`` (the weight of the step whose target ``y`` holds).
+            targets and ``return_sequences=False`` (the weight of the step whose target
+            ``y`` holds). Without targets it is always ``(B, W)``: there is no ``y`` to weight,
+            only steps.
         reset: ``(B,)`` bool, the stream starts a new series or segment: zero its state first.
         series: ``(B,)`` int64, the series each window reads, ``-1`` for an idle stream.
         position: ``(B,)`` int64, the step of that series at which the window starts, or ``-1``.
+
+    Examples:
+        >>> import numpy as np, seqbatch
+        >>> batches = seqbatch.StreamBatcher(
+        ...     np.arange(12.0), None, batch_size=2, sequence_length=3, return_sequences=False
+        ... )
+        >>> b = batches[0]
+        >>> b
+        Batch(x (2, 3) float64, y None, sample_weight (2, 3) float32, reset 2 of 2 streams, series [0 0], position [0 6])
+        >>> b == batches[0], b == b, len({b, b})
+        (False, True, 1)
     """
 
     x: np.ndarray
@@ -40,6 +68,20 @@ class Batch:
     reset: np.ndarray
     series: np.ndarray
     position: np.ndarray
+
+    def __repr__(self) -> str:
+        def shape(a: np.ndarray | None) -> str:
+            return "None" if a is None else f"{tuple(a.shape)} {a.dtype}"
+
+        # Per-stream provenance is B numbers; print it only while it stays short.
+        where = ""
+        if len(self.reset) <= 8:
+            where = f", series {self.series}, position {self.position}"
+        return (
+            f"Batch(x {shape(self.x)}, y {shape(self.y)}, sample_weight "
+            f"{shape(self.sample_weight)}, reset {int(self.reset.sum())} of {len(self.reset)} "
+            f"streams{where})"
+        )
 
 
 def _parse_targets(targets: Any) -> tuple[int, Any]:
@@ -62,12 +104,17 @@ def _parse_targets(targets: Any) -> tuple[int, Any]:
                 f"Received: targets={targets!r}"
             )
         return int(targets), None
-    if isinstance(targets, bool):
+    if isinstance(targets, numbers.Number):
+        # A bool, a float, a complex: never a count of steps, and never an array.
         raise TypeError(
             "`targets` must be None, 'next', a positive integer or target arrays. "
             f"Received: targets={targets!r}"
         )
     return 0, targets
+
+
+def _structure(single: bool, count: int) -> str:
+    return "one array" if single else f"a list of {count} array{'s' if count != 1 else ''}"
 
 
 class StreamBatcher:
@@ -97,8 +144,13 @@ class StreamBatcher:
             ends in padding of weight 0.
         series_boundary: ``"reset"`` (default) or ``"concat"``; see above.
         shuffle: draw a new layout for every epoch (``set_epoch``): which stream holds which
-            series and in what order, and for one series the cut offset (less than a window).
-            Windows are never shuffled: continuity holds within every epoch.
+            series and in what order, and for one series the offset at which it is cut into
+            windows, from 0 to ``sequence_length - 1``. To give every offset the same number
+            of batches, a shuffled epoch of one series lays out ``sequence_length - 1`` steps
+            fewer than the series holds, and may then have one batch fewer than an
+            unshuffled one (the steps left out are counted in ``plan.accounting``).
+            ``describe()`` says what varies. Windows are never shuffled: continuity holds
+            within every epoch.
         seed: seed of the shuffle, a non-negative int; None draws one at construction.
 
     Raises:
@@ -170,8 +222,9 @@ class StreamBatcher:
             if target_single != single or len(target_series) != len(series):
                 raise ValueError(
                     "`targets` must have the structure of `data`: one array for one series, "
-                    f"a list of as many arrays for a list. Received: {len(series)} series in "
-                    f"data and {len(target_series)} in targets"
+                    "a list of as many arrays for a list. Received: "
+                    f"{_structure(single, len(series))} as data and "
+                    f"{_structure(target_single, len(target_series))} as targets"
                 )
             for i, (s, t) in enumerate(zip(series, target_series, strict=True)):
                 if t.shape[0] != s.shape[0]:
@@ -203,15 +256,58 @@ class StreamBatcher:
         self._total_streams = self.batch_size
         self._streams = slice(0, self.batch_size)
         self._plan = self._make_plan(0)
+        self._start_caches()
+
+    def _start_caches(self) -> None:
+        """Empty the caches derived from the data: built on first use, never pickled."""
         self._view_cache: tuple[StreamPlan | None, Any] = (None, None)
+        self._ones_cache: np.ndarray | None = None
         self._x_reader = WindowReader(self._sources, self.sequence_length)
         self._y_reader = (
             self._x_reader
-            if return_sequences and self._target_sources is self._sources
-            else WindowReader(self._target_sources, self.sequence_length if return_sequences else 1)
+            if self.return_sequences and self._target_sources is self._sources
+            else WindowReader(
+                self._target_sources, self.sequence_length if self.return_sequences else 1
+            )
         )
-        self._ones = np.ones((self.batch_size, self.sequence_length), dtype=np.float32)
-        self._ones.flags.writeable = False
+
+    @property
+    def _ones(self) -> np.ndarray:
+        """The ``(B, W)`` weights of a full batch, shared read-only; made at the first batch."""
+        if self._ones_cache is None:
+            ones = np.ones((self.batch_size, self.sequence_length), dtype=np.float32)
+            ones.flags.writeable = False
+            self._ones_cache = ones
+        return self._ones_cache
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickled for worker processes: the data once, memory maps as a reference to their
+        # file, and the epoch. Not the caches: the window views alone would pickle as
+        # sequence_length copies of the data.
+        state = {
+            k: v
+            for k, v in self.__dict__.items()
+            if k not in ("_view_cache", "_ones_cache", "_x_reader", "_y_reader", "_plan")
+        }
+        state["_epoch"] = self._plan.epoch
+        state["_sources"] = [portable(s) for s in self._sources]
+        if self._target_sources is not self._sources:
+            state["_target_sources"] = [portable(s) for s in self._target_sources]
+        else:
+            state["_target_sources"] = state["_sources"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        epoch = state.pop("_epoch")
+        self.__dict__.update(state)
+        self._plan = self._make_plan(epoch)
+        self._start_caches()
+
+    def __copy__(self) -> StreamBatcher:
+        # The same data and caches, in one process: not the pickled state.
+        other = object.__new__(type(self))
+        other.__dict__.update(self.__dict__)
+        return other
 
     def _make_plan(self, epoch: int) -> StreamPlan:
         return StreamPlan(
@@ -323,12 +419,11 @@ class StreamBatcher:
                 f"streams. Received: count={count} for batch_size={self.batch_size}"
             )
         size = self.batch_size // count
-        shard = object.__new__(StreamBatcher)
-        shard.__dict__.update(self.__dict__)
+        shard = copy.copy(self)
         lo = self._streams.start + index * size
         shard.batch_size = size
         shard._streams = slice(lo, lo + size)
-        shard._ones = self._ones[:size]
+        shard._ones_cache = None
         shard._view_cache = (None, None)
         return shard
 
@@ -437,6 +532,21 @@ class StreamBatcher:
         if self.batch_size != self._plan.batch_size:
             head += f"\nshard: streams {self._streams.start} to {self._streams.stop - 1} of {self._plan.batch_size}"
         return head + "\n" + self._plan.describe()
+
+    def __repr__(self) -> str:
+        B, W = self.batch_size, self.sequence_length
+        y = "None"
+        if self._has_targets:
+            t_shape = (B, W) if self.return_sequences else (B,)
+            y = f"{(*t_shape, *(self.target_shape or ()))} {self.target_dtype}"
+        shard = ""
+        if self.batch_size != self._plan.batch_size:
+            shard = f", streams [{self._streams.start}, {self._streams.stop}) of {self._plan.batch_size}"
+        return (
+            f"StreamBatcher({self.n_series} series, {len(self)} batches of x "
+            f"{(B, W, *self.feature_shape)} {self.dtype}, y {y}, epoch {self.epoch}"
+            f"{', shuffled' if self.shuffle else ''}{shard})"
+        )
 
     def to_tf_dataset(self, **kwargs: Any) -> tf.data.Dataset:
         """A ``tf.data.Dataset`` of these batches, in the same order; see :func:`seqbatch.tf.to_dataset`."""
