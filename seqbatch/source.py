@@ -142,7 +142,8 @@ def portable(series: Any) -> Any:
         ('memmap', [10.0, 13.0, 16.0, 19.0])
     """
     if isinstance(series, np.memmap) and getattr(series, "_mmap", None) is not None:
-        if isinstance(series.filename, str):
+        # The name is a str, or a Path for a memmap made from one; None for a file object.
+        if isinstance(series.filename, (str, os.PathLike)):
             return _MappedFile(series)
     return series
 
@@ -159,7 +160,7 @@ class _MappedFile:
         low = first + sum(s * (n - 1) for s, n in zip(array.strides, array.shape) if s < 0)
         high = first + sum(s * (n - 1) for s, n in zip(array.strides, array.shape) if s > 0)
         self.args = (
-            array.filename,
+            os.fspath(array.filename),
             mapped_at + low - mapping.__array_interface__["data"][0],
             high - low + array.itemsize,
             array.dtype,
