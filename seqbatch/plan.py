@@ -203,7 +203,7 @@ class StreamPlan:
         Only integer arithmetic: nothing of size ``sequence_length`` is allocated.
         """
         W, longest = self.sequence_length, int(self.lengths.max())
-        if W <= longest:
+        if longest >= W:
             return
         # Every series then fills one window; the streams hold ceil(S / B) windows each.
         n = int(self.lengths.size)

@@ -141,10 +141,10 @@ def portable(series: Any) -> Any:
         >>> type(again).__name__, again.tolist()
         ('memmap', [10.0, 13.0, 16.0, 19.0])
     """
-    if isinstance(series, np.memmap) and getattr(series, "_mmap", None) is not None:
-        # The name is a str, or a Path for a memmap made from one; None for a file object.
-        if isinstance(series.filename, (str, os.PathLike)):
-            return _MappedFile(series)
+    # A memmap's name is a str, or a Path for one made from a Path; None for a file object.
+    mapped = isinstance(series, np.memmap) and getattr(series, "_mmap", None) is not None
+    if mapped and isinstance(series.filename, (str, os.PathLike)):
+        return _MappedFile(series)
     return series
 
 
@@ -155,12 +155,13 @@ class _MappedFile:
         # np.memmap maps its file from `offset` rounded down to the allocation granularity,
         # and views of it (slices, strides) keep that `offset` and the same mapping.
         mapped_at = array.offset - array.offset % mmap.ALLOCATIONGRANULARITY
-        mapping = np.frombuffer(array._mmap, dtype=np.uint8)
+        mapping = np.frombuffer(array._mmap, dtype=np.uint8)  # type: ignore[attr-defined]
         first = array.__array_interface__["data"][0]
-        low = first + sum(s * (n - 1) for s, n in zip(array.strides, array.shape) if s < 0)
-        high = first + sum(s * (n - 1) for s, n in zip(array.strides, array.shape) if s > 0)
+        reach = [s * (n - 1) for s, n in zip(array.strides, array.shape, strict=True)]
+        low = first + sum(r for r in reach if r < 0)
+        high = first + sum(r for r in reach if r > 0)
         self.args = (
-            os.fspath(array.filename),
+            os.fspath(array.filename or ""),
             mapped_at + low - mapping.__array_interface__["data"][0],
             high - low + array.itemsize,
             array.dtype,

@@ -267,6 +267,8 @@ def _tf_data_path(dtype: tf.DType) -> str | None:
 def _native(array: np.ndarray) -> np.ndarray:
     """``array`` in the machine's byte order, as TensorFlow reads the bytes of an array."""
     return array if array.dtype.isnative else array.astype(array.dtype.newbyteorder("="))
+
+
 def _tf_dtype(dtype: np.dtype, name: str) -> tf.DType:
     try:
         return tf.as_dtype(dtype.newbyteorder("="))
@@ -328,7 +330,7 @@ class _GraphReader:
     def passes(self) -> tf.data.Dataset:
         """The columns of every element of one pass, each pass laying out its own epoch."""
         if self.batches.shuffle:
-            dtypes = [tf.as_dtype(a.dtype) for a in self.table(self.batches.epoch)]
+            dtypes = [tf.int64, tf.bool, tf.int64, tf.int64]
             shape = (len(self.batches) * self.batches.batch_size // self.rows, self.rows)
 
             def table(epoch: tf.Tensor) -> tuple[tf.Tensor, ...]:
@@ -379,7 +381,9 @@ class _NumpyReader:
         if batches.target_shape is not None:
             assert batches.target_dtype is not None
             steps = (W,) if batches.return_sequences else ()
-            specs.append((_tf_dtype(batches.target_dtype, "y"), (rows, *steps, *batches.target_shape)))
+            specs.append(
+                (_tf_dtype(batches.target_dtype, "y"), (rows, *steps, *batches.target_shape))
+            )
         specs.append((tf.float32, (rows,)))
         if with_weight:
             specs.append((tf.float32, (rows, W) if batches.return_sequences else (rows,)))

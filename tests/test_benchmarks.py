@@ -38,7 +38,7 @@ def test_quick_run_prints_every_row_and_draws_the_figure(tmp_path: Path) -> None
         "numpy": 8,
         "keras": 1,
         "tf.data": 5,
-        "memory": 4,
+        "memory": 6,
         "scaling": 2 * len(QUICK.series_lengths),
         # No quick cell reaches 64 KB, so only the two tf.data worst-cell rows.
         "grid": 2,

@@ -23,6 +23,7 @@ class NoDtype:
     def __getitem__(self, key: slice) -> np.ndarray:
         return SERIES[key]
 
+
 CASES: list[tuple[str, dict[str, Any], type[Exception], str]] = [
     (
         "zero batch size",
@@ -373,12 +374,16 @@ def test_plan_arguments_are_integers() -> None:
         seqbatch.StreamPlan([10.7], batch_size=1, sequence_length=2, layout="split")
     with pytest.raises(
         ValueError,
-        match=re.escape("`lengths` must be a non-empty list of positive integers. Received: lengths=[]"),
+        match=re.escape(
+            "`lengths` must be a non-empty list of positive integers. Received: lengths=[]"
+        ),
     ):
         seqbatch.StreamPlan([], batch_size=1, sequence_length=2, layout="whole")
     plan = seqbatch.StreamPlan([10], batch_size=1, sequence_length=2, layout="split")
     for k in (1.5, 1.0, True):
-        with pytest.raises(TypeError, match=re.escape(f"`k` must be an integer. Received: k={k!r}")):
+        with pytest.raises(
+            TypeError, match=re.escape(f"`k` must be an integer. Received: k={k!r}")
+        ):
             plan.window(k)  # type: ignore[arg-type]
     assert plan.window(np.int64(1)).start.tolist() == [2]
 

@@ -121,7 +121,9 @@ def test_stream_sequence_pickles_like_its_batcher(tmp_path: Path) -> None:
         assert isinstance(again, keras.utils.PyDataset)
         assert len(blob) <= limit, len(blob)
         for k in (0, 9, len(sequence) - 1):
-            for a, b in zip(keras.tree.flatten(sequence[k]), keras.tree.flatten(again[k])):
+            for a, b in zip(
+                keras.tree.flatten(sequence[k]), keras.tree.flatten(again[k]), strict=True
+            ):
                 np.testing.assert_array_equal(a, b)
 
 

@@ -289,7 +289,12 @@ def test_shuffled_cut_of_one_series_takes_every_offset_of_a_window() -> None:
 def test_a_shuffled_padded_cut_keeps_len_and_leaves_out_under_one_window() -> None:
     for epoch in range(20):
         batches = seqbatch.StreamBatcher(
-            np.arange(101), None, batch_size=4, sequence_length=10, shuffle=True, seed=1,
+            np.arange(101),
+            None,
+            batch_size=4,
+            sequence_length=10,
+            shuffle=True,
+            seed=1,
             remainder="pad",
         )
         batches.set_epoch(epoch)

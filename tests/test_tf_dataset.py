@@ -569,8 +569,11 @@ def test_big_endian_data_by_eye(tmp_path: Any, source: str) -> None:
     assert x.numpy().tolist() == [[0, 1, 2, 3], [16, 17, 18, 19]]
     assert y.numpy().tolist() == [[1, 2, 3, 4], [17, 18, 19, 20]]
     big = seqbatch.StreamBatcher(
-        [np.arange(9, dtype=">i8"), np.arange(9, dtype=">i8")], None, batch_size=2,
-        sequence_length=3, series_boundary="concat",
+        [np.arange(9, dtype=">i8"), np.arange(9, dtype=">i8")],
+        None,
+        batch_size=2,
+        sequence_length=3,
+        series_boundary="concat",
     )
     ((x,),) = list(to_dataset(big).take(1).as_numpy_iterator())
     assert x.tolist() == [[0, 1, 2], [0, 1, 2]]
