@@ -5,116 +5,26 @@ from __future__ import annotations
 import copy
 import numbers
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
 
 from seqbatch import _checks
+from seqbatch.batch import Batch
 from seqbatch.plan import StreamPlan, Window
-from seqbatch.source import Joined, WindowReader, open_series_list, portable, strided_windows
+from seqbatch.source import (
+    Joined,
+    WindowReader,
+    open_series_list,
+    open_targets,
+    parse_targets,
+    portable,
+    strided_windows,
+)
 
 if TYPE_CHECKING:
     import keras
     import tensorflow as tf
-
-
-@dataclass(frozen=True, eq=False, repr=False)
-class Batch:
-    """One batch: ``batch_size`` streams, one window each.
-
-    Batches compare and hash by identity, like the arrays they hold have no single truth
-    value: compare their fields with numpy (``np.array_equal(a.x, b.x)``).
-
-    Memory: a full batch of one in-memory or memory-mapped series, cut with
-    ``remainder="drop"`` (or into streams of equal length), is a read-only view of that
-    array, with nothing copied: it changes if the array is changed later, and
-    ``b.x.copy()`` keeps it. Every other batch (windows that end in padding, many series,
-    ``series_boundary="concat"``, h5py and other sources) is a new writable array of its
-    own. The tf.data adapter copies in-memory data into TensorFlow once, when
-    ``to_tf_dataset()`` is called: later changes to the arrays do not reach the dataset,
-    while files and other lazy sources are read as each batch is made.
-
-    Attributes:
-        x: ``(B, W, *features)`` inputs, dtype of the data; zeros on padding. A 1-D series
-            gives ``(B, W)``; Keras RNN layers want a feature axis, ``(B, W, 1)``: pass
-            ``series[:, None]``.
-        y: ``(B, W, *target_features)`` targets (``return_sequences=True``), ``(B,
-            *target_features)`` the target of each window's last step (``False``), or None
-            without targets; zeros on padding.
-        sample_weight: float32, 1 on real steps and 0 on padding: ``(B, W)``, or ``(B,)`` with
-            targets and ``return_sequences=False`` (the weight of the step whose target
-            ``y`` holds). Without targets it is always ``(B, W)``: there is no ``y`` to weight,
-            only steps.
-        reset: ``(B,)`` bool, the stream starts a new series or segment: zero its state first.
-        series: ``(B,)`` int64, the series each window reads, ``-1`` for an idle stream.
-        position: ``(B,)`` int64, the step of that series at which the window starts, or ``-1``.
-
-    Examples:
-        >>> import numpy as np, seqbatch
-        >>> batches = seqbatch.StreamBatcher(
-        ...     np.arange(12.0), None, batch_size=2, sequence_length=3, return_sequences=False
-        ... )
-        >>> b = batches[0]
-        >>> b
-        Batch(x (2, 3) float64, y None, sample_weight (2, 3) float32, reset 2 of 2 streams, series [0 0], position [0 6])
-        >>> b == batches[0], b == b, len({b, b})
-        (False, True, 1)
-    """
-
-    x: np.ndarray
-    y: np.ndarray | None
-    sample_weight: np.ndarray
-    reset: np.ndarray
-    series: np.ndarray
-    position: np.ndarray
-
-    def __repr__(self) -> str:
-        def shape(a: np.ndarray | None) -> str:
-            return "None" if a is None else f"{tuple(a.shape)} {a.dtype}"
-
-        # Per-stream provenance is B numbers; print it only while it stays short.
-        where = ""
-        if len(self.reset) <= 8:
-            where = f", series {self.series}, position {self.position}"
-        return (
-            f"Batch(x {shape(self.x)}, y {shape(self.y)}, sample_weight "
-            f"{shape(self.sample_weight)}, reset {int(self.reset.sum())} of {len(self.reset)} "
-            f"streams{where})"
-        )
-
-
-def _parse_targets(targets: Any) -> tuple[int, Any]:
-    """Split ``targets`` into (steps ahead, target data or None)."""
-    if targets is None:
-        return 0, None
-    if isinstance(targets, str):
-        if targets == "next":
-            return 1, None
-        if targets.endswith(".npy"):
-            return 0, targets
-        raise ValueError(
-            "`targets` must be None, 'next', a positive integer or target arrays (a path "
-            f"to a .npy file ends in '.npy'). Received: targets={targets!r}"
-        )
-    if isinstance(targets, numbers.Integral) and not isinstance(targets, bool):
-        if targets < 1:
-            raise ValueError(
-                "`targets` must be at least 1 when given as steps ahead. "
-                f"Received: targets={targets!r}"
-            )
-        return int(targets), None
-    if isinstance(targets, numbers.Number):
-        # A bool, a float, a complex: never a count of steps, and never an array.
-        raise TypeError(
-            "`targets` must be None, 'next', a positive integer or target arrays. "
-            f"Received: targets={targets!r}"
-        )
-    return 0, targets
-
-
-def _structure(single: bool, count: int) -> str:
-    return "one array" if single else f"a list of {count} array{'s' if count != 1 else ''}"
 
 
 class StreamBatcher:
@@ -213,26 +123,12 @@ class StreamBatcher:
         if seed is None:
             seed = int(np.random.SeedSequence().generate_state(1)[0])
         self.seed = _checks.non_negative_int("seed", seed)
-        self.shift, target_data = _parse_targets(targets)
+        self.shift, target_data = parse_targets(targets)
 
         series, single = open_series_list(data, "data")
-        target_series: list[Any] | None = None
+        target_series = None
         if target_data is not None:
-            target_series, target_single = open_series_list(target_data, "targets")
-            if target_single != single or len(target_series) != len(series):
-                raise ValueError(
-                    "`targets` must have the structure of `data`: one array for one series, "
-                    "a list of as many arrays for a list. Received: "
-                    f"{_structure(single, len(series))} as data and "
-                    f"{_structure(target_single, len(target_series))} as targets"
-                )
-            for i, (s, t) in enumerate(zip(series, target_series, strict=True)):
-                if t.shape[0] != s.shape[0]:
-                    raise ValueError(
-                        "Every target array must have as many steps as its series. "
-                        f"Received: series {i} with {s.shape[0]} steps and targets {i} with "
-                        f"{t.shape[0]} steps"
-                    )
+            target_series = open_targets(target_data, series, single)
         self.n_series = len(series)
         if series_boundary == "concat" and len(series) > 1:
             series = [Joined(series)]

@@ -123,6 +123,62 @@ def open_series_list(data: Any, name: str) -> tuple[list[Any], bool]:
     return series, single
 
 
+def parse_targets(targets: Any) -> tuple[int, Any]:
+    """Split ``targets`` into (steps ahead, target data or None)."""
+    if targets is None:
+        return 0, None
+    if isinstance(targets, str):
+        if targets == "next":
+            return 1, None
+        if targets.endswith(".npy"):
+            return 0, targets
+        raise ValueError(
+            "`targets` must be None, 'next', a positive integer or target arrays (a path "
+            f"to a .npy file ends in '.npy'). Received: targets={targets!r}"
+        )
+    if isinstance(targets, numbers.Integral) and not isinstance(targets, bool):
+        if targets < 1:
+            raise ValueError(
+                "`targets` must be at least 1 when given as steps ahead. "
+                f"Received: targets={targets!r}"
+            )
+        return int(targets), None
+    if isinstance(targets, numbers.Number):
+        # A bool, a float, a complex: never a count of steps, and never an array.
+        raise TypeError(
+            "`targets` must be None, 'next', a positive integer or target arrays. "
+            f"Received: targets={targets!r}"
+        )
+    return 0, targets
+
+
+def open_targets(targets: Any, series: list[Any], single: bool) -> list[Any]:
+    """Open target arrays given for ``series`` (``single``: one array was given as data).
+
+    They must have the structure of the data and as many steps as their series.
+    """
+    target_series, target_single = open_series_list(targets, "targets")
+    if target_single != single or len(target_series) != len(series):
+        raise ValueError(
+            "`targets` must have the structure of `data`: one array for one series, "
+            "a list of as many arrays for a list. Received: "
+            f"{_structure(single, len(series))} as data and "
+            f"{_structure(target_single, len(target_series))} as targets"
+        )
+    for i, (s, t) in enumerate(zip(series, target_series, strict=True)):
+        if t.shape[0] != s.shape[0]:
+            raise ValueError(
+                "Every target array must have as many steps as its series. "
+                f"Received: series {i} with {s.shape[0]} steps and targets {i} with "
+                f"{t.shape[0]} steps"
+            )
+    return target_series
+
+
+def _structure(single: bool, count: int) -> str:
+    return "one array" if single else f"a list of {count} array{'s' if count != 1 else ''}"
+
+
 def portable(series: Any) -> Any:
     """``series`` as it should be pickled: a memory map as a reference to its file.
 

@@ -13,7 +13,9 @@ from __future__ import annotations
 import copy
 import functools
 import itertools
+import sys
 import warnings
+from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -174,7 +176,7 @@ def to_dataset(
             "reset_input=True and wrap the RNN in seqbatch.keras.StreamReset, or join the "
             "series on purpose with series_boundary='concat'.",
             UserWarning,
-            stacklevel=2,
+            stacklevel=_first_caller_outside_seqbatch(),
         )
     with_weight = sample_weight and batches.target_shape is not None
     paths = {_carried(batches.dtype, "x")}
@@ -200,6 +202,18 @@ def to_dataset(
         .apply(tf.data.experimental.assert_cardinality(len(batches) * replicas))
         .with_options(options)
     )
+
+
+def _first_caller_outside_seqbatch() -> int:
+    """The ``stacklevel`` that makes a warning of :func:`to_dataset` name the user's line.
+
+    ``StreamBatcher.to_tf_dataset`` calls in from seqbatch itself: its frame is skipped.
+    """
+    level = 2
+    frame: FrameType | None = sys._getframe(2)
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("seqbatch."):
+        level, frame = level + 1, frame.f_back
+    return level
 
 
 def _epochs(batches: StreamBatcher) -> tf.data.Dataset:

@@ -149,16 +149,16 @@ def test_dataset_equals_numpy_batches(
 
 
 @contextlib.contextmanager
-def warns_of_hidden_resets(expected: bool) -> Iterator[None]:
+def warns_of_hidden_resets(expected: bool) -> Iterator[Any]:
     """Expect the warning of resets that the model will not see, or fail on it."""
     message = "Some streams of these batches start a new series after the first batch"
     if expected:
-        with pytest.warns(UserWarning, match=message):
-            yield
+        with pytest.warns(UserWarning, match=message) as caught:
+            yield caught
     else:
         with warnings.catch_warnings():
             warnings.filterwarnings("error", message=message)
-            yield
+            yield None
 
 
 @settings(max_examples=40)
@@ -582,8 +582,9 @@ def test_big_endian_data_by_eye(tmp_path: Any, source: str) -> None:
 def test_streams_that_start_series_unseen_warn() -> None:
     data = [np.arange(6.0), np.arange(3.0), np.arange(3.0)]
     batches = seqbatch.StreamBatcher(data, None, batch_size=2, sequence_length=3)
-    with warns_of_hidden_resets(True):
+    with warns_of_hidden_resets(True) as caught:
         batches.to_tf_dataset()
+    assert [w.filename for w in caught] == [__file__]  # the user's line, not seqbatch's
     with warns_of_hidden_resets(True):
         to_dataset(batches, reset_input=False, input_context=tf.distribute.InputContext(2, 0, 2))
     with warns_of_hidden_resets(False):
