@@ -419,30 +419,28 @@ class StreamBatcher:
             steps: 105 in the data = 100 used + 1 without target + 0 before the offset + 4 dropped (remainder='drop')
             padding: 0 of 100 batch slots (0.0%)
         """
-        B, W = self.batch_size, self.sequence_length
-        y = "none"
-        if self._has_targets:
-            t_shape = (B, W) if self.return_sequences else (B,)
-            y = f"{(*t_shape, *(self.target_shape or ()))} {self.target_dtype}"
-        head = f"data: {self.n_series} series, x {(B, W, *self.feature_shape)} {self.dtype}, y {y}"
+        head = f"data: {self.n_series} series, {self._arrays()}"
         if self.batch_size != self._plan.batch_size:
             head += f"\nshard: streams {self._streams.start} to {self._streams.stop - 1} of {self._plan.batch_size}"
         return head + "\n" + self._plan.describe()
 
     def __repr__(self) -> str:
-        B, W = self.batch_size, self.sequence_length
-        y = "None"
-        if self._has_targets:
-            t_shape = (B, W) if self.return_sequences else (B,)
-            y = f"{(*t_shape, *(self.target_shape or ()))} {self.target_dtype}"
         shard = ""
         if self.batch_size != self._plan.batch_size:
             shard = f", streams [{self._streams.start}, {self._streams.stop}) of {self._plan.batch_size}"
         return (
-            f"StreamBatcher({self.n_series} series, {len(self)} batches of x "
-            f"{(B, W, *self.feature_shape)} {self.dtype}, y {y}, epoch {self.epoch}"
-            f"{', shuffled' if self.shuffle else ''}{shard})"
+            f"StreamBatcher({self.n_series} series, {len(self)} batches of {self._arrays()}, "
+            f"epoch {self.epoch}{', shuffled' if self.shuffle else ''}{shard})"
         )
+
+    def _arrays(self) -> str:
+        """The shapes and dtypes of ``x`` and ``y`` in every batch, in words."""
+        B, W = self.batch_size, self.sequence_length
+        y = "none"
+        if self._has_targets:
+            t_shape = (B, W) if self.return_sequences else (B,)
+            y = f"{(*t_shape, *(self.target_shape or ()))} {self.target_dtype}"
+        return f"x {(B, W, *self.feature_shape)} {self.dtype}, y {y}"
 
     def to_tf_dataset(self, **kwargs: Any) -> tf.data.Dataset:
         """A ``tf.data.Dataset`` of these batches, in the same order; see :func:`seqbatch.tf.to_dataset`."""

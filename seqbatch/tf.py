@@ -310,18 +310,15 @@ class _GraphReader:
         self.shift = batches.shift
         self.has_targets = batches.target_shape is not None
         self.return_sequences = batches.return_sequences
-        self.x, self.x_offsets = self._flat(batches.sources, batches.dtype, "x")
+        self.x, self.x_offsets = self._flat(batches.sources, batches.dtype)
         self.y, self.y_offsets = self.x, self.x_offsets
         if self.has_targets and batches.target_sources is not batches.sources:
             assert batches.target_dtype is not None
-            self.y, self.y_offsets = self._flat(batches.target_sources, batches.target_dtype, "y")
+            self.y, self.y_offsets = self._flat(batches.target_sources, batches.target_dtype)
 
     @staticmethod
-    def _flat(
-        sources: list[np.ndarray], dtype: np.dtype, name: str
-    ) -> tuple[tf.Tensor, np.ndarray]:
+    def _flat(sources: list[np.ndarray], dtype: np.dtype) -> tuple[tf.Tensor, np.ndarray]:
         """The buffer, and where each series starts in it (and, last, the row of zeros)."""
-        _tf_dtype(dtype, name)
         zeros = np.zeros((1, *sources[0].shape[1:]), dtype)
         offsets = np.cumsum([0] + [len(s) for s in sources])
         return tf.constant(_native(np.concatenate([*sources, zeros]))), offsets
@@ -417,6 +414,7 @@ class _NumpyReader:
         )
 
     def read_numpy(self, epoch: np.int64, j: np.int64) -> list[np.ndarray]:
+        """Element ``j`` of ``epoch`` as arrays: x, y (with targets), reset, weight (if asked)."""
         k, r = divmod(int(j), self.replicas)
         b = self.shards(int(epoch))[r][k]
         out = [_native(b.x)]
