@@ -1,10 +1,12 @@
 """One memory measurement, run in a fresh process: ``python -m benchmarks.memory_probe``.
 
-Usage: ``python -m benchmarks.memory_probe MODE PATH BATCH_SIZE SEQUENCE_LENGTH``, where MODE
-is one of :data:`MODES`. It imports what the mode needs, takes the anonymous memory
+Usage: ``python -m benchmarks.memory_probe MODE PATH BATCH_SIZE SEQUENCE_LENGTH [FEATURES]``,
+where MODE is one of :data:`MODES`. It imports what the mode needs, takes the anonymous memory
 (``RssAnon``) as the baseline, streams one epoch of the ``.npy`` file at PATH opened as a
-memmap, and prints one JSON line: the baseline, the peak ``RssAnon`` above it and the peak
-RSS (``VmHWM``, which also counts the pages of the file that the process has mapped).
+memmap (its steps split into FEATURES features each, when given: the same bytes as a longer
+series of fewer features), and prints one JSON line: the baseline, the peak ``RssAnon``
+above it and the peak RSS (``VmHWM``, which also counts the pages of the file that the
+process has mapped).
 """
 
 from __future__ import annotations
@@ -48,7 +50,15 @@ class PeakSampler(threading.Thread):
         return max(self.peak, status_mb("RssAnon"))
 
 
-def numpy_epoch(path: str, batch_size: int, width: int) -> Callable[[], int]:
+def open_series(path: str, features: int | None) -> Any:
+    """The file as a memmap, of ``features`` features a step when given."""
+    import numpy as np
+
+    data = np.load(path, mmap_mode="r")
+    return data if features is None else data.reshape(-1, features)
+
+
+def numpy_epoch(path: str, batch_size: int, width: int, features: int | None) -> Callable[[], int]:
     """Read every batch of the numpy path and sum it, so that every window is read."""
     import numpy as np
 
@@ -56,7 +66,10 @@ def numpy_epoch(path: str, batch_size: int, width: int) -> Callable[[], int]:
 
     def run() -> int:
         batches = seqbatch.StreamBatcher(
-            path, batch_size=batch_size, sequence_length=width, return_sequences=False
+            open_series(path, features),
+            batch_size=batch_size,
+            sequence_length=width,
+            return_sequences=False,
         )
         for b in batches:
             np.add.reduce(b.x, axis=None)
@@ -66,10 +79,11 @@ def numpy_epoch(path: str, batch_size: int, width: int) -> Callable[[], int]:
     return run
 
 
-def tf_epoch(path: str, batch_size: int, width: int, seqbatch_path: bool) -> Callable[[], int]:
+def tf_epoch(
+    path: str, batch_size: int, width: int, features: int | None, seqbatch_path: bool
+) -> Callable[[], int]:
     """Read one epoch of a tf.data pipeline over the memmap inside a ``tf.function``."""
     import keras
-    import numpy as np
     import tensorflow as tf
 
     import seqbatch
@@ -78,14 +92,14 @@ def tf_epoch(path: str, batch_size: int, width: int, seqbatch_path: bool) -> Cal
     tf.constant(1.0) + 1.0  # start the runtime before the baseline, for every tf.data mode
 
     def run() -> int:
+        data = open_series(path, features)
         if seqbatch_path:
             batches = seqbatch.StreamBatcher(
-                path, batch_size=batch_size, sequence_length=width, return_sequences=False
+                data, batch_size=batch_size, sequence_length=width, return_sequences=False
             )
             dataset = batches.to_tf_dataset(sample_weight=False)
             count = len(batches)
         else:
-            data = np.load(path, mmap_mode="r")
             count = (len(data) - 1) // (batch_size * width)
             steps = count * batch_size * width
             dataset = keras.utils.timeseries_dataset_from_array(
@@ -101,12 +115,14 @@ def tf_epoch(path: str, batch_size: int, width: int, seqbatch_path: bool) -> Cal
     return run
 
 
-def measure(mode: str, path: str, batch_size: int, width: int) -> dict[str, Any]:
+def measure(
+    mode: str, path: str, batch_size: int, width: int, features: int | None = None
+) -> dict[str, Any]:
     """Stream one epoch in ``mode`` and return the memory figures in MB."""
     if mode == "seqbatch numpy":
-        run = numpy_epoch(path, batch_size, width)
+        run = numpy_epoch(path, batch_size, width, features)
     else:
-        run = tf_epoch(path, batch_size, width, seqbatch_path=mode == "seqbatch tf.data")
+        run = tf_epoch(path, batch_size, width, features, mode == "seqbatch tf.data")
     baseline = status_mb("RssAnon")
     sampler = PeakSampler()
     sampler.start()
@@ -125,10 +141,11 @@ def measure(mode: str, path: str, batch_size: int, width: int) -> dict[str, Any]
 
 
 def main(argv: list[str]) -> None:
-    mode, path, batch_size, width = argv
+    mode, path, batch_size, width, *features = argv
     if mode not in MODES:
         raise SystemExit(f"MODE must be one of {MODES}. Received: {mode!r}")
-    print(json.dumps(measure(mode, path, int(batch_size), int(width))))
+    split = int(features[0]) if features else None
+    print(json.dumps(measure(mode, path, int(batch_size), int(width), split)))
 
 
 if __name__ == "__main__":

@@ -2,72 +2,29 @@
 
 from __future__ import annotations
 
+import copy
 import numbers
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
 
 from seqbatch import _checks
+from seqbatch.batch import Batch
 from seqbatch.plan import StreamPlan, Window
-from seqbatch.source import Joined, WindowReader, open_series_list, strided_windows
+from seqbatch.source import (
+    Joined,
+    WindowReader,
+    open_series_list,
+    open_targets,
+    parse_targets,
+    portable,
+    strided_windows,
+)
 
 if TYPE_CHECKING:
     import keras
     import tensorflow as tf
-
-
-@dataclass(frozen=True)
-class Batch:
-    """One batch: ``batch_size`` streams, one window each.
-
-    Attributes:
-        x: ``(B, W, *features)`` inputs, dtype of the data; zeros on padding.
-        y: ``(B, W, *target_features)`` targets (``return_sequences=True``), ``(B,
-            *target_features)`` the target of each window's last step (``False``), or None
-            without targets; zeros on padding.
-        sample_weight: float32, 1 on real steps and 0 on padding: ``(B, W)``, or ``(B,)`` with
-            ``return_sequences=False`` (the weight of the step whose target ``y`` holds).
-        reset: ``(B,)`` bool, the stream starts a new series or segment: zero its state first.
-        series: ``(B,)`` int64, the series each window reads, ``-1`` for an idle stream.
-        position: ``(B,)`` int64, the step of that series at which the window starts, or ``-1``.
-    """
-
-    x: np.ndarray
-    y: np.ndarray | None
-    sample_weight: np.ndarray
-    reset: np.ndarray
-    series: np.ndarray
-    position: np.ndarray
-
-
-def _parse_targets(targets: Any) -> tuple[int, Any]:
-    """Split ``targets`` into (steps ahead, target data or None)."""
-    if targets is None:
-        return 0, None
-    if isinstance(targets, str):
-        if targets == "next":
-            return 1, None
-        if targets.endswith(".npy"):
-            return 0, targets
-        raise ValueError(
-            "`targets` must be None, 'next', a positive integer or target arrays (a path "
-            f"to a .npy file ends in '.npy'). Received: targets={targets!r}"
-        )
-    if isinstance(targets, numbers.Integral) and not isinstance(targets, bool):
-        if targets < 1:
-            raise ValueError(
-                "`targets` must be at least 1 when given as steps ahead. "
-                f"Received: targets={targets!r}"
-            )
-        return int(targets), None
-    if isinstance(targets, bool):
-        raise TypeError(
-            "`targets` must be None, 'next', a positive integer or target arrays. "
-            f"Received: targets={targets!r}"
-        )
-    return 0, targets
 
 
 class StreamBatcher:
@@ -97,8 +54,13 @@ class StreamBatcher:
             ends in padding of weight 0.
         series_boundary: ``"reset"`` (default) or ``"concat"``; see above.
         shuffle: draw a new layout for every epoch (``set_epoch``): which stream holds which
-            series and in what order, and for one series the cut offset (less than a window).
-            Windows are never shuffled: continuity holds within every epoch.
+            series and in what order, and for one series the offset at which it is cut into
+            windows, from 0 to ``sequence_length - 1``. To give every offset the same number
+            of batches, a shuffled epoch of one series lays out ``sequence_length - 1`` steps
+            fewer than the series holds, and may then have one batch fewer than an
+            unshuffled one (the steps left out are counted in ``plan.accounting``).
+            ``describe()`` says what varies. Windows are never shuffled: continuity holds
+            within every epoch.
         seed: seed of the shuffle, a non-negative int; None draws one at construction.
 
     Raises:
@@ -161,25 +123,12 @@ class StreamBatcher:
         if seed is None:
             seed = int(np.random.SeedSequence().generate_state(1)[0])
         self.seed = _checks.non_negative_int("seed", seed)
-        self.shift, target_data = _parse_targets(targets)
+        self.shift, target_data = parse_targets(targets)
 
         series, single = open_series_list(data, "data")
-        target_series: list[Any] | None = None
+        target_series = None
         if target_data is not None:
-            target_series, target_single = open_series_list(target_data, "targets")
-            if target_single != single or len(target_series) != len(series):
-                raise ValueError(
-                    "`targets` must have the structure of `data`: one array for one series, "
-                    f"a list of as many arrays for a list. Received: {len(series)} series in "
-                    f"data and {len(target_series)} in targets"
-                )
-            for i, (s, t) in enumerate(zip(series, target_series, strict=True)):
-                if t.shape[0] != s.shape[0]:
-                    raise ValueError(
-                        "Every target array must have as many steps as its series. "
-                        f"Received: series {i} with {s.shape[0]} steps and targets {i} with "
-                        f"{t.shape[0]} steps"
-                    )
+            target_series = open_targets(target_data, series, single)
         self.n_series = len(series)
         if series_boundary == "concat" and len(series) > 1:
             series = [Joined(series)]
@@ -203,15 +152,58 @@ class StreamBatcher:
         self._total_streams = self.batch_size
         self._streams = slice(0, self.batch_size)
         self._plan = self._make_plan(0)
+        self._start_caches()
+
+    def _start_caches(self) -> None:
+        """Empty the caches derived from the data: built on first use, never pickled."""
         self._view_cache: tuple[StreamPlan | None, Any] = (None, None)
+        self._ones_cache: np.ndarray | None = None
         self._x_reader = WindowReader(self._sources, self.sequence_length)
         self._y_reader = (
             self._x_reader
-            if return_sequences and self._target_sources is self._sources
-            else WindowReader(self._target_sources, self.sequence_length if return_sequences else 1)
+            if self.return_sequences and self._target_sources is self._sources
+            else WindowReader(
+                self._target_sources, self.sequence_length if self.return_sequences else 1
+            )
         )
-        self._ones = np.ones((self.batch_size, self.sequence_length), dtype=np.float32)
-        self._ones.flags.writeable = False
+
+    @property
+    def _ones(self) -> np.ndarray:
+        """The ``(B, W)`` weights of a full batch, shared read-only; made at the first batch."""
+        if self._ones_cache is None:
+            ones = np.ones((self.batch_size, self.sequence_length), dtype=np.float32)
+            ones.flags.writeable = False
+            self._ones_cache = ones
+        return self._ones_cache
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickled for worker processes: the data once, memory maps as a reference to their
+        # file, and the epoch. Not the caches: the window views alone would pickle as
+        # sequence_length copies of the data.
+        state = {
+            k: v
+            for k, v in self.__dict__.items()
+            if k not in ("_view_cache", "_ones_cache", "_x_reader", "_y_reader", "_plan")
+        }
+        state["_epoch"] = self._plan.epoch
+        state["_sources"] = [portable(s) for s in self._sources]
+        if self._target_sources is not self._sources:
+            state["_target_sources"] = [portable(s) for s in self._target_sources]
+        else:
+            state["_target_sources"] = state["_sources"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        epoch = state.pop("_epoch")
+        self.__dict__.update(state)
+        self._plan = self._make_plan(epoch)
+        self._start_caches()
+
+    def __copy__(self) -> StreamBatcher:
+        # The same data and caches, in one process: not the pickled state.
+        other = object.__new__(type(self))
+        other.__dict__.update(self.__dict__)
+        return other
 
     def _make_plan(self, epoch: int) -> StreamPlan:
         return StreamPlan(
@@ -323,12 +315,11 @@ class StreamBatcher:
                 f"streams. Received: count={count} for batch_size={self.batch_size}"
             )
         size = self.batch_size // count
-        shard = object.__new__(StreamBatcher)
-        shard.__dict__.update(self.__dict__)
+        shard = copy.copy(self)
         lo = self._streams.start + index * size
         shard.batch_size = size
         shard._streams = slice(lo, lo + size)
-        shard._ones = self._ones[:size]
+        shard._ones_cache = None
         shard._view_cache = (None, None)
         return shard
 
@@ -428,15 +419,28 @@ class StreamBatcher:
             steps: 105 in the data = 100 used + 1 without target + 0 before the offset + 4 dropped (remainder='drop')
             padding: 0 of 100 batch slots (0.0%)
         """
+        head = f"data: {self.n_series} series, {self._arrays()}"
+        if self.batch_size != self._plan.batch_size:
+            head += f"\nshard: streams {self._streams.start} to {self._streams.stop - 1} of {self._plan.batch_size}"
+        return head + "\n" + self._plan.describe()
+
+    def __repr__(self) -> str:
+        shard = ""
+        if self.batch_size != self._plan.batch_size:
+            shard = f", streams [{self._streams.start}, {self._streams.stop}) of {self._plan.batch_size}"
+        return (
+            f"StreamBatcher({self.n_series} series, {len(self)} batches of {self._arrays()}, "
+            f"epoch {self.epoch}{', shuffled' if self.shuffle else ''}{shard})"
+        )
+
+    def _arrays(self) -> str:
+        """The shapes and dtypes of ``x`` and ``y`` in every batch, in words."""
         B, W = self.batch_size, self.sequence_length
         y = "none"
         if self._has_targets:
             t_shape = (B, W) if self.return_sequences else (B,)
             y = f"{(*t_shape, *(self.target_shape or ()))} {self.target_dtype}"
-        head = f"data: {self.n_series} series, x {(B, W, *self.feature_shape)} {self.dtype}, y {y}"
-        if self.batch_size != self._plan.batch_size:
-            head += f"\nshard: streams {self._streams.start} to {self._streams.stop - 1} of {self._plan.batch_size}"
-        return head + "\n" + self._plan.describe()
+        return f"x {(B, W, *self.feature_shape)} {self.dtype}, y {y}"
 
     def to_tf_dataset(self, **kwargs: Any) -> tf.data.Dataset:
         """A ``tf.data.Dataset`` of these batches, in the same order; see :func:`seqbatch.tf.to_dataset`."""

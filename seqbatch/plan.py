@@ -17,6 +17,7 @@ A window that starts a segment is a reset; windows that hold no segment are idle
 from __future__ import annotations
 
 import heapq
+import numbers
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
@@ -62,7 +63,10 @@ class Accounting:
         no_target: steps at the end of each series that have no target (``targets=k`` leaves
             ``k`` per series, or per joined stream with ``series_boundary="concat"``).
         before_offset: steps before this epoch's cut offset (``shuffle=True``, one long series).
-        dropped: steps left over after the last full window (``remainder="drop"``).
+        dropped: steps left over after the last full window (``remainder="drop"``), and, in a
+            shuffled epoch of one long series, the ``sequence_length - 1 - offset`` steps after
+            its cut (a shuffled cut always holds ``sequence_length - 1`` steps fewer than the
+            series, so that every epoch has as many batches).
         padded: batch slots that hold padding instead of data (weight 0); not steps of the data.
     """
 
@@ -87,7 +91,9 @@ class StreamPlan:
             ``"pad"`` keeps them in a last window completed with padding.
         no_target: steps per series that follow its usable ones and have no target (for the
             accounting only).
-        shuffle: draw a new layout for every epoch from ``(seed, epoch)``.
+        shuffle: draw a new layout for every epoch from ``(seed, epoch)``: with
+            ``layout="split"``, the cut offset, uniform in ``[0, sequence_length)``; with
+            ``layout="whole"``, which stream holds which series and in what order.
         seed: the seed of the shuffle.
         epoch: the epoch this plan lays out.
 
@@ -101,7 +107,10 @@ class StreamPlan:
             full, in series 0; else 0.
 
     Raises:
-        ValueError: when the series cannot fill ``batch_size`` streams with at least one window.
+        TypeError: ``lengths`` are not integers, or an argument has the wrong type.
+        ValueError: when the series cannot fill ``batch_size`` streams with at least one
+            window, or with ``remainder="pad"``, when ``sequence_length`` exceeds the longest
+            series (every batch would be mostly padding).
 
     Examples:
         One series of 10 usable steps, 2 streams, windows of 2 steps: stream 0 holds steps
@@ -145,15 +154,22 @@ class StreamPlan:
         self.seed = _checks.non_negative_int("seed", seed)
         self.epoch = _checks.non_negative_int("epoch", epoch)
         self.no_target = _checks.non_negative_int("no_target", no_target)
-        self.lengths = np.asarray(lengths, dtype=np.int64)
-        if self.lengths.ndim != 1 or self.lengths.size == 0 or self.lengths.min() < 1:
+        given = np.asarray(lengths)
+        if given.size and given.dtype.kind not in "iu":
+            raise TypeError(
+                f"`lengths` must be a non-empty list of positive integers. Received: lengths={lengths!r}"
+            )
+        if given.ndim != 1 or given.size == 0 or given.min() < 1:
             raise ValueError(
                 f"`lengths` must be a non-empty list of positive integers. Received: lengths={lengths!r}"
             )
+        self.lengths = given.astype(np.int64)
         if layout == "split" and self.lengths.size != 1:
             raise ValueError(
                 f"`layout='split'` takes exactly one series. Received: {self.lengths.size} series"
             )
+        if self.remainder == "pad":
+            self._refuse_windows_longer_than_every_series()
         rng = np.random.default_rng([self.seed, self.epoch]) if shuffle else None
         if layout == "split":
             self._split(rng)
@@ -181,32 +197,59 @@ class StreamPlan:
             padded=self._n_batches * self.batch_size * W - used,
         )
 
+    def _refuse_windows_longer_than_every_series(self) -> None:
+        """With padding, a window longer than every series would be mostly padding: refuse it.
+
+        Only integer arithmetic: nothing of size ``sequence_length`` is allocated.
+        """
+        W, longest = self.sequence_length, int(self.lengths.max())
+        if longest >= W:
+            return
+        # Every series then fills one window; the streams hold ceil(S / B) windows each.
+        n = int(self.lengths.size)
+        batches = 1 if self.layout == "split" else _ceil_div(n, self.batch_size)
+        slots = batches * self.batch_size * W
+        data = int(self.lengths.sum())
+        share = 100 * (slots - data) / slots
+        raise ValueError(
+            "`sequence_length` must not exceed the longest series when remainder='pad'. "
+            f"Received: sequence_length={W} for series of at most {longest} usable steps: the "
+            f"batches would hold {data} steps of data and {slots - data} slots of padding "
+            f"({f'{share:.2f}%' if share < 99.99 else 'over 99.99%'} padding)"
+        )
+
     def _split(self, rng: np.random.Generator | None) -> None:
         n = int(self.lengths[0])
         B, W = self.batch_size, self.sequence_length
+        # A shuffled epoch lays out the steps [offset, offset + cut) for an offset drawn from
+        # [0, W): as many steps, hence as many batches, in every epoch, whatever the offset.
+        cut = n - (W - 1) if self.shuffle else n
+        # The errors name the extra W - 1 steps that a shuffled cut needs, when it needs them.
+        more, when = "", ""
+        if self.shuffle:
+            more = " + sequence_length - 1"
+            when = "shuffle=True (a shuffled cut starts up to sequence_length - 1 steps in)"
         if self.remainder == "drop":
-            n_batches = n // (B * W)
+            n_batches = max(cut, 0) // (B * W)
             if n_batches == 0:
                 raise ValueError(
-                    "`batch_size * sequence_length` must not exceed the usable steps of the "
-                    f"series ({n}) when remainder='drop'. Received: batch_size={B}, "
-                    f"sequence_length={W}"
+                    f"`batch_size * sequence_length{more}` must not exceed the usable steps of "
+                    f"the series ({n}) when remainder='drop'{' and ' + when if when else ''}. "
+                    f"Received: batch_size={B}, sequence_length={W}"
                 )
-            max_offset = min(W - 1, n - n_batches * B * W)
         else:
-            if n < B:
+            if cut < B:
                 raise ValueError(
-                    "`batch_size` must not exceed the usable steps of the series "
-                    f"({n}): every stream needs at least one step. Received: batch_size={B}"
+                    f"`batch_size{more}` must not exceed the usable steps of the series "
+                    f"({n}){' when ' + when if when else ''}: every stream needs at least one "
+                    f"step. Received: batch_size={B}" + (f", sequence_length={W}" if more else "")
                 )
-            n_batches = _ceil_div(_ceil_div(n, B), W)
-            # Keep the number of batches the same in every epoch, whatever the offset.
-            max_offset = min(W - 1, n - B, n - B * (n_batches - 1) * W - 1)
-        self.offset = int(rng.integers(0, max_offset + 1)) if rng is not None else 0
+            n_batches = _ceil_div(_ceil_div(cut, B), W)
+        self.offset = int(rng.integers(0, W)) if rng is not None else 0
         if self.remainder == "drop":
             seg_len = np.full(B, n_batches * W, dtype=np.int64)
         else:
-            q, r = divmod(n - self.offset, B)
+            q, r = divmod(cut, B)
             seg_len = q + (np.arange(B) < r).astype(np.int64)
         self._n_batches = n_batches
         self._seg_stream = np.arange(B, dtype=np.int64)
@@ -283,6 +326,8 @@ class StreamPlan:
         Returns:
             A :class:`Window` whose arrays have one entry per stream in ``streams``.
         """
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+            raise TypeError(f"`k` must be an integer. Received: k={k!r}")
         if not 0 <= k < self._n_batches:
             raise IndexError(
                 f"batch index out of range. Received: k={k} for {self._n_batches} batches"
@@ -325,6 +370,21 @@ class StreamPlan:
             out[s].append(series)
         return out
 
+    def varies(self) -> str:
+        """What ``shuffle=True`` draws anew for every epoch of this layout, in words."""
+        if not self.shuffle:
+            return "nothing: shuffle=False"
+        if self.layout == "split":
+            if self.sequence_length == 1:
+                return "nothing: windows of one step allow a single cut"
+            return (
+                f"the cut offset, drawn from 0 to {self.sequence_length - 1} "
+                f"(this epoch: {self.offset})"
+            )
+        if self.batch_size == 1 and self.lengths.size == 1:
+            return "nothing: one series on one stream"
+        return "which stream holds which series, and in what order"
+
     def describe(self) -> str:
         """A few lines that say how the data is laid out and where every step went."""
         a = self.accounting
@@ -333,9 +393,12 @@ class StreamPlan:
             "split": "one series cut into contiguous streams",
             "whole": f"{self.lengths.size} series dealt whole onto the streams",
         }[self.layout]
+        epoch = f"epoch {self.epoch}"
+        if self.shuffle:
+            epoch += f", shuffled; varies by epoch: {self.varies()}"
         return "\n".join(
             [
-                f"layout: {how} (epoch {self.epoch}{', shuffled' if self.shuffle else ''})",
+                f"layout: {how} ({epoch})",
                 f"batches: {len(self)} of {self.batch_size} streams x "
                 f"{self.sequence_length} steps; resets: {self._seg_len.size}",
                 f"steps: {a.total} in the data = {a.used} used + {a.no_target} without target"
@@ -343,4 +406,12 @@ class StreamPlan:
                 f"(remainder={self.remainder!r})",
                 f"padding: {a.padded} of {slots} batch slots ({100 * a.padded / slots:.1f}%)",
             ]
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"StreamPlan({self.lengths.size} series, layout={self.layout!r}, "
+            f"batch_size={self.batch_size}, sequence_length={self.sequence_length}, "
+            f"remainder={self.remainder!r}, shuffle={self.shuffle}, epoch={self.epoch}): "
+            f"{len(self)} batches"
         )

@@ -1,16 +1,21 @@
 """tf.data adapter: a ``tf.data.Dataset`` of exactly the batches of a :class:`StreamBatcher`.
 
-The dataset walks a table of the epoch's windows, one row per element. In-memory data lives
-in TensorFlow tensors and each batch is one vectorised gather inside the graph; other sources
+In-memory data lives in TensorFlow tensors: the dataset walks a table of the epoch's windows,
+one row per element, and each batch is one vectorised gather inside the graph. Other sources
 (memory-mapped files, ``.npy`` paths, h5py, series joined with ``series_boundary="concat"``)
-are read by one ``tf.numpy_function`` call per batch that reads only that batch's windows.
-Importing this module imports TensorFlow; ``import seqbatch`` does not.
+are read by one ``tf.numpy_function`` call per element, which asks the plan for that batch's
+windows and reads only them: nothing the size of an epoch is held. Importing this module
+imports TensorFlow; ``import seqbatch`` does not.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
+import sys
+import warnings
+from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -52,9 +57,9 @@ def to_dataset(
     ``shuffle=True``, pass ``p`` lays out epoch ``batches.epoch + p``, where pass ``p`` is the
     ``p``-th iterator that reads the dataset (each Keras epoch makes one; so does any loop over
     the dataset, and so does the one-batch probe of the data that Keras makes before training
-    under a ``tf.distribute`` strategy, which then starts training at ``batches.epoch + 1``). The dataset counts its own passes from the epoch ``batches`` was in when
-    this function was called; ``batches`` itself is never changed. One Python call per pass
-    fetches that epoch's table; without ``shuffle`` there is none.
+    under a ``tf.distribute`` strategy, which then starts training at ``batches.epoch + 1``).
+    The dataset counts its own passes from the epoch ``batches`` was in when this function
+    was called; ``batches`` itself is never changed. One Python call per pass counts it.
 
     ``tf.distribute``, on one machine: ``strategy.experimental_distribute_dataset`` (what
     Keras does with a dataset under ``strategy.scope()``) cuts each global batch into
@@ -83,13 +88,26 @@ def to_dataset(
     Raises:
         TypeError: ``batches`` is not a :class:`StreamBatcher`, an argument has the wrong
             type, or the data has a dtype TensorFlow lacks.
-        ValueError: the number of replicas of ``input_context`` does not divide the batch size.
+        ValueError: the number of replicas of ``input_context`` does not divide the batch
+            size, or is not a multiple of its number of input pipelines.
+
+    Warns:
+        UserWarning: with ``reset_input=False``, when some stream starts a new series after
+            the first batch: without the flags, that stream's state would carry one series'
+            end into the next series' start (as :class:`seqbatch.keras.StreamSequence` warns).
 
     Notes:
-        In-memory data is copied once into a TensorFlow buffer (all series end to end and a
-        row of zeros that padding reads); building it briefly takes one more copy. Where
-        TensorFlow serialises the dataset graph (the tf.data service), a buffer over 2 GB
-        cannot go: save the data with ``np.save`` and pass the path, read batch by batch.
+        Memory. In-memory data is copied once into a TensorFlow buffer (all series end to end
+        and a row of zeros that padding reads), when this function is called: later changes
+        to the arrays do not reach the dataset. Building it briefly takes one more copy, and
+        the epoch's windows are a table of 33 bytes per window (``len(batches) *
+        batch_size`` of them). Where TensorFlow serialises the dataset graph (the tf.data
+        service), a buffer over 2 GB cannot go: save the data with ``np.save`` and pass the
+        path. Lazy sources (files, memory maps, h5py, joined series) are read one element at
+        a time by a ``tf.numpy_function`` that asks the plan for that element's windows: the
+        dataset holds no table, and memory stays at a few batches whatever the data's length.
+        Data in another byte order than the machine's (``">f4"`` on x86) is given to
+        TensorFlow in the machine's order, with the same values.
 
         Keras ``fit`` on ``strategy.distribute_datasets_from_function``: TensorFlow reports
         the number of elements of one pipeline's dataset as the number of steps, ``R`` times
@@ -133,70 +151,141 @@ def to_dataset(
                 "`input_context` must be a tf.distribute.InputContext or None. "
                 f"Received: input_context={input_context!r}"
             )
-        if batches.batch_size % input_context.num_replicas_in_sync:
+        pipelines = input_context.num_input_pipelines
+        in_sync = input_context.num_replicas_in_sync
+        if in_sync % pipelines:
+            raise ValueError(
+                "`input_context` must have a number of replicas that is a multiple of its "
+                "number of input pipelines, so that each pipeline feeds whole replicas. "
+                f"Received: input_context with num_input_pipelines={pipelines} and "
+                f"num_replicas_in_sync={in_sync}"
+            )
+        if batches.batch_size % in_sync:
             raise ValueError(
                 "`input_context` must have a number of replicas that divides the batch size, "
                 "so that every replica gets as many streams. Received: input_context with "
-                f"num_replicas_in_sync={input_context.num_replicas_in_sync} for "
-                f"batch_size={batches.batch_size}"
+                f"num_replicas_in_sync={in_sync} for batch_size={batches.batch_size}"
             )
-        replicas = input_context.num_replicas_in_sync // input_context.num_input_pipelines
-        batches = batches.shard(input_context.input_pipeline_id, input_context.num_input_pipelines)
-    reader = _GraphReader(batches) if batches.in_memory else _NumpyReader(batches)
-    rows = batches.batch_size // replicas
+        replicas = in_sync // pipelines
+        batches = batches.shard(input_context.input_pipeline_id, pipelines)
+    if not reset_input and any(len(held) > 1 for held in batches.plan.assignment()):
+        warnings.warn(
+            "Some streams of these batches start a new series after the first batch, but "
+            "the model will not see the reset flags (reset_input=False): each such stream "
+            "would carry the state at one series' end into the next series. Pass "
+            "reset_input=True and wrap the RNN in seqbatch.keras.StreamReset, or join the "
+            "series on purpose with series_boundary='concat'.",
+            UserWarning,
+            stacklevel=_first_caller_outside_seqbatch(),
+        )
+    with_weight = sample_weight and batches.target_shape is not None
+    paths = {_carried(batches.dtype, "x")}
+    if batches.target_dtype is not None:
+        paths.add(_carried(batches.target_dtype, "y"))
+    in_graph = batches.in_memory and paths == {"gather"}
+    reader_type = _GraphReader if in_graph else _NumpyReader
+    reader = reader_type(batches, replicas, with_weight)
 
-    def table(epoch: int) -> tuple[np.ndarray, ...]:
-        # Replica r of batch k holds rows [r*b, (r+1)*b) of the pipeline's batch k, so
-        # (batch, replica) order is the row-major reshape of the (batch, stream) table.
-        at_epoch = copy.copy(batches)
-        at_epoch.set_epoch(epoch)
-        t = at_epoch.plan.table()
-        streams = slice(batches.streams.start, batches.streams.stop)
-        window = Window(*(a[:, streams].reshape(-1, rows) for a in t))
-        return reader.table(window)
-
-    n_elements = len(batches) * replicas
-    if batches.shuffle:
-        epochs = itertools.count(batches.epoch)
-        dtypes = [tf.as_dtype(a.dtype) for a in table(batches.epoch)]
-
-        def next_pass(_: tf.Tensor) -> tuple[tf.Tensor, ...]:
-            out = tf.numpy_function(lambda: table(next(epochs)), [], dtypes, stateful=True)
-            return tuple(tf.ensure_shape(t, (n_elements, rows)) for t in out)
-
-        passes = tf.data.Dataset.from_tensors(0).map(next_pass)
-    else:
-        passes = tf.data.Dataset.from_tensors(table(batches.epoch))
-
-    W = batches.sequence_length
-    has_targets = batches.target_shape is not None
-
-    def element(length: tf.Tensor, reset: tf.Tensor, *columns: tf.Tensor) -> tuple[Any, ...]:
-        x, y = reader.read(length, reset, *columns)
-        inputs = (x, tf.cast(reset, tf.float32)) if reset_input else x
-        if not has_targets:
+    def element(*columns: tf.Tensor) -> tuple[Any, ...]:
+        x, y, reset, weight = reader.read(*columns)
+        inputs = (x, reset) if reset_input else x
+        if y is None:
             return (inputs,)
-        if not sample_weight:
-            return (inputs, y)
-        weight = tf.cast(tf.range(W, dtype=tf.int64) < length[:, None], tf.float32)
-        if not batches.return_sequences:
-            weight = weight[:, -1]
-        return (inputs, y, weight)
+        return (inputs, y) if weight is None else (inputs, y, weight)
 
     options = tf.data.Options()
     options.deterministic = True
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
     return (
-        passes.flat_map(lambda *t: tf.data.Dataset.from_tensor_slices(t))
+        reader.passes()
         .map(element, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        .apply(tf.data.experimental.assert_cardinality(n_elements))
+        .apply(tf.data.experimental.assert_cardinality(len(batches) * replicas))
         .with_options(options)
     )
 
 
+def _first_caller_outside_seqbatch() -> int:
+    """The ``stacklevel`` that makes a warning of :func:`to_dataset` name the user's line.
+
+    ``StreamBatcher.to_tf_dataset`` calls in from seqbatch itself: its frame is skipped.
+    """
+    level = 2
+    frame: FrameType | None = sys._getframe(2)
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("seqbatch."):
+        level, frame = level + 1, frame.f_back
+    return level
+
+
+def _epochs(batches: StreamBatcher) -> tf.data.Dataset:
+    """One element per pass over the dataset: the epoch that the pass lays out.
+
+    Without ``shuffle`` every pass is ``batches.epoch``. With it, the ``p``-th iterator over
+    the dataset reads epoch ``batches.epoch + p``: one Python call per pass counts them.
+    """
+    if not batches.shuffle:
+        return tf.data.Dataset.from_tensors(tf.constant(batches.epoch, tf.int64))
+    counter = itertools.count(batches.epoch)
+
+    def next_epoch(_: tf.Tensor) -> tf.Tensor:
+        epoch = tf.numpy_function(lambda: np.int64(next(counter)), [], tf.int64, stateful=True)
+        return tf.ensure_shape(epoch, ())
+
+    return tf.data.Dataset.from_tensors(0).map(next_epoch)
+
+
+def _at_epoch(batches: StreamBatcher, epoch: int) -> StreamBatcher:
+    """``batches`` laid out as ``epoch``, leaving ``batches`` itself unchanged."""
+    other = copy.copy(batches)
+    other.set_epoch(epoch)
+    return other
+
+
+def _carried(dtype: np.dtype, name: str) -> str:
+    """How tf.data carries data of ``dtype``: ``"gather"`` (in the graph) or ``"numpy"``.
+
+    TensorFlow knows some types of ml_dtypes without a kernel to gather them (int4,
+    float8_e4m3fnuz, ...): their in-memory batches are read like files, by numpy. A type that
+    tf.data cannot carry at all (float8_e5m2 in TensorFlow 2.21) is refused.
+    """
+    path = _tf_data_path(_tf_dtype(dtype, name))
+    if path is None:
+        raise TypeError(
+            f"`batches` must hold {name} of a dtype that tf.data can carry. Received: {name} "
+            f"of dtype {dtype} (TensorFlow has the type, but its tf.data pipelines fail on "
+            "it: cast the data to another dtype)"
+        )
+    return path
+
+
+@functools.cache
+def _tf_data_path(dtype: tf.DType) -> str | None:
+    """``"gather"``, ``"numpy"`` or None: tried once per dtype, on a one-element dataset."""
+    zeros = np.zeros(1, dtype.as_numpy_dtype)
+    index = tf.constant([0], tf.int64)
+
+    def works(ds: tf.data.Dataset) -> bool:
+        try:
+            next(iter(ds))
+        except tf.errors.OpError:
+            return False
+        return True
+
+    if works(tf.data.Dataset.from_tensors(tf.constant(zeros)).map(lambda t: tf.gather(t, index))):
+        return "gather"
+    read = tf.data.Dataset.range(1).map(
+        lambda i: tf.ensure_shape(tf.numpy_function(lambda _: zeros, [i], dtype), (1,))
+    )
+    return "numpy" if works(read) else None
+
+
+def _native(array: np.ndarray) -> np.ndarray:
+    """``array`` in the machine's byte order, as TensorFlow reads the bytes of an array."""
+    return array if array.dtype.isnative else array.astype(array.dtype.newbyteorder("="))
+
+
 def _tf_dtype(dtype: np.dtype, name: str) -> tf.DType:
     try:
-        return tf.as_dtype(dtype)
+        return tf.as_dtype(dtype.newbyteorder("="))
     except TypeError as err:
         raise TypeError(
             f"`batches` must hold {name} of a dtype TensorFlow has. Received: {name} of "
@@ -208,32 +297,40 @@ class _GraphReader:
     """Reads in-memory batches with TensorFlow ops: one gather per batch, no Python.
 
     Each of x and y is one buffer of all series end to end followed by a row of zeros, which
-    padding steps read: a single gather, with no mask to apply afterwards.
+    padding steps read: a single gather, with no mask to apply afterwards. The windows of an
+    epoch come from a table of ``len(batches) * batch_size`` rows of integers, made once
+    (or once per pass with ``shuffle``).
     """
 
-    def __init__(self, batches: StreamBatcher) -> None:
+    def __init__(self, batches: StreamBatcher, replicas: int, with_weight: bool) -> None:
+        self.batches = batches
+        self.rows = batches.batch_size // replicas
+        self.with_weight = with_weight
         self.width = batches.sequence_length
         self.shift = batches.shift
         self.has_targets = batches.target_shape is not None
         self.return_sequences = batches.return_sequences
-        self.x, self.x_offsets = self._flat(batches.sources, batches.dtype, "x")
+        self.x, self.x_offsets = self._flat(batches.sources, batches.dtype)
         self.y, self.y_offsets = self.x, self.x_offsets
         if self.has_targets and batches.target_sources is not batches.sources:
             assert batches.target_dtype is not None
-            self.y, self.y_offsets = self._flat(batches.target_sources, batches.target_dtype, "y")
+            self.y, self.y_offsets = self._flat(batches.target_sources, batches.target_dtype)
 
     @staticmethod
-    def _flat(
-        sources: list[np.ndarray], dtype: np.dtype, name: str
-    ) -> tuple[tf.Tensor, np.ndarray]:
+    def _flat(sources: list[np.ndarray], dtype: np.dtype) -> tuple[tf.Tensor, np.ndarray]:
         """The buffer, and where each series starts in it (and, last, the row of zeros)."""
-        _tf_dtype(dtype, name)
         zeros = np.zeros((1, *sources[0].shape[1:]), dtype)
         offsets = np.cumsum([0] + [len(s) for s in sources])
-        return tf.constant(np.concatenate([*sources, zeros])), offsets
+        return tf.constant(_native(np.concatenate([*sources, zeros]))), offsets
 
-    def table(self, w: Window) -> tuple[np.ndarray, ...]:
-        """Per window: real steps, reset, and the buffer index of its first x and y step."""
+    def table(self, epoch: int) -> tuple[np.ndarray, ...]:
+        """Per element: real steps, reset, and the buffer index of its first x and y step."""
+        batches = self.batches
+        t = _at_epoch(batches, epoch).plan.table()
+        # Replica r of batch k holds rows [r*b, (r+1)*b) of the pipeline's batch k, so
+        # (batch, replica) order is the row-major reshape of the (batch, stream) table.
+        streams = slice(batches.streams.start, batches.streams.stop)
+        w = Window(*(a[:, streams].reshape(-1, self.rows) for a in t))
         series = np.maximum(w.series, 0)  # an idle stream (-1) reads only zeros
         x_first = self.x_offsets[series] + w.start
         y_first = self.y_offsets[series] + w.start + self.shift
@@ -241,51 +338,102 @@ class _GraphReader:
             y_first += self.width - 1
         return w.length, w.reset, x_first, y_first
 
+    def passes(self) -> tf.data.Dataset:
+        """The columns of every element of one pass, each pass laying out its own epoch."""
+        if self.batches.shuffle:
+            dtypes = [tf.int64, tf.bool, tf.int64, tf.int64]
+            shape = (len(self.batches) * self.batches.batch_size // self.rows, self.rows)
+
+            def table(epoch: tf.Tensor) -> tuple[tf.Tensor, ...]:
+                out = tf.numpy_function(lambda e: self.table(int(e)), [epoch], dtypes)
+                return tuple(tf.ensure_shape(t, shape) for t in out)
+
+            tables = _epochs(self.batches).map(table)
+        else:
+            tables = tf.data.Dataset.from_tensors(self.table(self.batches.epoch))
+        return tables.flat_map(lambda *t: tf.data.Dataset.from_tensor_slices(t))
+
     def read(
         self, length: tf.Tensor, reset: tf.Tensor, x_first: tf.Tensor, y_first: tf.Tensor
-    ) -> tuple[tf.Tensor, tf.Tensor | None]:
+    ) -> tuple[tf.Tensor, tf.Tensor | None, tf.Tensor, tf.Tensor | None]:
         steps = tf.range(self.width, dtype=tf.int64)
         real = steps < length[:, None]
         x = tf.gather(self.x, tf.where(real, x_first[:, None] + steps, self.x_offsets[-1]))
+        flags = tf.cast(reset, tf.float32)
         if not self.has_targets:
-            return x, None
+            return x, None, flags, None
         if self.return_sequences:
             index = tf.where(real, y_first[:, None] + steps, self.y_offsets[-1])
         else:
             index = tf.where(length == self.width, y_first, self.y_offsets[-1])
-        return x, tf.gather(self.y, index)
+        weight = None
+        if self.with_weight:
+            weight = tf.cast(real, tf.float32)
+            if not self.return_sequences:
+                weight = weight[:, -1]
+        return x, tf.gather(self.y, index), flags, weight
 
 
 class _NumpyReader:
-    """Reads batches from lazy sources: one ``tf.numpy_function`` call per batch."""
+    """Reads batches from lazy sources: one ``tf.numpy_function`` call per element.
 
-    def __init__(self, batches: StreamBatcher) -> None:
+    Element ``j`` of a pass is replica ``j % R`` of batch ``j // R`` of that pass's epoch:
+    the call asks the plan for those windows alone and reads them, so that memory holds a
+    few batches at a time, whatever the length of the data or of the epoch.
+    """
+
+    def __init__(self, batches: StreamBatcher, replicas: int, with_weight: bool) -> None:
         self.batches = batches
-        W = batches.sequence_length
-        self.x_spec = (_tf_dtype(batches.dtype, "x"), (W, *batches.feature_shape))
-        self.y_spec = None
+        self.replicas = replicas
+        self.with_weight = with_weight
+        rows, W = batches.batch_size // replicas, batches.sequence_length
+        specs = [(_tf_dtype(batches.dtype, "x"), (rows, W, *batches.feature_shape))]
+        self.has_targets = batches.target_shape is not None
         if batches.target_shape is not None:
             assert batches.target_dtype is not None
             steps = (W,) if batches.return_sequences else ()
-            self.y_spec = (_tf_dtype(batches.target_dtype, "y"), (*steps, *batches.target_shape))
+            specs.append(
+                (_tf_dtype(batches.target_dtype, "y"), (rows, *steps, *batches.target_shape))
+            )
+        specs.append((tf.float32, (rows,)))
+        if with_weight:
+            specs.append((tf.float32, (rows, W) if batches.return_sequences else (rows,)))
+        self.specs = specs
 
-    def table(self, w: Window) -> tuple[np.ndarray, ...]:
-        """Per window: real steps, reset, series and first step."""
-        return w.length, w.reset, w.series, w.start
+    @functools.lru_cache(maxsize=2)  # noqa: B019 - one reader per dataset, two epochs at most
+    def shards(self, epoch: int) -> list[StreamBatcher]:
+        """The batchers of each replica's rows in ``epoch``, made once per epoch."""
+        at_epoch = _at_epoch(self.batches, epoch)
+        return [at_epoch.shard(r, self.replicas) for r in range(self.replicas)]
+
+    def passes(self) -> tf.data.Dataset:
+        """Per element of every pass: its epoch and its index in the pass."""
+        n = len(self.batches) * self.replicas
+        return _epochs(self.batches).flat_map(
+            lambda epoch: tf.data.Dataset.range(n).map(lambda j: (epoch, j))
+        )
+
+    def read_numpy(self, epoch: np.int64, j: np.int64) -> list[np.ndarray]:
+        """Element ``j`` of ``epoch`` as arrays: x, y (with targets), reset, weight (if asked)."""
+        k, r = divmod(int(j), self.replicas)
+        b = self.shards(int(epoch))[r][k]
+        out = [_native(b.x)]
+        if b.y is not None:
+            out.append(_native(b.y))
+        out.append(b.reset.astype(np.float32))
+        if self.with_weight:
+            out.append(b.sample_weight)
+        return out
 
     def read(
-        self, length: tf.Tensor, reset: tf.Tensor, series: tf.Tensor, start: tf.Tensor
-    ) -> tuple[tf.Tensor, tf.Tensor | None]:
-        def read_batch(*window: np.ndarray) -> list[np.ndarray]:
-            b = self.batches.batch(Window(*window))
-            return [b.x] if b.y is None else [b.x, b.y]
-
-        specs = [self.x_spec] if self.y_spec is None else [self.x_spec, self.y_spec]
+        self, epoch: tf.Tensor, j: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor | None, tf.Tensor, tf.Tensor | None]:
         out = tf.numpy_function(
-            read_batch, [series, start, length, reset], [d for d, _ in specs], stateful=False
+            self.read_numpy, [epoch, j], [d for d, _ in self.specs], stateful=False
         )
-        rows = length.shape[0]
-        x, *y = (
-            tf.ensure_shape(t, (rows, *shape)) for t, (_, shape) in zip(out, specs, strict=True)
+        x, *rest = (
+            tf.ensure_shape(t, shape) for t, (_, shape) in zip(out, self.specs, strict=True)
         )
-        return x, (y[0] if y else None)
+        y = rest.pop(0) if self.has_targets else None
+        flags = rest.pop(0)
+        return x, y, flags, (rest[0] if rest else None)

@@ -39,7 +39,7 @@ def test_quick_run_prints_every_row_and_draws_the_figure(tmp_path: Path) -> None
         "keras": 1,
         "tf.data": 5,
         "torch": 2,
-        "memory": 4,
+        "memory": 6,
         "scaling": 2 * len(QUICK.series_lengths),
         # No quick cell reaches 64 KB, so only the two tf.data worst-cell rows.
         "grid": 2,

@@ -204,6 +204,53 @@ def test_readme_opens_with_the_two_commands() -> None:
     assert first.line <= 6
 
 
+# What mkdocs-autorefs leaves of a cross-reference it could not resolve, `[name][]` or
+# `[name][target]`, once code (where `a[0][1]` is Python) is taken out of the page.
+UNRESOLVED = re.compile(r"\]\[[\w.:-]*\]")
+CODE = re.compile(r"<pre\b.*?</pre>|<code\b.*?</code>", re.DOTALL)
+
+
+def unresolved_references(html: str) -> list[str]:
+    """The cross-references of a built page that were left as text."""
+    return UNRESOLVED.findall(CODE.sub("", html))
+
+
+def test_unresolved_references_are_found() -> None:
+    page = (
+        "<p>See [<code>seqbatch.source.Joined</code>][] and [Joined][seqbatch.source.Joined], "
+        "not <code>x[0][1]</code>.</p><pre><code>b[k][i]</code></pre>"
+    )
+    assert unresolved_references(page) == ["][]", "][seqbatch.source.Joined]"]
+
+
+def test_built_site_resolves_every_reference(tmp_path: Path) -> None:
+    # `mkdocs build --strict -q` hides autorefs' warnings from strict mode; without -q they
+    # fail the build. The built pages are scanned too, for references left as text.
+    pytest.importorskip("mkdocs", reason="the docs extra builds the site")
+    site = tmp_path / "site"
+    done = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+            "NO_MKDOCS_2_WARNING": "1",
+        },
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    pages = sorted(site.rglob("*.html"))
+    assert len(pages) > 10
+    left = [
+        f"{page.relative_to(site)}: {ref}"
+        for page in pages
+        for ref in unresolved_references(page.read_text(encoding="utf-8"))
+    ]
+    assert left == [], "cross-references left as text:\n" + "\n".join(left)
+
+
 def test_figures_match_the_script() -> None:
     path = ROOT / "docs" / "figures" / "make_figures.py"
     spec = importlib.util.spec_from_file_location("make_figures", path)

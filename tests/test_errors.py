@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import tracemalloc
 from typing import Any
 
 import numpy as np
@@ -11,6 +12,17 @@ import pytest
 import seqbatch
 
 SERIES = np.arange(100.0).reshape(50, 2)
+
+
+class NoDtype:
+    """A sliceable that does not say its dtype: np.dtype(None) would read it as float64."""
+
+    shape = (50, 2)
+    dtype = None
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        return SERIES[key]
+
 
 CASES: list[tuple[str, dict[str, Any], type[Exception], str]] = [
     (
@@ -162,14 +174,15 @@ CASES: list[tuple[str, dict[str, Any], type[Exception], str]] = [
         "strings",
         {"data": np.array(["a", "b", "c"])},
         TypeError,
-        "`data` must hold numbers (bool, integer, float or complex). Received: data with dtype <U1",
+        "`data` must hold numbers (bool, integer, float or complex; ml_dtypes' bfloat16 and "
+        "float8 too). Received: data with dtype <U1",
     ),
     (
         "objects in a list of series",
         {"data": [np.arange(10), np.array([None] * 10)], "batch_size": 2, "sequence_length": 2},
         TypeError,
-        "`data[1]` must hold numbers (bool, integer, float or complex). Received: data[1] with "
-        "dtype object",
+        "`data[1]` must hold numbers (bool, integer, float or complex; ml_dtypes' bfloat16 and "
+        "float8 too). Received: data[1] with dtype object",
     ),
     (
         "targets of another length",
@@ -183,7 +196,92 @@ CASES: list[tuple[str, dict[str, Any], type[Exception], str]] = [
         {"targets": [np.zeros(50), np.zeros(50)]},
         ValueError,
         "`targets` must have the structure of `data`: one array for one series, a list of as "
-        "many arrays for a list. Received: 1 series in data and 2 in targets",
+        "many arrays for a list. Received: one array as data and a list of 2 arrays as targets",
+    ),
+    (
+        "one array as data, a list of one array as targets",
+        {"targets": [np.zeros(50)]},
+        ValueError,
+        "`targets` must have the structure of `data`: one array for one series, a list of as "
+        "many arrays for a list. Received: one array as data and a list of 1 array as targets",
+    ),
+    (
+        "float targets",
+        {"targets": 1.0},
+        TypeError,
+        "`targets` must be None, 'next', a positive integer or target arrays. "
+        "Received: targets=1.0",
+    ),
+    (
+        "a list of numbers",
+        {"data": [1.0, 2.0, 3.0]},
+        TypeError,
+        "`data` must be one array, or a list of arrays with one series each. Received: a list "
+        "of 3 numbers (for one series, pass np.asarray(data))",
+    ),
+    (
+        "a masked array",
+        {"data": np.ma.masked_array(SERIES, mask=SERIES > 90)},
+        TypeError,
+        "`data` must not be a masked array: its mask would be ignored and the masked steps fed "
+        "as data. Received: data of type MaskedArray (pass data.filled(value), or the unmasked "
+        "stretches as separate series with remainder='pad')",
+    ),
+    (
+        "a sliceable whose dtype is None",
+        {"data": NoDtype()},
+        TypeError,
+        "`data` must have a numpy dtype. Received: data of type NoDtype with dtype None",
+    ),
+    (
+        "a window longer than the series, padded",
+        {"sequence_length": 50_000_000, "remainder": "pad"},
+        ValueError,
+        "`sequence_length` must not exceed the longest series when remainder='pad'. Received: "
+        "sequence_length=50000000 for series of at most 49 usable steps: the batches would "
+        "hold 49 steps of data and 199999951 slots of padding (over 99.99% padding)",
+    ),
+    (
+        "a window of 10**12 steps, padded",
+        {"sequence_length": 10**12, "remainder": "pad"},
+        ValueError,
+        "Received: sequence_length=1000000000000 for series of at most 49 usable steps: the "
+        "batches would hold 49 steps of data and 3999999999951 slots of padding",
+    ),
+    (
+        "a window of 2**63 steps, padded",
+        {"sequence_length": 2**63, "remainder": "pad"},
+        ValueError,
+        f"Received: sequence_length={2**63} for series of at most 49 usable steps",
+    ),
+    (
+        "a window of 2**63 steps",
+        {"sequence_length": 2**63},
+        ValueError,
+        "`batch_size * sequence_length` must not exceed the usable steps of the series (49)",
+    ),
+    (
+        "a window just longer than every series of a list, padded",
+        {"data": [SERIES, SERIES[:30]], "batch_size": 2, "sequence_length": 50, "remainder": "pad"},
+        ValueError,
+        "Received: sequence_length=50 for series of at most 49 usable steps: the batches would "
+        "hold 78 steps of data and 22 slots of padding (22.00% padding)",
+    ),
+    (
+        "more streams than a shuffled cut can fill",
+        {"batch_size": 4, "sequence_length": 12, "shuffle": True},
+        ValueError,
+        "`batch_size * sequence_length + sequence_length - 1` must not exceed the usable steps "
+        "of the series (49) when remainder='drop' and shuffle=True (a shuffled cut starts up to "
+        "sequence_length - 1 steps in). Received: batch_size=4, sequence_length=12",
+    ),
+    (
+        "more streams than steps in a shuffled cut, padded",
+        {"batch_size": 46, "sequence_length": 5, "shuffle": True, "remainder": "pad"},
+        ValueError,
+        "`batch_size + sequence_length - 1` must not exceed the usable steps of the series (49) "
+        "when shuffle=True (a shuffled cut starts up to sequence_length - 1 steps in): every "
+        "stream needs at least one step. Received: batch_size=46, sequence_length=5",
     ),
     (
         "a path that is not a .npy file",
@@ -246,3 +344,90 @@ def test_an_archive_is_not_a_series(tmp_path: Any) -> None:
         ValueError, match=re.escape("`data` must be a .npy file holding one array, not an archive.")
     ):
         seqbatch.StreamBatcher(str(path))
+
+
+@pytest.mark.parametrize("framework", ["tensorflow", "torch"])
+def test_a_framework_tensor_is_refused_with_its_numpy_method(framework: str) -> None:
+    if framework == "tensorflow":
+        tf = pytest.importorskip("tensorflow", reason="TensorFlow is in the test extra")
+        tensor, type_name, dtype = tf.constant(SERIES), "EagerTensor", "tf.float64"
+    else:
+        torch = pytest.importorskip("torch", reason="torch is in the test extra")
+        tensor, type_name, dtype = torch.tensor(SERIES), "Tensor", "torch.float64"
+    message = (
+        f"`data` must have a numpy dtype. Received: data of type {type_name} with dtype "
+        f"{dtype} (pass data.numpy())"
+    )
+    with pytest.raises(TypeError, match=re.escape(message)):
+        seqbatch.StreamBatcher(tensor, batch_size=4, sequence_length=5)
+    with pytest.raises(TypeError, match=re.escape(message.replace("data", "data[1]"))):
+        seqbatch.StreamBatcher([SERIES, tensor], batch_size=2, sequence_length=5)
+
+
+def test_plan_arguments_are_integers() -> None:
+    with pytest.raises(
+        TypeError,
+        match=re.escape(
+            "`lengths` must be a non-empty list of positive integers. Received: lengths=[10.7]"
+        ),
+    ):
+        seqbatch.StreamPlan([10.7], batch_size=1, sequence_length=2, layout="split")
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "`lengths` must be a non-empty list of positive integers. Received: lengths=[]"
+        ),
+    ):
+        seqbatch.StreamPlan([], batch_size=1, sequence_length=2, layout="whole")
+    plan = seqbatch.StreamPlan([10], batch_size=1, sequence_length=2, layout="split")
+    for k in (1.5, 1.0, True):
+        with pytest.raises(
+            TypeError, match=re.escape(f"`k` must be an integer. Received: k={k!r}")
+        ):
+            plan.window(k)  # type: ignore[arg-type]
+    assert plan.window(np.int64(1)).start.tolist() == [2]
+
+
+class Huge:
+    """A series of 10**9 steps that is never read: slicing it fails the test."""
+
+    shape = (10**9,)
+    dtype = np.dtype(np.float32)
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        raise AssertionError(f"read {key!r} before any batch was asked for")
+
+
+def test_nothing_the_size_of_a_window_is_allocated_before_the_first_batch() -> None:
+    # 4 streams of windows of 10**7 steps: a batch is 160 MB; building the batcher (and a
+    # shard, and its description) allocates nothing of that size.
+    tracemalloc.start()
+    try:
+        batches = seqbatch.StreamBatcher(
+            Huge(), None, batch_size=4, sequence_length=10**7, remainder="pad"
+        )
+        batches.shard(1, 2).describe()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(batches) == 25
+    assert peak < 1_000_000, f"{peak} bytes allocated at construction"
+
+
+def test_an_input_context_with_more_pipelines_than_replicas() -> None:
+    tf = pytest.importorskip("tensorflow", reason="TensorFlow is in the test extra")
+    from seqbatch.tf import to_dataset
+
+    batches = seqbatch.StreamBatcher(SERIES, batch_size=4, sequence_length=5)
+    for pipelines, replicas in ((4, 2), (2, 3)):
+        context = tf.distribute.InputContext(pipelines, 0, replicas)
+        with pytest.raises(
+            ValueError,
+            match=re.escape(
+                "`input_context` must have a number of replicas that is a multiple of its "
+                "number of input pipelines, so that each pipeline feeds whole replicas. "
+                f"Received: input_context with num_input_pipelines={pipelines} and "
+                f"num_replicas_in_sync={replicas}"
+            ),
+        ):
+            to_dataset(batches, input_context=context)

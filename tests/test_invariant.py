@@ -52,6 +52,7 @@ class Case:
     seed: int
     epoch: int
     lazy: bool = False  # series behind a slice-only object, as h5py and zarr datasets are
+    byte_order: str = "="  # "<" or ">": the data's dtype in that byte order
 
     @property
     def shift(self) -> int:
@@ -59,9 +60,14 @@ class Case:
             return 1
         return self.targets if isinstance(self.targets, int) else 0
 
+    @property
+    def np_dtype(self) -> np.dtype:
+        return np.dtype(self.dtype).newbyteorder(self.byte_order)
+
     def data(self) -> Any:
         series: list[Any] = [
-            encoded_series(s, n, self.features, self.dtype) for s, n in enumerate(self.lengths)
+            encoded_series(s, n, self.features, self.dtype).astype(self.np_dtype)
+            for s, n in enumerate(self.lengths)
         ]
         if self.lazy:
             series = [SliceOnly(s) for s in series]
@@ -71,22 +77,25 @@ class Case:
         if self.targets != "arrays":
             return self.targets
         arrays = [
-            -encoded_series(s, n, self.features, self.dtype) for s, n in enumerate(self.lengths)
+            (-encoded_series(s, n, self.features, self.dtype)).astype(self.np_dtype)
+            for s, n in enumerate(self.lengths)
         ]
         return arrays[0] if self.single else arrays
 
+    def kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of the batcher, after the data and the targets."""
+        return {
+            "batch_size": self.batch_size,
+            "sequence_length": self.sequence_length,
+            "return_sequences": self.return_sequences,
+            "remainder": self.remainder,
+            "series_boundary": "concat" if self.concat else "reset",
+            "shuffle": self.shuffle,
+            "seed": self.seed,
+        }
+
     def build(self) -> seqbatch.StreamBatcher:
-        return seqbatch.StreamBatcher(
-            self.data(),
-            self.target_arg(),
-            batch_size=self.batch_size,
-            sequence_length=self.sequence_length,
-            return_sequences=self.return_sequences,
-            remainder=self.remainder,  # type: ignore[arg-type]
-            series_boundary="concat" if self.concat else "reset",
-            shuffle=self.shuffle,
-            seed=self.seed,
-        )
+        return seqbatch.StreamBatcher(self.data(), self.target_arg(), **self.kwargs())
 
     def fillable(self) -> bool:
         """Whether the data can fill the streams: decided from the rules, not the code."""
@@ -94,10 +103,16 @@ class Case:
         usable = [n - self.shift for n in self.lengths]
         if self.single or self.concat:
             n = sum(self.lengths) - self.shift
-            return n >= (B * W if self.remainder == "drop" else B) and n >= 1
+            # A shuffled cut starts up to W - 1 steps in, and always holds n - (W - 1) steps.
+            cut = n - (W - 1) if self.shuffle else n
+            if self.remainder == "pad":
+                return n >= W and cut >= B
+            return cut >= B * W
         if min(usable) < 1 or len(usable) < B:
             return False
-        return self.remainder == "pad" or min(usable) >= W
+        if self.remainder == "pad":
+            return max(usable) >= W  # a window longer than every series is refused
+        return min(usable) >= W
 
     def check(self, batches: seqbatch.StreamBatcher) -> dict[str, int]:
         return check_epoch(
@@ -132,6 +147,7 @@ def cases(draw: st.DrawFn, layouts: tuple[str, ...] = ("single", "reset", "conca
         seed=draw(st.integers(0, 2**32 - 1)),
         epoch=draw(st.integers(0, 5)),
         lazy=draw(st.booleans()),
+        byte_order=draw(st.sampled_from(["=", "<", ">"])),
     )
 
 

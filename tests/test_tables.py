@@ -173,3 +173,150 @@ def test_sequence_protocol() -> None:
     with pytest.raises(TypeError, match="batch indices must be integers"):
         batches[1.0]  # type: ignore[call-overload]
     assert [b.position.tolist() for b in batches] == [[0, 6], [2, 8], [4, 10]]
+
+
+def test_batches_compare_and_hash_by_identity() -> None:
+    batches = seqbatch.StreamBatcher(np.arange(12), None, batch_size=2, sequence_length=3)
+    b = batches[0]
+    assert b == b and b != batches[0]  # no elementwise comparison, no ambiguous truth value
+    assert len({b, b, batches[0]}) == 2
+    assert hash(b) == hash(b)
+
+
+def test_reprs_give_sizes_and_epoch_not_data() -> None:
+    batches = seqbatch.StreamBatcher(
+        np.zeros((10_000, 3), np.float32), batch_size=16, sequence_length=20, shuffle=True, seed=0
+    )
+    batches.set_epoch(2)
+    assert repr(batches) == (
+        "StreamBatcher(1 series, 31 batches of x (16, 20, 3) float32, y (16, 20, 3) float32, "
+        "epoch 2, shuffled)"
+    )
+    assert repr(batches.shard(1, 4)) == (
+        "StreamBatcher(1 series, 31 batches of x (4, 20, 3) float32, y (4, 20, 3) float32, "
+        "epoch 2, shuffled, streams [4, 8) of 16)"
+    )
+    assert repr(batches.plan) == (
+        "StreamPlan(1 series, layout='split', batch_size=16, sequence_length=20, "
+        "remainder='drop', shuffle=True, epoch=2): 31 batches"
+    )
+    assert repr(batches[0]) == (
+        "Batch(x (16, 20, 3) float32, y (16, 20, 3) float32, sample_weight (16, 20) float32, "
+        "reset 16 of 16 streams)"
+    )
+    few = seqbatch.StreamBatcher(
+        [np.arange(2), np.arange(6), np.arange(3)],
+        None,
+        batch_size=2,
+        sequence_length=3,
+        remainder="pad",
+    )
+    assert repr(few[1]) == (
+        "Batch(x (2, 3) int64, y None, sample_weight (2, 3) float32, reset 1 of 2 streams, "
+        "series [1 2], position [3 0])"
+    )
+
+
+def test_sample_weight_shape_follows_the_targets() -> None:
+    # Per step, except with targets and return_sequences=False: one target, one weight a row.
+    for targets, return_sequences, shape in [
+        (None, True, (2, 3)),
+        (None, False, (2, 3)),
+        ("next", True, (2, 3)),
+        ("next", False, (2,)),
+    ]:
+        b = seqbatch.StreamBatcher(
+            np.arange(20.0),
+            targets,
+            batch_size=2,
+            sequence_length=3,
+            return_sequences=return_sequences,
+            remainder="pad",
+        )[-1]
+        assert b.sample_weight.shape == shape, (targets, return_sequences)
+    assert "Without targets it is always ``(B, W)``" in (seqbatch.Batch.__doc__ or "")
+
+
+@pytest.mark.parametrize("name", ["bfloat16", "float8_e4m3fn", "float8_e5m2", "int4"])
+def test_ml_dtypes_are_numbers(name: str) -> None:
+    ml_dtypes = pytest.importorskip("ml_dtypes", reason="installed with TensorFlow and JAX")
+    dtype = np.dtype(getattr(ml_dtypes, name))
+    data = np.arange(8).astype(dtype)  # small integers: exact in every one of them
+    batches = seqbatch.StreamBatcher(data, batch_size=2, sequence_length=3, remainder="pad")
+    first, last = batches
+    assert first.x.dtype == first.y.dtype == last.x.dtype == dtype
+    assert first.x.astype(np.int64).tolist() == [[0, 1, 2], [4, 5, 6]]
+    assert first.y.astype(np.int64).tolist() == [[1, 2, 3], [5, 6, 7]]
+    assert last.x.astype(np.int64).tolist() == [[3, 0, 0], [0, 0, 0]]
+    assert last.y.astype(np.int64).tolist() == [[4, 0, 0], [0, 0, 0]]
+    assert last.sample_weight.tolist() == [[1, 0, 0], [0, 0, 0]]
+    assert str(dtype) in batches.describe()
+
+
+@pytest.mark.parametrize("order", [">", "<"])
+def test_byte_order_of_the_data_is_kept(order: str) -> None:
+    data = np.arange(40).astype(np.dtype("i8").newbyteorder(order))
+    b = seqbatch.StreamBatcher(data, batch_size=2, sequence_length=4)[1]
+    assert b.x.dtype == data.dtype
+    assert b.x.tolist() == [[4, 5, 6, 7], [20, 21, 22, 23]]
+
+
+def test_shuffled_cut_of_one_series_takes_every_offset_of_a_window() -> None:
+    # 4040 usable steps fill 101 batches of 4 x 10 exactly: the old shuffle had no room left
+    # and cut every epoch at offset 0.
+    batches = seqbatch.StreamBatcher(
+        np.arange(4041), batch_size=4, sequence_length=10, shuffle=True, seed=0
+    )
+    offsets, sizes = set(), set()
+    for epoch in range(60):
+        batches.set_epoch(epoch)
+        b = batches[0]
+        offsets.add(int(b.position[0]))
+        sizes.add(len(batches))
+        assert b.x[0, 0] == b.position[0]
+        a = batches.plan.accounting
+        # One batch fewer than unshuffled (one window per stream), counted as dropped.
+        assert (a.used, a.before_offset + a.dropped) == (4000, 40)
+    assert offsets == set(range(10))
+    assert sizes == {100}
+    first = batches.describe().splitlines()[1]
+    assert first.startswith(
+        "layout: one series cut into contiguous streams (epoch 59, shuffled; varies by epoch: "
+        "the cut offset, drawn from 0 to 9 (this epoch: "
+    )
+
+
+def test_a_shuffled_padded_cut_keeps_len_and_leaves_out_under_one_window() -> None:
+    for epoch in range(20):
+        batches = seqbatch.StreamBatcher(
+            np.arange(101),
+            None,
+            batch_size=4,
+            sequence_length=10,
+            shuffle=True,
+            seed=1,
+            remainder="pad",
+        )
+        batches.set_epoch(epoch)
+        a = batches.plan.accounting
+        assert (len(batches), a.used, a.before_offset + a.dropped) == (3, 92, 9)
+        assert batches[0].x[:, 0].tolist() == [a.before_offset + 23 * i for i in range(4)]
+
+
+def test_describe_says_what_a_shuffle_varies() -> None:
+    def first_line(data: object, **kwargs: object) -> str:
+        batches = seqbatch.StreamBatcher(data, None, shuffle=True, seed=0, **kwargs)
+        return batches.describe().splitlines()[1]
+
+    assert first_line(np.arange(50), batch_size=2, sequence_length=1) == (
+        "layout: one series cut into contiguous streams (epoch 0, shuffled; varies by epoch: "
+        "nothing: windows of one step allow a single cut)"
+    )
+    assert first_line([np.arange(5), np.arange(7)], batch_size=2, sequence_length=2) == (
+        "layout: 2 series dealt whole onto the streams (epoch 0, shuffled; varies by epoch: "
+        "which stream holds which series, and in what order)"
+    )
+    assert first_line([np.arange(5)], batch_size=1, sequence_length=2) == (
+        "layout: 1 series dealt whole onto the streams (epoch 0, shuffled; varies by epoch: "
+        "nothing: one series on one stream)"
+    )

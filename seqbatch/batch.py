@@ -1,0 +1,73 @@
+"""Batch: what a :class:`~seqbatch.StreamBatcher` yields, one window per stream."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class Batch:
+    """One batch: ``batch_size`` streams, one window each.
+
+    Batches compare and hash by identity, like the arrays they hold have no single truth
+    value: compare their fields with numpy (``np.array_equal(a.x, b.x)``).
+
+    Memory: a full batch of one in-memory or memory-mapped series, cut with
+    ``remainder="drop"`` (or into streams of equal length), is a read-only view of that
+    array, with nothing copied: it changes if the array is changed later, and
+    ``b.x.copy()`` keeps it. Every other batch (windows that end in padding, many series,
+    ``series_boundary="concat"``, h5py and other sources) is a new writable array of its
+    own. The tf.data adapter copies in-memory data into TensorFlow once, when
+    ``to_tf_dataset()`` is called: later changes to the arrays do not reach the dataset,
+    while files and other lazy sources (and in-memory data of a dtype TensorFlow cannot
+    gather, such as int4) are read as each batch is made.
+
+    Attributes:
+        x: ``(B, W, *features)`` inputs, dtype of the data; zeros on padding. A 1-D series
+            gives ``(B, W)``; Keras RNN layers want a feature axis, ``(B, W, 1)``: pass
+            ``series[:, None]``.
+        y: ``(B, W, *target_features)`` targets (``return_sequences=True``), ``(B,
+            *target_features)`` the target of each window's last step (``False``), or None
+            without targets; zeros on padding.
+        sample_weight: float32, 1 on real steps and 0 on padding: ``(B, W)``, or ``(B,)`` with
+            targets and ``return_sequences=False`` (the weight of the step whose target
+            ``y`` holds). Without targets it is always ``(B, W)``: there is no ``y`` to weight,
+            only steps.
+        reset: ``(B,)`` bool, the stream starts a new series or segment: zero its state first.
+        series: ``(B,)`` int64, the series each window reads, ``-1`` for an idle stream.
+        position: ``(B,)`` int64, the step of that series at which the window starts, or ``-1``.
+
+    Examples:
+        >>> import numpy as np, seqbatch
+        >>> batches = seqbatch.StreamBatcher(
+        ...     np.arange(12.0), None, batch_size=2, sequence_length=3, return_sequences=False
+        ... )
+        >>> b = batches[0]
+        >>> b
+        Batch(x (2, 3) float64, y None, sample_weight (2, 3) float32, reset 2 of 2 streams, series [0 0], position [0 6])
+        >>> b == batches[0], b == b, len({b, b})
+        (False, True, 1)
+    """
+
+    x: np.ndarray
+    y: np.ndarray | None
+    sample_weight: np.ndarray
+    reset: np.ndarray
+    series: np.ndarray
+    position: np.ndarray
+
+    def __repr__(self) -> str:
+        def shape(a: np.ndarray | None) -> str:
+            return "None" if a is None else f"{tuple(a.shape)} {a.dtype}"
+
+        # Per-stream provenance is B numbers; print it only while it stays short.
+        where = ""
+        if len(self.reset) <= 8:
+            where = f", series {self.series}, position {self.position}"
+        return (
+            f"Batch(x {shape(self.x)}, y {shape(self.y)}, sample_weight "
+            f"{shape(self.sample_weight)}, reset {int(self.reset.sum())} of {len(self.reset)} "
+            f"streams{where})"
+        )
