@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 import numpy as np
 
 from seqbatch import _checks
-from seqbatch.plan import StreamPlan, Window
+from seqbatch.plan import Layout, StreamPlan, Window
 from seqbatch.source import Joined, WindowReader, open_series_list, strided_windows
 
 if TYPE_CHECKING:
@@ -30,8 +30,16 @@ class Batch:
         sample_weight: float32, 1 on real steps and 0 on padding: ``(B, W)``, or ``(B,)`` with
             ``return_sequences=False`` (the weight of the step whose target ``y`` holds).
         reset: ``(B,)`` bool, the stream starts a new series or segment: zero its state first.
-        series: ``(B,)`` int64, the series each window reads, ``-1`` for an idle stream.
+        series: ``(B,)`` int64, the series each window reads (packed: the series of its first
+            step), ``-1`` for an idle stream.
         position: ``(B,)`` int64, the step of that series at which the window starts, or ``-1``.
+        step_reset: ``(B, W)`` bool with ``series_boundary="pack"``, else None: the step
+            starts a segment (a new series, or a stream at batch 0): zero that stream's state
+            right before it. Column 0 is ``reset``.
+        step_series: ``(B, W)`` int64 with ``series_boundary="pack"``, else None: the series
+            of every step, ``-1`` on padding. Column 0 is ``series``.
+        step_position: ``(B, W)`` int64 with ``series_boundary="pack"``, else None: the step
+            of that series, ``-1`` on padding. Column 0 is ``position``.
     """
 
     x: np.ndarray
@@ -40,6 +48,9 @@ class Batch:
     reset: np.ndarray
     series: np.ndarray
     position: np.ndarray
+    step_reset: np.ndarray | None = None
+    step_series: np.ndarray | None = None
+    step_position: np.ndarray | None = None
 
 
 def _parse_targets(targets: Any) -> tuple[int, Any]:
@@ -146,7 +157,7 @@ class StreamBatcher:
         sequence_length: int = 100,
         return_sequences: bool = True,
         remainder: Literal["drop", "pad"] = "drop",
-        series_boundary: Literal["reset", "concat"] = "reset",
+        series_boundary: Literal["reset", "concat", "pack"] = "reset",
         shuffle: bool = False,
         seed: int | None = None,
     ) -> None:
@@ -154,7 +165,7 @@ class StreamBatcher:
         self.sequence_length = _checks.positive_int("sequence_length", sequence_length)
         self.return_sequences = _checks.boolean("return_sequences", return_sequences)
         _checks.one_of("remainder", remainder, ("drop", "pad"))
-        _checks.one_of("series_boundary", series_boundary, ("reset", "concat"))
+        _checks.one_of("series_boundary", series_boundary, ("reset", "concat", "pack"))
         self.remainder = remainder
         self.series_boundary = series_boundary
         self.shuffle = _checks.boolean("shuffle", shuffle)
@@ -196,8 +207,10 @@ class StreamBatcher:
         self._sources = series
         self._target_sources = series if target_series is None else target_series
         self._has_targets = self.shift > 0 or target_series is not None
-        self._layout: Literal["split", "whole"] = (
-            "split" if len(series) == 1 and (single or series_boundary == "concat") else "whole"
+        self._layout: Layout = (
+            "split"
+            if len(series) == 1 and (single or series_boundary == "concat")
+            else ("pack" if series_boundary == "pack" else "whole")
         )
         self._lengths = lengths
         self._total_streams = self.batch_size
@@ -350,6 +363,8 @@ class StreamBatcher:
         if not -n <= k < n:
             raise IndexError(f"batch index out of range. Received: {k} for {n} batches")
         k = int(k) % n
+        if self.series_boundary == "pack":
+            return self._packed(k)
         views = self._views()
         if views is not None and k < len(views[0]):
             weight = self._ones if self.return_sequences or views[1] is None else self._ones[:, 0]
@@ -389,7 +404,18 @@ class StreamBatcher:
             yield self[k]
 
     def batch(self, window: Window) -> Batch:
-        """Read the batch that ``window`` (one batch of :attr:`plan`) describes."""
+        """Read the batch that ``window`` (one batch of :attr:`plan`) describes.
+
+        Raises:
+            ValueError: with ``series_boundary="pack"``, whose windows hold several pieces:
+                read ``batches[k]`` instead.
+        """
+        if self.series_boundary == "pack":
+            raise ValueError(
+                "`window` must belong to a plan that is not packed: a packed window holds "
+                "several runs of steps. Received: a window of series_boundary='pack' batches "
+                "(read batches[k] instead)"
+            )
         W = self.sequence_length
         series, start, length = window.series, window.start, window.length
         full = bool(length.min() == W)
@@ -416,6 +442,32 @@ class StreamBatcher:
             weight = weight[:, -1]
         return Batch(x, y, weight, window.reset, series, start)
 
+    def _packed(self, k: int) -> Batch:
+        """Batch ``k`` read piece by piece, with the per-step provenance and resets."""
+        B = self.batch_size
+        pieces = self._plan.pieces(k, self._streams)
+        steps = pieces.steps(B, self.sequence_length)
+        weight = (steps.series >= 0).astype(np.float32)
+        x = self._x_reader.read_pieces(pieces, B)
+        y = None
+        if self._has_targets and self.return_sequences:
+            y = self._y_reader.read_pieces(pieces, B, self.shift)
+        elif self._has_targets:
+            last = steps.position[:, -1]
+            held = (last >= 0).astype(np.int64)
+            y = self._y_reader.read(steps.series[:, -1], last + self.shift, held, False)[:, 0]
+            weight = weight[:, -1]
+        first = (steps.reset[:, 0], steps.series[:, 0], steps.position[:, 0])
+        return Batch(x, y, weight, *first, steps.reset, steps.series, steps.position)
+
+    def _refuse_packed(self, reader: str) -> None:
+        if self.series_boundary == "pack":
+            raise ValueError(
+                f"{reader} cannot carry the per-step resets of packed batches yet. Received: "
+                "series_boundary='pack' (read batches[k] and its step_reset, or use "
+                "series_boundary='reset')"
+            )
+
     def describe(self) -> str:
         """Say how the data is laid out in streams and where every step went.
 
@@ -440,12 +492,14 @@ class StreamBatcher:
 
     def to_tf_dataset(self, **kwargs: Any) -> tf.data.Dataset:
         """A ``tf.data.Dataset`` of these batches, in the same order; see :func:`seqbatch.tf.to_dataset`."""
+        self._refuse_packed("The tf.data adapter")
         from seqbatch.tf import to_dataset
 
         return to_dataset(self, **kwargs)
 
     def to_keras_sequence(self, **kwargs: Any) -> keras.utils.PyDataset:
         """A ``keras.utils.PyDataset`` of these batches; see :class:`seqbatch.keras.StreamSequence`."""
+        self._refuse_packed("The Keras sequence")
         from seqbatch.keras import StreamSequence
 
         return StreamSequence(self, **kwargs)

@@ -8,6 +8,9 @@ A plan never touches data. It is built from the number of usable steps of each s
 * ``layout="whole"``: every series is one segment that stays whole in one stream; series are
   dealt onto the streams longest first, each onto the least loaded stream, and every series
   starts on a window boundary.
+* ``layout="pack"``: series are dealt as for ``"whole"`` (by steps rather than windows), and
+  each stream holds its series end to end with no gap: a series starts at any step of a
+  window. A window then holds several runs of steps (:meth:`StreamPlan.pieces`).
 
 A stream is a sequence of segments. Window ``w`` of a segment that starts at step ``s`` holds
 steps ``[s + w * W, s + w * W + length)``, with ``length <= W`` real steps followed by padding.
@@ -16,15 +19,16 @@ A window that starts a segment is a reset; windows that hold no segment are idle
 
 from __future__ import annotations
 
-import heapq
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
 from seqbatch import _checks
+from seqbatch.deal import longest_first
+from seqbatch.packing import Packed, Pieces, Steps
 
-Layout = Literal["split", "whole"]
+Layout = Literal["split", "whole", "pack"]
 Remainder = Literal["drop", "pad"]
 
 
@@ -82,8 +86,10 @@ class StreamPlan:
         batch_size: number of streams.
         sequence_length: steps per window.
         layout: ``"split"`` cuts the only series into ``batch_size`` contiguous segments;
-            ``"whole"`` keeps every series whole in one stream.
-        remainder: ``"drop"`` leaves out the steps after the last full window of each segment;
+            ``"whole"`` keeps every series whole in one stream; ``"pack"`` keeps every series
+            whole in one stream and packs each stream's series end to end.
+        remainder: ``"drop"`` leaves out the steps after the last full window of each segment
+            (with ``layout="pack"``: of each stream, so that every window is full or idle);
             ``"pad"`` keeps them in a last window completed with padding.
         no_target: steps per series that follow its usable ones and have no target (for the
             accounting only).
@@ -122,6 +128,16 @@ class StreamPlan:
         [[0], [1, 2]]
         >>> plan.window(1).series.tolist(), plan.window(1).reset.tolist()
         ([0, 2], [False, True])
+
+        The same series packed: stream 1 holds series 1 then series 2 with no gap, and the
+        second piece of its batch 0 starts series 2 mid-window.
+
+        >>> plan = StreamPlan([4, 2, 2], batch_size=2, sequence_length=3, layout="pack",
+        ...                   remainder="pad")
+        >>> plan.assignment(), len(plan)
+        ([[0], [1, 2]], 2)
+        >>> plan.pieces(0)
+        Pieces(row=array([0, 1, 1]), column=array([0, 0, 2]), series=array([0, 1, 2]), start=array([0, 0, 0]), length=array([3, 2, 1]), reset=array([ True,  True,  True]))
     """
 
     def __init__(
@@ -139,7 +155,7 @@ class StreamPlan:
     ) -> None:
         self.batch_size = _checks.positive_int("batch_size", batch_size)
         self.sequence_length = _checks.positive_int("sequence_length", sequence_length)
-        self.layout = _checks.one_of("layout", layout, ("split", "whole"))
+        self.layout = _checks.one_of("layout", layout, ("split", "whole", "pack"))
         self.remainder = _checks.one_of("remainder", remainder, ("drop", "pad"))
         self.shuffle = _checks.boolean("shuffle", shuffle)
         self.seed = _checks.non_negative_int("seed", seed)
@@ -222,13 +238,16 @@ class StreamPlan:
         B, W = self.batch_size, self.sequence_length
         S = lengths.size
         if S < B:
+            boundary = "pack" if self.layout == "pack" else "reset"
             raise ValueError(
                 "`batch_size` must not exceed the number of series when "
-                "series_boundary='reset', since a series never leaves its stream. "
+                f"series_boundary='{boundary}', since a series never leaves its stream. "
                 f"Received: batch_size={B} for {S} series (pass one array to cut it into "
                 "streams, or series_boundary='concat')"
             )
-        if self.remainder == "drop":
+        if self.layout == "pack":
+            seg_len = units = lengths
+        elif self.remainder == "drop":
             short = np.flatnonzero(lengths < W)
             if short.size:
                 i = int(short[0])
@@ -238,37 +257,49 @@ class StreamPlan:
                     f"{int(lengths[i])} usable steps (use remainder='pad' to keep it)"
                 )
             seg_len = lengths // W * W
+            units = seg_len // W
         else:
-            seg_len = lengths.copy()
-        windows = _ceil_div(seg_len, W)
-        # Longest first onto the least loaded stream (ties: lowest stream). Equal lengths are
-        # interchangeable, so shuffling only their order keeps the loads, hence len(), fixed.
+            seg_len = lengths
+            units = _ceil_div(seg_len, W)
+        # Longest first onto the least loaded stream (ties: lowest stream), by windows, or by
+        # steps when packed. Equal sizes are interchangeable, so shuffling only their order
+        # keeps the loads, hence len(), fixed.
         tie = rng.permutation(S) if rng is not None else np.arange(S)
+        dealt = np.lexsort((tie, -units))
         stream_of = np.empty(S, dtype=np.int64)
-        heap = [(0, s) for s in range(B)]
-        for idx in np.lexsort((tie, -windows)).tolist():
-            load, s = heap[0]
-            stream_of[idx] = s
-            heapq.heapreplace(heap, (load + int(windows[idx]), s))
+        stream_of[dealt], loads = longest_first(units[dealt], B)
+        del tie, dealt
         within = np.arange(S)
         if rng is not None:
             stream_of = rng.permutation(B)[stream_of]
             within = rng.permutation(S)
         order = np.lexsort((within, stream_of))
+        del within
         seg_stream = stream_of[order]
-        seg_windows = windows[order]
+        del stream_of
+        self.offset = 0
+        self.stride = None
+        self.full_batches = 0
+        if self.layout == "pack":
+            drop = self.remainder == "drop"
+            packed = Packed(lengths, order, seg_stream, batch_size=B, sequence_length=W, drop=drop)
+            self._packed = packed
+            self._n_batches = packed.n_batches
+            self._seg_stream = packed.seg_stream
+            self._seg_series = packed.seg_series
+            self._seg_len = packed.seg_len
+            self._seg_first = (packed.seg_line[:-1] - packed.base[packed.seg_stream]) // W
+            return
+        seg_windows = units[order]
         ends = np.cumsum(seg_windows)
         first_of_stream = np.searchsorted(seg_stream, seg_stream, side="left")
         base = np.where(first_of_stream > 0, ends[first_of_stream - 1], 0)
-        self.offset = 0
-        self._n_batches = max(load for load, _ in heap)
+        self._n_batches = int(loads.max())
         self._seg_stream = seg_stream
-        self._seg_series = order.astype(np.int64)
+        self._seg_series = order
         self._seg_first = ends - seg_windows - base
         self._seg_len = seg_len[order]
         self._seg_start = np.zeros(S, dtype=np.int64)
-        self.stride = None
-        self.full_batches = 0
 
     def __len__(self) -> int:
         return self._n_batches
@@ -307,6 +338,8 @@ class StreamPlan:
         self, k: np.ndarray | np.int64, streams: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         W = self.sequence_length
+        if self.layout == "pack":
+            return self._packed.window(k, streams)[:4]
         if self.layout == "split":
             j = streams
         else:
@@ -317,6 +350,39 @@ class StreamPlan:
         start = np.where(held, self._seg_start[j] + w * W, -1)
         series = np.where(held, self._seg_series[j], -1)
         return series, start, length, held & (w == 0)
+
+    def pieces(self, k: int, streams: slice = slice(None)) -> Pieces:
+        """The runs of steps that batch ``k`` holds, for the streams asked for.
+
+        With ``layout="pack"`` a window holds one piece per series it reaches; otherwise one
+        piece per window that holds data. Rows count from the first stream asked for.
+
+        Args:
+            k: the batch index, ``0 <= k < len(plan)``.
+            streams: the streams to return, a slice of ``range(batch_size)``.
+
+        Returns:
+            A :class:`Pieces`, ordered by row then column.
+        """
+        w = self.window(k, streams)
+        if self.layout == "pack":
+            lo, hi, step = streams.indices(self.batch_size)
+            return self._packed.pieces(k, np.arange(lo, hi, step, dtype=np.int64))
+        row = np.flatnonzero(w.length)
+        zeros = np.zeros(row.size, dtype=np.int64)
+        return Pieces(row, zeros, w.series[row], w.start[row], w.length[row], w.reset[row])
+
+    def steps(self, k: int, streams: slice = slice(None)) -> Steps:
+        """Where every step of batch ``k`` comes from: :meth:`pieces`, step by step.
+
+        Examples:
+            >>> plan = StreamPlan([4, 2, 2], batch_size=2, sequence_length=3, layout="pack",
+            ...                   remainder="pad")
+            >>> plan.steps(1).series.tolist(), plan.steps(1).reset.tolist()
+            ([[0, -1, -1], [2, -1, -1]], [[False, False, False], [False, False, False]])
+        """
+        lo, hi, step = streams.indices(self.batch_size)
+        return self.pieces(k, streams).steps(len(range(lo, hi, step)), self.sequence_length)
 
     def assignment(self) -> list[list[int]]:
         """The series each stream holds, in the order it holds them."""
@@ -332,12 +398,16 @@ class StreamPlan:
         how = {
             "split": "one series cut into contiguous streams",
             "whole": f"{self.lengths.size} series dealt whole onto the streams",
+            "pack": f"{self.lengths.size} series packed end to end in the streams",
         }[self.layout]
+        resets = f"{self._seg_len.size}"
+        if self.layout == "pack":
+            resets += f", {self._packed.resets_inside_windows()} of them inside a window"
         return "\n".join(
             [
                 f"layout: {how} (epoch {self.epoch}{', shuffled' if self.shuffle else ''})",
                 f"batches: {len(self)} of {self.batch_size} streams x "
-                f"{self.sequence_length} steps; resets: {self._seg_len.size}",
+                f"{self.sequence_length} steps; resets: {resets}",
                 f"steps: {a.total} in the data = {a.used} used + {a.no_target} without target"
                 f" + {a.before_offset} before the offset + {a.dropped} dropped "
                 f"(remainder={self.remainder!r})",

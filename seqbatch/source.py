@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from seqbatch.plan import Pieces
 
 _NUMERIC_KINDS = "biufc"
 
@@ -209,4 +212,23 @@ class WindowReader:
         for i in sliced.tolist():
             s, n = int(start[i]), int(length[i])
             out[i, :n] = self.sources[int(series[i])][s : s + n]
+        return out
+
+    def read_pieces(self, pieces: Pieces, rows: int, shift: int = 0) -> np.ndarray:
+        """Each piece's steps, ``shift`` steps later, at its row and columns; zeros elsewhere.
+
+        Args:
+            pieces: the runs of steps of one batch (:class:`seqbatch.plan.Pieces`).
+            rows: the rows of the batch.
+            shift: read steps ``[start + shift, start + shift + length)`` of each piece's
+                series (the targets ``shift`` steps ahead).
+
+        Returns:
+            A new array of shape ``(rows, width, *features)``.
+        """
+        out = np.zeros((rows, *self.shape), self.dtype)
+        columns = zip(*(a.tolist() for a in pieces[:5]), strict=True)
+        for row, column, series, start, length in columns:
+            begin = start + shift
+            out[row, column : column + length] = self.sources[series][begin : begin + length]
         return out
