@@ -87,9 +87,11 @@ class StreamBatcher:
     One series is cut into ``batch_size`` contiguous streams. A list of series is dealt onto
     the streams whole, longest first onto the least loaded stream, each series starting on a
     window boundary with its stream's ``reset`` flag set (``series_boundary="reset"``), or
-    joined end to end into one series that is then cut into streams
-    (``series_boundary="concat"``). Batch ``k`` is a pure function of the data, the
-    arguments, the seed, the epoch and ``k``; only the windows it holds are read.
+    dealt the same way by steps and packed end to end in each stream, a series starting at
+    any step of a window with a per-step flag (``series_boundary="pack"``), or joined end to
+    end into one series that is then cut into streams (``series_boundary="concat"``). Batch
+    ``k`` is a pure function of the data, the arguments, the seed, the epoch and ``k``; only
+    the windows it holds are read.
 
     Args:
         data: one series ``(T, *features)`` or a list or tuple of series with the same feature
@@ -104,9 +106,11 @@ class StreamBatcher:
         return_sequences: ``True``: ``y`` holds the target of every step, ``(B, W, *t)``.
             ``False``: the target of each window's last step, ``(B, *t)``.
         remainder: ``"drop"`` (default): steps after the last full window are left out and
-            counted in ``plan.accounting.dropped``. ``"pad"``: they fill a last window that
-            ends in padding of weight 0.
-        series_boundary: ``"reset"`` (default) or ``"concat"``; see above.
+            counted in ``plan.accounting.dropped`` (packed: after each stream's last full
+            window, so that every window is full or idle). ``"pad"``: they fill a last window
+            that ends in padding of weight 0.
+        series_boundary: ``"reset"`` (default), ``"pack"`` or ``"concat"``; see above. Packed
+            batches also carry ``step_reset``, ``step_series`` and ``step_position``.
         shuffle: draw a new layout for every epoch (``set_epoch``): which stream holds which
             series and in what order, and for one series the cut offset (less than a window).
             Windows are never shuffled: continuity holds within every epoch.
@@ -146,6 +150,16 @@ class StreamBatcher:
         ... )
         >>> [(b.x.tolist(), b.reset.tolist()) for b in batches]
         [([[0, 1, 2], [100, 101, 102]], [True, True]), ([[3, 4, 5], [200, 201, 202]], [False, True])]
+
+        The same series packed: series 2 follows series 1 in stream 1 with no gap, flagged
+        at the step where it starts:
+
+        >>> data = [np.arange(6), 100 + np.arange(2), 200 + np.arange(4)]
+        >>> batches = seqbatch.StreamBatcher(
+        ...     data, targets=None, batch_size=2, sequence_length=3, series_boundary="pack"
+        ... )
+        >>> [(b.x.tolist(), b.step_reset.astype(int).tolist()) for b in batches]
+        [([[0, 1, 2], [100, 101, 200]], [[1, 0, 0], [1, 0, 1]]), ([[3, 4, 5], [201, 202, 203]], [[0, 0, 0], [0, 0, 0]])]
     """
 
     def __init__(
@@ -448,11 +462,14 @@ class StreamBatcher:
         pieces = self._plan.pieces(k, self._streams)
         steps = pieces.steps(B, self.sequence_length)
         weight = (steps.series >= 0).astype(np.float32)
-        x = self._x_reader.read_pieces(pieces, B)
         y = None
-        if self._has_targets and self.return_sequences:
-            y = self._y_reader.read_pieces(pieces, B, self.shift)
-        elif self._has_targets:
+        if self._has_targets and self.return_sequences and self._y_reader is self._x_reader:
+            x, y = self._x_reader.read_pieces(pieces, B, (0, self.shift))
+        else:
+            (x,) = self._x_reader.read_pieces(pieces, B)
+        if self._has_targets and self.return_sequences and y is None:
+            (y,) = self._y_reader.read_pieces(pieces, B)
+        elif self._has_targets and not self.return_sequences:
             last = steps.position[:, -1]
             held = (last >= 0).astype(np.int64)
             y = self._y_reader.read(steps.series[:, -1], last + self.shift, held, False)[:, 0]

@@ -21,6 +21,58 @@ from __future__ import annotations
 import numpy as np
 
 
+def deal(
+    sizes: np.ndarray, count: int, rng: np.random.Generator | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Deal series onto ``count`` streams, longest first, and order each stream's series.
+
+    Args:
+        sizes: ``(S,)`` positive integers, the load each series puts on its stream.
+        count: the number of streams.
+        rng: when given, shuffle: equal sizes are dealt in a random order, the streams are
+            renumbered at random, and each stream holds its series in a random order. The loads
+            stay those of the unshuffled deal, renumbered.
+
+    Returns:
+        ``(order, stream, loads)``: ``(S,)`` the series sorted by stream, each stream's in the
+        order it holds them (by index, unless shuffled); ``(S,)`` the stream of each series of
+        ``order``; ``(count,)`` the load of each stream.
+
+    Examples:
+        Sizes 5, 3, 3, 2 in turn: 5 and the first 3 start the streams, the second 3 joins
+        the lighter stream 1, and 2 then joins stream 0:
+
+        >>> order, stream, loads = deal(np.array([2, 5, 3, 3]), 2)
+        >>> order.tolist(), stream.tolist(), loads.tolist()
+        ([0, 1, 2, 3], [0, 0, 1, 1], [7, 6])
+    """
+    S = sizes.size
+    tie = rng.permutation(S) if rng is not None else None
+    dealt = _sort_by(sizes.max() - sizes, tie)
+    stream_of = np.empty(S, dtype=np.int64)
+    stream_of[dealt], loads = longest_first(sizes[dealt], count)
+    del dealt, tie
+    within = None
+    if rng is not None:
+        renumber = rng.permutation(count)
+        stream_of = renumber[stream_of]
+        loads[renumber] = loads.copy()
+        within = rng.permutation(S)
+    order = _sort_by(stream_of, within)
+    return order, stream_of[order], loads
+
+
+def _sort_by(key: np.ndarray, tie: np.ndarray | None) -> np.ndarray:
+    """``np.lexsort((tie, key))`` for non-negative integer keys and a permutation ``tie``
+    (None: by index), in a third of the time: one stable sort, a radix sort for small keys."""
+    small = key.astype(np.min_scalar_type(int(key.max())))
+    if tie is None:
+        return np.argsort(small, kind="stable")
+    by_tie = np.empty_like(tie)
+    by_tie[tie] = np.arange(tie.size)
+    return by_tie[np.argsort(small[by_tie], kind="stable")]
+
+
 def longest_first(sizes: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
     """Deal items onto ``count`` streams, each onto the least loaded stream so far.
 
@@ -88,7 +140,9 @@ def _level(size: np.int64, begin: int, end: int, loads: np.ndarray, stream: np.n
     candidates = np.flatnonzero(q <= lo)
     first = candidates[np.lexsort((candidates, rem[candidates]))][: r - int(taken.sum())]
     taken[first] += 1
+    # The load at which each stream takes each of its items; streams are in order, so a
+    # stable sort puts equal loads in stream order, as the heap does.
     who = np.repeat(np.arange(loads.size), taken)
-    level = q[who] + np.arange(r) - np.repeat(np.cumsum(taken) - taken, taken)
-    stream[begin:end] = who[np.lexsort((who, rem[who], level))]
+    offered = loads[who] + size * (np.arange(r) - np.repeat(np.cumsum(taken) - taken, taken))
+    stream[begin:end] = who[np.argsort(offered, kind="stable")]
     loads += taken * size

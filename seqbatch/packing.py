@@ -8,8 +8,8 @@ dealt onto the streams; :class:`seqbatch.StreamPlan` builds one for ``layout="pa
 The streams are laid one after another on one line of steps: stream ``i`` holds the line's
 steps ``[base[i], base[i] + held[i])``, and the series of each stream follow one another on it.
 Window ``k`` of stream ``i`` is the line's steps ``[base[i] + k * W, base[i] + (k + 1) * W)``,
-cut at the stream's end; the series it reaches are found by binary search on the line, so a
-lookup costs ``O(B log S)`` whatever the number of series ``S``.
+cut at the stream's end; :class:`seqbatch.segments.SegmentIndex` finds the series it reaches in
+a time flat in the number of series.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
+
+from seqbatch.segments import SegmentIndex
 
 
 class Steps(NamedTuple):
@@ -72,12 +74,14 @@ class Pieces(NamedTuple):
         series = np.full((rows, width), -1, dtype=np.int64)
         position = np.full((rows, width), -1, dtype=np.int64)
         reset = np.zeros((rows, width), dtype=bool)
-        piece = np.repeat(np.arange(self.row.size), self.length)
-        inside = np.arange(piece.size) - (np.cumsum(self.length) - self.length)[piece]
-        first = self.row * width + self.column
-        series.ravel()[first[piece] + inside] = self.series[piece]
-        position.ravel()[first[piece] + inside] = self.start[piece] + inside
-        reset.ravel()[first[self.reset]] = True
+        # The pieces fill each row's first columns in order: in row-major order, the real
+        # steps of the batch are the pieces' steps one after another.
+        real = np.bincount(self.row, weights=self.length, minlength=rows).astype(np.int64)
+        held = np.arange(width) < real[:, None]
+        before = np.cumsum(self.length) - self.length
+        series[held] = np.repeat(self.series, self.length)
+        position[held] = np.arange(int(real.sum())) + np.repeat(self.start - before, self.length)
+        reset.ravel()[(self.row * width + self.column)[self.reset]] = True
         return Steps(series, position, reset)
 
 
@@ -118,9 +122,9 @@ class Packed:
         B, W = batch_size, sequence_length
         self.width = W
         seg_len = lengths[order]
-        line = np.cumsum(seg_len) - seg_len
-        ends = np.append(line, int(seg_len.sum()))
-        base = ends[np.searchsorted(stream, np.arange(B + 1))]
+        line = np.zeros(seg_len.size + 1, dtype=np.int64)
+        np.cumsum(seg_len, out=line[1:])
+        base = line[np.searchsorted(stream, np.arange(B + 1))]
         steps = np.diff(base)
         held = steps // W * W if drop else steps
         if held.min() == 0:
@@ -131,15 +135,19 @@ class Packed:
                 f"{W}, but stream {i} of {B} holds {int(steps[i])} usable steps (use "
                 "remainder='pad', a smaller batch_size or a shorter sequence_length)"
             )
-        used = np.clip(base[stream] + held[stream] - line, 0, seg_len)
-        live = np.flatnonzero(used)  # segments that drop leaves out entirely have no steps
+        if drop:
+            used = np.clip(base[stream] + held[stream] - line[:-1], 0, seg_len)
+            live = np.flatnonzero(used)  # series that drop leaves out entirely
+            stream, order, seg_len = stream[live], order[live], used[live]
+            line = np.append(line[live], base[-1])
         self.n_batches = int(-(-held.max() // W))
-        self.seg_stream = stream[live]
-        self.seg_series = order[live]
-        self.seg_len = used[live]
-        self.seg_line = np.append(line[live], base[-1])
+        self.seg_stream = stream
+        self.seg_series = order
+        self.seg_len = seg_len
+        self.seg_line = line
         self.base = base[:-1]
         self.held = held
+        self.index = SegmentIndex(line[:-1], self.base, stream, int(held.max()))
 
     def window(
         self, k: np.ndarray | np.int64, streams: np.ndarray
@@ -154,8 +162,7 @@ class Packed:
         W = self.width
         length = np.clip(self.held[streams] - k * W, 0, W)
         first = self.base[streams] + k * W
-        j = np.searchsorted(self.seg_line, first, side="right") - 1
-        j = np.minimum(j, self.seg_len.size - 1)  # an idle stream may lie past the last segment
+        j = self.index.find(streams, k * W)
         held = length > 0
         start = np.where(held, first - self.seg_line[j], -1)
         series = np.where(held, self.seg_series[j], -1)
@@ -165,7 +172,7 @@ class Packed:
         """The pieces of window ``k`` of ``streams``; rows count from 0 in ``streams``."""
         _, _, length, _, first, j = self.window(np.int64(k), streams)
         end = first + length
-        last = np.searchsorted(self.seg_line, end - 1, side="right") - 1
+        last = self.index.find(streams, end - 1 - self.base[streams])
         count = np.where(length > 0, last - j + 1, 0)
         row = np.repeat(np.arange(count.size), count)
         seg = j[row] + np.arange(row.size) - (np.cumsum(count) - count)[row]

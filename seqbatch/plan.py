@@ -25,8 +25,9 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 
 from seqbatch import _checks
-from seqbatch.deal import longest_first
+from seqbatch.deal import deal
 from seqbatch.packing import Packed, Pieces, Steps
+from seqbatch.segments import SegmentIndex
 
 Layout = Literal["split", "whole", "pack"]
 Remainder = Literal["drop", "pad"]
@@ -176,9 +177,6 @@ class StreamPlan:
         else:
             self._deal(rng)
         W = self.sequence_length
-        # Segments are ordered by (stream, first window), so these keys are strictly increasing.
-        self._seg_key = self._seg_stream * self._n_batches + self._seg_first
-        self._seg_windows = _ceil_div(self._seg_len, W)
         B = self.batch_size
         # Shared, read-only fields of the full batches of a split layout.
         self._zeros = np.zeros(B, dtype=np.int64)
@@ -229,6 +227,7 @@ class StreamPlan:
         self._seg_series = np.zeros(B, dtype=np.int64)
         self._seg_first = np.zeros(B, dtype=np.int64)
         self._seg_len = seg_len
+        self._seg_windows = _ceil_div(seg_len, W)
         self._seg_start = self.offset + np.concatenate(([0], np.cumsum(seg_len)[:-1]))
         self.stride = int(seg_len[0]) if (seg_len == seg_len[0]).all() else None
         self.full_batches = int(seg_len.min()) // W
@@ -264,19 +263,7 @@ class StreamPlan:
         # Longest first onto the least loaded stream (ties: lowest stream), by windows, or by
         # steps when packed. Equal sizes are interchangeable, so shuffling only their order
         # keeps the loads, hence len(), fixed.
-        tie = rng.permutation(S) if rng is not None else np.arange(S)
-        dealt = np.lexsort((tie, -units))
-        stream_of = np.empty(S, dtype=np.int64)
-        stream_of[dealt], loads = longest_first(units[dealt], B)
-        del tie, dealt
-        within = np.arange(S)
-        if rng is not None:
-            stream_of = rng.permutation(B)[stream_of]
-            within = rng.permutation(S)
-        order = np.lexsort((within, stream_of))
-        del within
-        seg_stream = stream_of[order]
-        del stream_of
+        order, seg_stream, loads = deal(units, B, rng)
         self.offset = 0
         self.stride = None
         self.full_batches = 0
@@ -288,18 +275,19 @@ class StreamPlan:
             self._seg_stream = packed.seg_stream
             self._seg_series = packed.seg_series
             self._seg_len = packed.seg_len
-            self._seg_first = (packed.seg_line[:-1] - packed.base[packed.seg_stream]) // W
             return
         seg_windows = units[order]
-        ends = np.cumsum(seg_windows)
-        first_of_stream = np.searchsorted(seg_stream, seg_stream, side="left")
-        base = np.where(first_of_stream > 0, ends[first_of_stream - 1], 0)
+        before = np.cumsum(seg_windows) - seg_windows
+        base = before[np.searchsorted(seg_stream, np.arange(B))]
         self._n_batches = int(loads.max())
         self._seg_stream = seg_stream
         self._seg_series = order
-        self._seg_first = ends - seg_windows - base
+        before -= base[seg_stream]
+        self._seg_first = before
+        self._seg_windows = seg_windows
+        self._index = SegmentIndex(before, np.zeros(B, np.int64), seg_stream, len(self))
         self._seg_len = seg_len[order]
-        self._seg_start = np.zeros(S, dtype=np.int64)
+        self._seg_start = np.broadcast_to(np.int64(0), (S,))
 
     def __len__(self) -> int:
         return self._n_batches
@@ -340,10 +328,7 @@ class StreamPlan:
         W = self.sequence_length
         if self.layout == "pack":
             return self._packed.window(k, streams)[:4]
-        if self.layout == "split":
-            j = streams
-        else:
-            j = np.searchsorted(self._seg_key, streams * self._n_batches + k, side="right") - 1
+        j = streams if self.layout == "split" else self._index.find(streams, k)
         w = k - self._seg_first[j]
         held = (self._seg_stream[j] == streams) & (w < self._seg_windows[j])
         length = np.where(held, np.minimum(self._seg_len[j] - w * W, W), 0)
@@ -383,6 +368,17 @@ class StreamPlan:
         """
         lo, hi, step = streams.indices(self.batch_size)
         return self.pieces(k, streams).steps(len(range(lo, hi, step)), self.sequence_length)
+
+    def stream_steps(self) -> np.ndarray:
+        """``(batch_size,)`` int64: the steps of data each stream holds in this epoch.
+
+        Examples:
+            >>> StreamPlan([4, 2, 2], batch_size=2, sequence_length=3, layout="pack",
+            ...            remainder="pad").stream_steps().tolist()
+            [4, 4]
+        """
+        steps = np.bincount(self._seg_stream, weights=self._seg_len, minlength=self.batch_size)
+        return steps.astype(np.int64)
 
     def assignment(self) -> list[list[int]]:
         """The series each stream holds, in the order it holds them."""

@@ -214,21 +214,37 @@ class WindowReader:
             out[i, :n] = self.sources[int(series[i])][s : s + n]
         return out
 
-    def read_pieces(self, pieces: Pieces, rows: int, shift: int = 0) -> np.ndarray:
-        """Each piece's steps, ``shift`` steps later, at its row and columns; zeros elsewhere.
+    def read_pieces(
+        self, pieces: Pieces, rows: int, shifts: tuple[int, ...] = (0,)
+    ) -> list[np.ndarray]:
+        """Each piece's steps at its row and columns, zeros elsewhere: once per shift.
+
+        One slice of each piece's series covers every shift, so a lazy source is read once.
 
         Args:
-            pieces: the runs of steps of one batch (:class:`seqbatch.plan.Pieces`).
+            pieces: the runs of steps of one batch (:class:`seqbatch.packing.Pieces`).
             rows: the rows of the batch.
-            shift: read steps ``[start + shift, start + shift + length)`` of each piece's
-                series (the targets ``shift`` steps ahead).
+            shifts: non-negative; for each ``shift``, read steps ``[start + shift, start +
+                shift + length)`` of each piece's series (``shift`` steps ahead: the targets).
 
         Returns:
-            A new array of shape ``(rows, width, *features)``.
+            One new array of shape ``(rows, width, *features)`` per shift.
+
+        Examples:
+            >>> from seqbatch.packing import Pieces
+            >>> p = Pieces(*(np.array(c) for c in ([0, 0], [0, 2], [0, 1], [4, 0], [2, 1])),
+            ...            np.array([False, True]))
+            >>> reader = WindowReader([np.arange(10), 100 + np.arange(5)], 3)
+            >>> [a.tolist() for a in reader.read_pieces(p, 1, (0, 1))]
+            [[[4, 5, 100]], [[5, 6, 101]]]
         """
-        out = np.zeros((rows, *self.shape), self.dtype)
-        columns = zip(*(a.tolist() for a in pieces[:5]), strict=True)
-        for row, column, series, start, length in columns:
-            begin = start + shift
-            out[row, column : column + length] = self.sources[series][begin : begin + length]
-        return out
+        # Rows of steps, one after another: a piece is one run of them.
+        outs = [np.zeros((rows * self.width, *self.shape[1:]), self.dtype) for _ in shifts]
+        extra = max(shifts)
+        first = pieces.row * self.width + pieces.column
+        runs = (a.tolist() for a in (first, pieces.series, pieces.start, pieces.length))
+        for at, series, start, length in zip(*runs, strict=True):
+            steps = self.sources[series][start : start + length + extra]
+            for out, shift in zip(outs, shifts, strict=True):
+                out[at : at + length] = steps[shift : shift + length]
+        return [out.reshape(rows, *self.shape) for out in outs]

@@ -326,10 +326,10 @@ def test_a_packed_batch_reads_only_its_pieces() -> None:
     b = batches[0]
     # Stream 0: series 0 (8 usable steps); stream 1: series 1 (3) then series 2 (5).
     assert b.step_series is not None and b.step_series.tolist() == [[0, 0, 0, 0], [1, 1, 1, 2]]
-    # x and y each read one slice per piece, and nothing else.
-    assert sources[0].reads == [(0, 4), (1, 5)]
-    assert sources[1].reads == [(0, 3), (1, 4)]
-    assert sources[2].reads == [(0, 1), (1, 2)]
+    # One slice per piece, with the step after it for the last target, and nothing else.
+    assert sources[0].reads == [(0, 5)]
+    assert sources[1].reads == [(0, 4)]
+    assert sources[2].reads == [(0, 2)]
 
 
 def test_memmaps_and_npy_paths_give_the_same_packed_batches(tmp_path: Any) -> None:
