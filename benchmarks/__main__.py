@@ -30,7 +30,18 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
-    from benchmarks import grid, keras_path, machine, memory, numpy_path, plot, scaling, tf_path
+    from benchmarks import (
+        grid,
+        keras_path,
+        machine,
+        memory,
+        numpy_path,
+        packing,
+        plan_scale,
+        plot,
+        scaling,
+        tf_path,
+    )
     from benchmarks.report import RATIO_NOTE, rows_table
     from benchmarks.sizes import FULL, QUICK
 
@@ -46,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
 
     with tempfile.TemporaryDirectory(prefix="seqbatch-benchmarks-") as tmp:
         workdir = Path(tmp)
-        for section in (numpy_path, keras_path, tf_path, memory):
+        for section in (numpy_path, keras_path, tf_path, memory, packing, plan_scale):
             progress(section.__name__)
             rows += section.run(sizes, workdir)
         progress("benchmarks.scaling")

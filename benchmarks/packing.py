@@ -1,5 +1,7 @@
 """Many short series: the padding and the numpy cost of an epoch, packed against ``"reset"``.
 
+``python -m benchmarks.packing [--quick]`` runs this section alone.
+
 Series of random lengths, drawn uniformly and log-uniformly (many more short series), are laid
 out with ``series_boundary="reset"`` (each series starts on a window boundary and its last
 window is padded) and with ``"pack"`` (end to end in each stream), both with
@@ -15,7 +17,7 @@ import numpy as np
 
 from benchmarks.data import series
 from benchmarks.numpy_path import epoch
-from benchmarks.report import Row, speed_ratio
+from benchmarks.report import Row, run_alone, speed_ratio
 from benchmarks.sizes import Sizes
 from benchmarks.timing import medians
 from seqbatch import StreamBatcher
@@ -86,3 +88,7 @@ def run(sizes: Sizes, workdir: Path) -> list[Row]:
             )
         )
     return rows
+
+
+if __name__ == "__main__":
+    run_alone(run)

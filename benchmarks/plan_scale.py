@@ -1,5 +1,7 @@
 """The plan at scale: millions of series on thousands of streams, with ``"reset"`` and ``"pack"``.
 
+``python -m benchmarks.plan_scale [--quick]`` runs this section alone.
+
 For each layout and number of series (random lengths of 10 to 1,000 steps, windows of 100
 steps): the wall time and the peak memory (numpy's allocations, traced) of building the plan,
 and the time to look up one batch: the windows of every stream (``"reset"``), or the pieces of
@@ -18,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.report import Row
+from benchmarks.report import Row, run_alone
 from benchmarks.sizes import Sizes
 from benchmarks.timing import medians
 from seqbatch import StreamPlan
@@ -132,3 +134,7 @@ def shards(plan: StreamPlan, workers: int, repeats: int, name: str) -> list[Row]
             "x",
         ),
     ]
+
+
+if __name__ == "__main__":
+    run_alone(run)
