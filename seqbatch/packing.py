@@ -121,9 +121,16 @@ class Packed:
     ) -> None:
         B, W = batch_size, sequence_length
         self.width = W
-        seg_len = lengths[order]
-        line = np.zeros(seg_len.size + 1, dtype=np.int64)
-        np.cumsum(seg_len, out=line[1:])
+        # One row per segment (line, stream, series, steps), so that a lookup reads one
+        # cache line; a last row holds the end of the line.
+        rows = np.empty((order.size + 1, 4), dtype=np.int64)
+        rows[-1] = (0, B, -1, 0)
+        line, _, _, seg_len = rows.T
+        rows[:-1, 1] = stream
+        rows[:-1, 2] = order
+        np.take(lengths, order, out=seg_len[:-1], mode="clip")
+        line[0] = 0
+        np.cumsum(seg_len[:-1], out=line[1:])
         base = line[np.searchsorted(stream, np.arange(B + 1))]
         steps = np.diff(base)
         held = steps // W * W if drop else steps
@@ -136,18 +143,16 @@ class Packed:
                 "remainder='pad', a smaller batch_size or a shorter sequence_length)"
             )
         if drop:
-            used = np.clip(base[stream] + held[stream] - line[:-1], 0, seg_len)
+            used = np.clip(base[stream] + held[stream] - line[:-1], 0, seg_len[:-1])
             live = np.flatnonzero(used)  # series that drop leaves out entirely
-            stream, order, seg_len = stream[live], order[live], used[live]
-            line = np.append(line[live], base[-1])
+            rows[live, 3] = used[live]
+            rows = rows[np.append(live, order.size)]
         self.n_batches = int(-(-held.max() // W))
-        self.seg_stream = stream
-        self.seg_series = order
-        self.seg_len = seg_len
-        self.seg_line = line
+        self.seg_line = rows[:, 0]
+        self.seg_stream, self.seg_series, self.seg_len = rows[:-1, 1:].T
         self.base = base[:-1]
         self.held = held
-        self.index = SegmentIndex(line[:-1], self.base, stream, int(held.max()))
+        self.index = SegmentIndex(self.seg_line[:-1], self.base, self.seg_stream, int(held.max()))
 
     def window(
         self, k: np.ndarray | np.int64, streams: np.ndarray
