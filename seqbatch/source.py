@@ -238,13 +238,18 @@ class WindowReader:
             >>> [a.tolist() for a in reader.read_pieces(p, 1, (0, 1))]
             [[[4, 5, 100]], [[5, 6, 101]]]
         """
+        # One allocation for every shift, not one each: freeing two large blocks can make
+        # malloc return them to the system, and the next batch then faults its pages in anew.
+        outs = np.empty((len(shifts), rows, *self.shape), self.dtype)
         # Rows of steps, one after another: a piece is one run of them.
-        outs = [np.zeros((rows * self.width, *self.shape[1:]), self.dtype) for _ in shifts]
+        flat = outs.reshape(len(shifts), rows * self.width, *self.shape[1:])
         extra = max(shifts)
         first = pieces.row * self.width + pieces.column
         runs = (a.tolist() for a in (first, pieces.series, pieces.start, pieces.length))
         for at, series, start, length in zip(*runs, strict=True):
             steps = self.sources[series][start : start + length + extra]
-            for out, shift in zip(outs, shifts, strict=True):
+            for out, shift in zip(flat, shifts, strict=True):
                 out[at : at + length] = steps[shift : shift + length]
-        return [out.reshape(rows, *self.shape) for out in outs]
+        real = np.bincount(pieces.row, weights=pieces.length, minlength=rows)
+        outs[:, np.arange(self.width) >= real[:, None]] = 0
+        return list(outs)

@@ -261,7 +261,7 @@ def test_series_end_to_end_with_a_flag_at_each_start() -> None:
     ]
     a = batches.plan.accounting
     assert (a.total, a.used, a.dropped, a.padded) == (11, 11, 0, 1)
-    with pytest.raises(IndexError, match="batch index out of range. Received: k=2 for 2"):
+    with pytest.raises(IndexError, match=r"batch index out of range\. Received: k=2 for 2"):
         batches.plan.pieces(2)
 
 
