@@ -326,7 +326,17 @@ class StreamPlan:
         """Every window of the epoch at once: arrays of shape ``(len(plan), batch_size)``.
 
         Costs memory proportional to ``len(plan) * batch_size``.
+
+        Raises:
+            ValueError: with ``layout="pack"``, whose windows hold several runs of steps that
+                one window per (batch, stream) cannot describe: read :meth:`pieces` instead.
         """
+        if self.layout == "pack":
+            raise ValueError(
+                "`table()` gives one run of steps per window, and a packed window holds "
+                "several. Received: a plan with layout='pack' (read pieces(k) or steps(k) "
+                "batch by batch)"
+            )
         ks = np.arange(self._n_batches, dtype=np.int64)[:, None]
         return Window(*self._lookup(ks, np.arange(self.batch_size, dtype=np.int64)))
 

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 import seqbatch
 from tests.encoded import check_packed_epoch, encoded_series
-from tests.test_invariant import DTYPES, FEATURES, Case
+from tests.test_invariant import DTYPES, FEATURES, Case, SliceOnly
 from tests.test_sources import CountingSource
 
 FIELDS = (
@@ -408,6 +408,13 @@ def test_readers_that_would_drop_the_per_step_resets_refuse() -> None:
             "series_boundary='pack' (read batches[k] and its step_reset, or use "
             "series_boundary='reset')"
         )
+    # The tf.data adapter reads the plan's table: a packed plan refuses to give one.
+    with pytest.raises(ValueError) as err:
+        batches.plan.table()
+    assert str(err.value) == (
+        "`table()` gives one run of steps per window, and a packed window holds several. "
+        "Received: a plan with layout='pack' (read pieces(k) or steps(k) batch by batch)"
+    )
     with pytest.raises(ValueError) as err:
         batches.batch(batches.plan.window(0))
     assert str(err.value) == (
@@ -415,3 +422,15 @@ def test_readers_that_would_drop_the_per_step_resets_refuse() -> None:
         "runs of steps. Received: a window of series_boundary='pack' batches (read "
         "batches[k] instead)"
     )
+
+
+def test_the_tf_data_adapter_called_directly_refuses_packed_batches() -> None:
+    from seqbatch.tf import to_dataset
+
+    arrays = [encoded_series(s, n, (), "float32") for s, n in enumerate([6, 4, 3])]
+    for data in (arrays, [SliceOnly(a) for a in arrays]):  # the in-graph and the numpy reader
+        batches = seqbatch.StreamBatcher(
+            data, batch_size=2, sequence_length=2, series_boundary="pack"
+        )
+        with pytest.raises(ValueError, match="a packed window holds several"):
+            to_dataset(batches)
