@@ -5,7 +5,7 @@ size and put each onto the stream whose load is the smallest so far, the lowest 
 tie. Its balance is proven: the most loaded stream ends at most one item above the mean
 (the stream that got the last item of the most loaded stream was the least loaded then, so
 at most the mean). Placing one item at a time costs a heap operation per item in Python,
-some 15 s for 10 million series; :func:`longest_first` gives the very same streams in a few
+about a second per million series; :func:`longest_first` gives the very same streams in a few
 vectorised steps, each of which places many items at once:
 
 * a *band* step: while the items are larger than the spread of the least loaded streams'
