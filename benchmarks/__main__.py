@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> None:
         machine,
         memory,
         numpy_path,
+        packing,
+        plan_scale,
         plot,
         scaling,
         tf_path,
@@ -56,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
 
     with tempfile.TemporaryDirectory(prefix="seqbatch-benchmarks-") as tmp:
         workdir = Path(tmp)
-        for section in (numpy_path, keras_path, tf_path, torch_path, memory):
+        for section in (numpy_path, keras_path, tf_path, torch_path, memory, packing, plan_scale):
             progress(section.__name__)
             rows += section.run(sizes, workdir)
         progress("benchmarks.scaling")

@@ -6,8 +6,13 @@ seqbatch's time, or seqbatch's bandwidth over the peer's. Above 1, seqbatch is f
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import argparse
+import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks.sizes import FULL, QUICK, Sizes
 
 RATIO_NOTE = (
     "ratio = peer time / seqbatch time (or seqbatch bandwidth / peer bandwidth): "
@@ -80,3 +85,12 @@ def rows_table(rows: Sequence[Row]) -> str:
             ]
         )
     return markdown_table(["section", "case", "seqbatch", "peer", "ratio", "target", "met"], body)
+
+
+def run_alone(run: Callable[[Sizes, Path], list[Row]], argv: Sequence[str] | None = None) -> None:
+    """Run one section with ``[--quick]`` from ``argv`` and print its rows as a table."""
+    parser = argparse.ArgumentParser(description="Run one benchmark section alone.")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="seqbatch-benchmarks-") as tmp:
+        print(rows_table(run(QUICK if args.quick else FULL, Path(tmp))))

@@ -21,6 +21,12 @@ class Sizes:
         grid_batch_sizes, grid_windows, grid_features: the axes of the grid.
         grid_cap_bytes: grid cells whose ``x`` batch is larger than this are skipped.
         grid_batches: batches per epoch in each grid cell.
+        packing_series: series of random lengths in the packing section.
+        packing_lengths: the shortest and the longest of them, in steps.
+        packing_batch_size, packing_window: streams and window of the packing section.
+        plan_series: numbers of series of the plan section; the largest meets the targets.
+        plan_streams: streams of the plan section.
+        plan_workers: workers that the plan section shards its streams to.
     """
 
     batch_size: int
@@ -37,6 +43,13 @@ class Sizes:
     grid_features: tuple[int, ...]
     grid_cap_bytes: int
     grid_batches: int
+    packing_series: int
+    packing_lengths: tuple[int, int]
+    packing_batch_size: int
+    packing_window: int
+    plan_series: tuple[int, ...]
+    plan_streams: int
+    plan_workers: int
 
 
 FULL = Sizes(
@@ -54,6 +67,13 @@ FULL = Sizes(
     grid_features=(1, 16, 256),
     grid_cap_bytes=32 * 2**20,
     grid_batches=64,
+    packing_series=10_000,
+    packing_lengths=(10, 1000),
+    packing_batch_size=64,
+    packing_window=100,
+    plan_series=(10**5, 10**6, 10**7),
+    plan_streams=8192,
+    plan_workers=1024,
 )
 
 QUICK = Sizes(
@@ -71,4 +91,11 @@ QUICK = Sizes(
     grid_features=(1, 16),
     grid_cap_bytes=32 * 2**10,
     grid_batches=4,
+    packing_series=300,
+    packing_lengths=(5, 100),
+    packing_batch_size=8,
+    packing_window=20,
+    plan_series=(10**3, 10**4),
+    plan_streams=64,
+    plan_workers=8,
 )

@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--targets", type=_targets, default="next", help="none, next (default) or steps ahead"
     )
     plan.add_argument("--remainder", choices=("drop", "pad"), default="drop")
-    plan.add_argument("--series-boundary", choices=("reset", "concat"), default="reset")
+    plan.add_argument("--series-boundary", choices=("reset", "concat", "pack"), default="reset")
     plan.add_argument("--shuffle", action="store_true", help="a new layout every epoch")
     plan.add_argument("--seed", type=_non_negative_int, default=0, help="shuffle seed (0)")
     plan.add_argument("--epoch", type=_non_negative_int, default=0, help="epoch to show (0)")

@@ -36,8 +36,16 @@ class Batch:
             ``y`` holds). Without targets it is always ``(B, W)``: there is no ``y`` to weight,
             only steps.
         reset: ``(B,)`` bool, the stream starts a new series or segment: zero its state first.
-        series: ``(B,)`` int64, the series each window reads, ``-1`` for an idle stream.
+        series: ``(B,)`` int64, the series each window reads (packed: the series of its first
+            step), ``-1`` for an idle stream.
         position: ``(B,)`` int64, the step of that series at which the window starts, or ``-1``.
+        step_reset: ``(B, W)`` bool with ``series_boundary="pack"``, else None: the step
+            starts a segment (a new series, or a stream at batch 0): zero that stream's state
+            right before it. Column 0 is ``reset``.
+        step_series: ``(B, W)`` int64 with ``series_boundary="pack"``, else None: the series
+            of every step, ``-1`` on padding. Column 0 is ``series``.
+        step_position: ``(B, W)`` int64 with ``series_boundary="pack"``, else None: the step
+            of that series, ``-1`` on padding. Column 0 is ``position``.
 
     Examples:
         >>> import numpy as np, seqbatch
@@ -57,6 +65,9 @@ class Batch:
     reset: np.ndarray
     series: np.ndarray
     position: np.ndarray
+    step_reset: np.ndarray | None = None
+    step_series: np.ndarray | None = None
+    step_position: np.ndarray | None = None
 
     def __repr__(self) -> str:
         def shape(a: np.ndarray | None) -> str:

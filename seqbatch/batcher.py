@@ -11,7 +11,7 @@ import numpy as np
 
 from seqbatch import _checks
 from seqbatch.batch import Batch
-from seqbatch.plan import StreamPlan, Window
+from seqbatch.plan import Layout, StreamPlan, Window
 from seqbatch.source import (
     Joined,
     WindowReader,
@@ -33,9 +33,11 @@ class StreamBatcher:
     One series is cut into ``batch_size`` contiguous streams. A list of series is dealt onto
     the streams whole, longest first onto the least loaded stream, each series starting on a
     window boundary with its stream's ``reset`` flag set (``series_boundary="reset"``), or
-    joined end to end into one series that is then cut into streams
-    (``series_boundary="concat"``). Batch ``k`` is a pure function of the data, the
-    arguments, the seed, the epoch and ``k``; only the windows it holds are read.
+    dealt the same way by steps and packed end to end in each stream, a series starting at
+    any step of a window with a per-step flag (``series_boundary="pack"``), or joined end to
+    end into one series that is then cut into streams (``series_boundary="concat"``). Batch
+    ``k`` is a pure function of the data, the arguments, the seed, the epoch and ``k``; only
+    the windows it holds are read.
 
     Args:
         data: one series ``(T, *features)`` or a list or tuple of series with the same feature
@@ -50,9 +52,11 @@ class StreamBatcher:
         return_sequences: ``True``: ``y`` holds the target of every step, ``(B, W, *t)``.
             ``False``: the target of each window's last step, ``(B, *t)``.
         remainder: ``"drop"`` (default): steps after the last full window are left out and
-            counted in ``plan.accounting.dropped``. ``"pad"``: they fill a last window that
-            ends in padding of weight 0.
-        series_boundary: ``"reset"`` (default) or ``"concat"``; see above.
+            counted in ``plan.accounting.dropped`` (packed: after each stream's last full
+            window, so that every window is full or idle). ``"pad"``: they fill a last window
+            that ends in padding of weight 0.
+        series_boundary: ``"reset"`` (default), ``"pack"`` or ``"concat"``; see above. Packed
+            batches also carry ``step_reset``, ``step_series`` and ``step_position``.
         shuffle: draw a new layout for every epoch (``set_epoch``): which stream holds which
             series and in what order, and for one series the offset at which it is cut into
             windows, from 0 to ``sequence_length - 1``. To give every offset the same number
@@ -97,6 +101,16 @@ class StreamBatcher:
         ... )
         >>> [(b.x.tolist(), b.reset.tolist()) for b in batches]
         [([[0, 1, 2], [100, 101, 102]], [True, True]), ([[3, 4, 5], [200, 201, 202]], [False, True])]
+
+        The same series packed: series 2 follows series 1 in stream 1 with no gap, flagged
+        at the step where it starts:
+
+        >>> data = [np.arange(6), 100 + np.arange(2), 200 + np.arange(4)]
+        >>> batches = seqbatch.StreamBatcher(
+        ...     data, targets=None, batch_size=2, sequence_length=3, series_boundary="pack"
+        ... )
+        >>> [(b.x.tolist(), b.step_reset.astype(int).tolist()) for b in batches]
+        [([[0, 1, 2], [100, 101, 200]], [[1, 0, 0], [1, 0, 1]]), ([[3, 4, 5], [201, 202, 203]], [[0, 0, 0], [0, 0, 0]])]
     """
 
     def __init__(
@@ -108,7 +122,7 @@ class StreamBatcher:
         sequence_length: int = 100,
         return_sequences: bool = True,
         remainder: Literal["drop", "pad"] = "drop",
-        series_boundary: Literal["reset", "concat"] = "reset",
+        series_boundary: Literal["reset", "concat", "pack"] = "reset",
         shuffle: bool = False,
         seed: int | None = None,
     ) -> None:
@@ -116,7 +130,7 @@ class StreamBatcher:
         self.sequence_length = _checks.positive_int("sequence_length", sequence_length)
         self.return_sequences = _checks.boolean("return_sequences", return_sequences)
         _checks.one_of("remainder", remainder, ("drop", "pad"))
-        _checks.one_of("series_boundary", series_boundary, ("reset", "concat"))
+        _checks.one_of("series_boundary", series_boundary, ("reset", "concat", "pack"))
         self.remainder = remainder
         self.series_boundary = series_boundary
         self.shuffle = _checks.boolean("shuffle", shuffle)
@@ -145,8 +159,10 @@ class StreamBatcher:
         self._sources = series
         self._target_sources = series if target_series is None else target_series
         self._has_targets = self.shift > 0 or target_series is not None
-        self._layout: Literal["split", "whole"] = (
-            "split" if len(series) == 1 and (single or series_boundary == "concat") else "whole"
+        self._layout: Layout = (
+            "split"
+            if len(series) == 1 and (single or series_boundary == "concat")
+            else ("pack" if series_boundary == "pack" else "whole")
         )
         self._lengths = lengths
         self._total_streams = self.batch_size
@@ -341,6 +357,8 @@ class StreamBatcher:
         if not -n <= k < n:
             raise IndexError(f"batch index out of range. Received: {k} for {n} batches")
         k = int(k) % n
+        if self.series_boundary == "pack":
+            return self._packed(k)
         views = self._views()
         if views is not None and k < len(views[0]):
             weight = self._ones if self.return_sequences or views[1] is None else self._ones[:, 0]
@@ -380,7 +398,18 @@ class StreamBatcher:
             yield self[k]
 
     def batch(self, window: Window) -> Batch:
-        """Read the batch that ``window`` (one batch of :attr:`plan`) describes."""
+        """Read the batch that ``window`` (one batch of :attr:`plan`) describes.
+
+        Raises:
+            ValueError: with ``series_boundary="pack"``, whose windows hold several pieces:
+                read ``batches[k]`` instead.
+        """
+        if self.series_boundary == "pack":
+            raise ValueError(
+                "`window` must belong to a plan that is not packed: a packed window holds "
+                "several runs of steps. Received: a window of series_boundary='pack' batches "
+                "(read batches[k] instead)"
+            )
         W = self.sequence_length
         series, start, length = window.series, window.start, window.length
         full = bool(length.min() == W)
@@ -406,6 +435,35 @@ class StreamBatcher:
             y = self._y_reader.read(series, last, (length == W).astype(np.int64), full)[:, 0]
             weight = weight[:, -1]
         return Batch(x, y, weight, window.reset, series, start)
+
+    def _packed(self, k: int) -> Batch:
+        """Batch ``k`` read piece by piece, with the per-step provenance and resets."""
+        B = self.batch_size
+        pieces = self._plan.pieces(k, self._streams)
+        steps = pieces.steps(B, self.sequence_length)
+        weight = (steps.series >= 0).astype(np.float32)
+        y = None
+        if self._has_targets and self.return_sequences and self._y_reader is self._x_reader:
+            x, y = self._x_reader.read_pieces(pieces, B, (0, self.shift))
+        else:
+            (x,) = self._x_reader.read_pieces(pieces, B)
+        if self._has_targets and self.return_sequences and y is None:
+            (y,) = self._y_reader.read_pieces(pieces, B)
+        elif self._has_targets and not self.return_sequences:
+            last = steps.position[:, -1]
+            held = (last >= 0).astype(np.int64)
+            y = self._y_reader.read(steps.series[:, -1], last + self.shift, held, False)[:, 0]
+            weight = weight[:, -1]
+        first = (steps.reset[:, 0], steps.series[:, 0], steps.position[:, 0])
+        return Batch(x, y, weight, *first, steps.reset, steps.series, steps.position)
+
+    def _refuse_packed(self, reader: str) -> None:
+        if self.series_boundary == "pack":
+            raise ValueError(
+                f"{reader} cannot carry the per-step resets of packed batches yet. Received: "
+                "series_boundary='pack' (read batches[k] and its step_reset, or use "
+                "series_boundary='reset')"
+            )
 
     def describe(self) -> str:
         """Say how the data is laid out in streams and where every step went.
@@ -450,6 +508,7 @@ class StreamBatcher:
 
     def to_keras_sequence(self, **kwargs: Any) -> keras.utils.PyDataset:
         """A ``keras.utils.PyDataset`` of these batches; see :class:`seqbatch.keras.StreamSequence`."""
+        self._refuse_packed("The Keras sequence")
         from seqbatch.keras import StreamSequence
 
         return StreamSequence(self, **kwargs)

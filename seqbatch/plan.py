@@ -8,6 +8,9 @@ A plan never touches data. It is built from the number of usable steps of each s
 * ``layout="whole"``: every series is one segment that stays whole in one stream; series are
   dealt onto the streams longest first, each onto the least loaded stream, and every series
   starts on a window boundary.
+* ``layout="pack"``: series are dealt as for ``"whole"`` (by steps rather than windows), and
+  each stream holds its series end to end with no gap: a series starts at any step of a
+  window. A window then holds several runs of steps (:meth:`StreamPlan.pieces`).
 
 A stream is a sequence of segments. Window ``w`` of a segment that starts at step ``s`` holds
 steps ``[s + w * W, s + w * W + length)``, with ``length <= W`` real steps followed by padding.
@@ -16,7 +19,6 @@ A window that starts a segment is a reset; windows that hold no segment are idle
 
 from __future__ import annotations
 
-import heapq
 import numbers
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
@@ -24,8 +26,11 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 
 from seqbatch import _checks
+from seqbatch.deal import deal
+from seqbatch.packing import Packed, Pieces, Steps
+from seqbatch.segments import SegmentIndex
 
-Layout = Literal["split", "whole"]
+Layout = Literal["split", "whole", "pack"]
 Remainder = Literal["drop", "pad"]
 
 
@@ -86,8 +91,10 @@ class StreamPlan:
         batch_size: number of streams.
         sequence_length: steps per window.
         layout: ``"split"`` cuts the only series into ``batch_size`` contiguous segments;
-            ``"whole"`` keeps every series whole in one stream.
-        remainder: ``"drop"`` leaves out the steps after the last full window of each segment;
+            ``"whole"`` keeps every series whole in one stream; ``"pack"`` keeps every series
+            whole in one stream and packs each stream's series end to end.
+        remainder: ``"drop"`` leaves out the steps after the last full window of each segment
+            (with ``layout="pack"``: of each stream, so that every window is full or idle);
             ``"pad"`` keeps them in a last window completed with padding.
         no_target: steps per series that follow its usable ones and have no target (for the
             accounting only).
@@ -131,6 +138,16 @@ class StreamPlan:
         [[0], [1, 2]]
         >>> plan.window(1).series.tolist(), plan.window(1).reset.tolist()
         ([0, 2], [False, True])
+
+        The same series packed: stream 1 holds series 1 then series 2 with no gap, and the
+        second piece of its batch 0 starts series 2 mid-window.
+
+        >>> plan = StreamPlan([4, 2, 2], batch_size=2, sequence_length=3, layout="pack",
+        ...                   remainder="pad")
+        >>> plan.assignment(), len(plan)
+        ([[0], [1, 2]], 2)
+        >>> plan.pieces(0)
+        Pieces(row=array([0, 1, 1]), column=array([0, 0, 2]), series=array([0, 1, 2]), start=array([0, 0, 0]), length=array([3, 2, 1]), reset=array([ True,  True,  True]))
     """
 
     def __init__(
@@ -148,7 +165,7 @@ class StreamPlan:
     ) -> None:
         self.batch_size = _checks.positive_int("batch_size", batch_size)
         self.sequence_length = _checks.positive_int("sequence_length", sequence_length)
-        self.layout = _checks.one_of("layout", layout, ("split", "whole"))
+        self.layout = _checks.one_of("layout", layout, ("split", "whole", "pack"))
         self.remainder = _checks.one_of("remainder", remainder, ("drop", "pad"))
         self.shuffle = _checks.boolean("shuffle", shuffle)
         self.seed = _checks.non_negative_int("seed", seed)
@@ -168,17 +185,14 @@ class StreamPlan:
             raise ValueError(
                 f"`layout='split'` takes exactly one series. Received: {self.lengths.size} series"
             )
-        if self.remainder == "pad":
-            self._refuse_windows_longer_than_every_series()
+        if self.remainder == "pad" and layout != "pack":
+            self._refuse_windows_longer_than(int(self.lengths.max()), "series", "series")
         rng = np.random.default_rng([self.seed, self.epoch]) if shuffle else None
         if layout == "split":
             self._split(rng)
         else:
             self._deal(rng)
         W = self.sequence_length
-        # Segments are ordered by (stream, first window), so these keys are strictly increasing.
-        self._seg_key = self._seg_stream * self._n_batches + self._seg_first
-        self._seg_windows = _ceil_div(self._seg_len, W)
         B = self.batch_size
         # Shared, read-only fields of the full batches of a split layout.
         self._zeros = np.zeros(B, dtype=np.int64)
@@ -197,23 +211,25 @@ class StreamPlan:
             padded=self._n_batches * self.batch_size * W - used,
         )
 
-    def _refuse_windows_longer_than_every_series(self) -> None:
-        """With padding, a window longer than every series would be mostly padding: refuse it.
+    def _refuse_windows_longer_than(self, longest: int, what: str, whats: str) -> None:
+        """With padding, a window longer than every series (packed: every stream's series
+        together) would be mostly padding: refuse it.
 
         Only integer arithmetic: nothing of size ``sequence_length`` is allocated.
         """
-        W, longest = self.sequence_length, int(self.lengths.max())
+        W = self.sequence_length
         if longest >= W:
             return
-        # Every series then fills one window; the streams hold ceil(S / B) windows each.
+        # Every series (or stream) then fills one window; the streams hold ceil(S / B)
+        # windows each, or one when packed or cut from one series.
         n = int(self.lengths.size)
-        batches = 1 if self.layout == "split" else _ceil_div(n, self.batch_size)
+        batches = _ceil_div(n, self.batch_size) if self.layout == "whole" else 1
         slots = batches * self.batch_size * W
         data = int(self.lengths.sum())
         share = 100 * (slots - data) / slots
         raise ValueError(
-            "`sequence_length` must not exceed the longest series when remainder='pad'. "
-            f"Received: sequence_length={W} for series of at most {longest} usable steps: the "
+            f"`sequence_length` must not exceed the longest {what} when remainder='pad'. "
+            f"Received: sequence_length={W} for {whats} of at most {longest} usable steps: the "
             f"batches would hold {data} steps of data and {slots - data} slots of padding "
             f"({f'{share:.2f}%' if share < 99.99 else 'over 99.99%'} padding)"
         )
@@ -256,6 +272,7 @@ class StreamPlan:
         self._seg_series = np.zeros(B, dtype=np.int64)
         self._seg_first = np.zeros(B, dtype=np.int64)
         self._seg_len = seg_len
+        self._seg_windows = _ceil_div(seg_len, W)
         self._seg_start = self.offset + np.concatenate(([0], np.cumsum(seg_len)[:-1]))
         self.stride = int(seg_len[0]) if (seg_len == seg_len[0]).all() else None
         self.full_batches = int(seg_len.min()) // W
@@ -265,13 +282,16 @@ class StreamPlan:
         B, W = self.batch_size, self.sequence_length
         S = lengths.size
         if S < B:
+            boundary = "pack" if self.layout == "pack" else "reset"
             raise ValueError(
                 "`batch_size` must not exceed the number of series when "
-                "series_boundary='reset', since a series never leaves its stream. "
+                f"series_boundary='{boundary}', since a series never leaves its stream. "
                 f"Received: batch_size={B} for {S} series (pass one array to cut it into "
                 "streams, or series_boundary='concat')"
             )
-        if self.remainder == "drop":
+        if self.layout == "pack":
+            seg_len = units = lengths
+        elif self.remainder == "drop":
             short = np.flatnonzero(lengths < W)
             if short.size:
                 i = int(short[0])
@@ -281,37 +301,48 @@ class StreamPlan:
                     f"{int(lengths[i])} usable steps (use remainder='pad' to keep it)"
                 )
             seg_len = lengths // W * W
+            units = seg_len // W
         else:
-            seg_len = lengths.copy()
-        windows = _ceil_div(seg_len, W)
-        # Longest first onto the least loaded stream (ties: lowest stream). Equal lengths are
-        # interchangeable, so shuffling only their order keeps the loads, hence len(), fixed.
-        tie = rng.permutation(S) if rng is not None else np.arange(S)
-        stream_of = np.empty(S, dtype=np.int64)
-        heap = [(0, s) for s in range(B)]
-        for idx in np.lexsort((tie, -windows)).tolist():
-            load, s = heap[0]
-            stream_of[idx] = s
-            heapq.heapreplace(heap, (load + int(windows[idx]), s))
-        within = np.arange(S)
-        if rng is not None:
-            stream_of = rng.permutation(B)[stream_of]
-            within = rng.permutation(S)
-        order = np.lexsort((within, stream_of))
-        seg_stream = stream_of[order]
-        seg_windows = windows[order]
-        ends = np.cumsum(seg_windows)
-        first_of_stream = np.searchsorted(seg_stream, seg_stream, side="left")
-        base = np.where(first_of_stream > 0, ends[first_of_stream - 1], 0)
+            seg_len = lengths
+            units = _ceil_div(seg_len, W)
+        # Longest first onto the least loaded stream (ties: lowest stream), by windows, or by
+        # steps when packed. Equal sizes are interchangeable, so shuffling only their order
+        # keeps the loads, hence len(), fixed.
+        order, seg_stream, loads = deal(units, B, rng)
         self.offset = 0
-        self._n_batches = max(load for load, _ in heap)
-        self._seg_stream = seg_stream
-        self._seg_series = order.astype(np.int64)
-        self._seg_first = ends - seg_windows - base
-        self._seg_len = seg_len[order]
-        self._seg_start = np.zeros(S, dtype=np.int64)
         self.stride = None
         self.full_batches = 0
+        if self.layout == "pack":
+            if self.remainder == "pad":
+                self._refuse_windows_longer_than(int(loads.max()), "stream", "streams")
+            drop = self.remainder == "drop"
+            packed = Packed(lengths, order, seg_stream, batch_size=B, sequence_length=W, drop=drop)
+            self._packed = packed
+            self._n_batches = packed.n_batches
+            self._seg_stream = packed.seg_stream
+            self._seg_series = packed.seg_series
+            self._seg_len = packed.seg_len
+            return
+        # One row per segment, so that looking a window up reads one cache line, not one per
+        # field: with millions of series, the fields no longer fit in the caches.
+        rows = np.empty((S, 5), dtype=np.int64)
+        self._seg_stream, self._seg_series, self._seg_first, self._seg_windows, self._seg_len = (
+            rows.T
+        )
+        self._seg_stream[:] = seg_stream
+        self._seg_series[:] = order
+        np.take(units, order, out=self._seg_windows, mode="clip")
+        np.take(seg_len, order, out=self._seg_len, mode="clip")
+        starts = np.searchsorted(seg_stream, np.arange(B))
+        del order, seg_stream, units
+        np.cumsum(self._seg_windows, out=self._seg_first)
+        self._seg_first -= self._seg_windows
+        self._seg_first -= self._seg_first[starts][self._seg_stream]
+        self._seg_start = np.broadcast_to(np.int64(0), (S,))
+        self._n_batches = int(loads.max())
+        self._index = SegmentIndex(
+            self._seg_first, np.zeros(B, np.int64), self._seg_stream, self._n_batches
+        )
 
     def __len__(self) -> int:
         return self._n_batches
@@ -344,7 +375,17 @@ class StreamPlan:
         """Every window of the epoch at once: arrays of shape ``(len(plan), batch_size)``.
 
         Costs memory proportional to ``len(plan) * batch_size``.
+
+        Raises:
+            ValueError: with ``layout="pack"``, whose windows hold several runs of steps that
+                one window per (batch, stream) cannot describe: read :meth:`pieces` instead.
         """
+        if self.layout == "pack":
+            raise ValueError(
+                "`table()` gives one run of steps per window, and a packed window holds "
+                "several. Received: a plan with layout='pack' (read pieces(k) or steps(k) "
+                "batch by batch)"
+            )
         ks = np.arange(self._n_batches, dtype=np.int64)[:, None]
         return Window(*self._lookup(ks, np.arange(self.batch_size, dtype=np.int64)))
 
@@ -352,16 +393,60 @@ class StreamPlan:
         self, k: np.ndarray | np.int64, streams: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         W = self.sequence_length
-        if self.layout == "split":
-            j = streams
-        else:
-            j = np.searchsorted(self._seg_key, streams * self._n_batches + k, side="right") - 1
+        if self.layout == "pack":
+            return self._packed.window(k, streams)[:4]
+        j = streams if self.layout == "split" else self._index.find(streams, k)
         w = k - self._seg_first[j]
         held = (self._seg_stream[j] == streams) & (w < self._seg_windows[j])
         length = np.where(held, np.minimum(self._seg_len[j] - w * W, W), 0)
         start = np.where(held, self._seg_start[j] + w * W, -1)
         series = np.where(held, self._seg_series[j], -1)
         return series, start, length, held & (w == 0)
+
+    def pieces(self, k: int, streams: slice = slice(None)) -> Pieces:
+        """The runs of steps that batch ``k`` holds, for the streams asked for.
+
+        With ``layout="pack"`` a window holds one piece per series it reaches; otherwise one
+        piece per window that holds data. Rows count from the first stream asked for.
+
+        Args:
+            k: the batch index, ``0 <= k < len(plan)``.
+            streams: the streams to return, a slice of ``range(batch_size)``.
+
+        Returns:
+            A :class:`Pieces`, ordered by row then column.
+        """
+        if self.layout == "pack":
+            self.window(k, slice(0, 0))  # the checks of window(), at no cost
+            lo, hi, step = streams.indices(self.batch_size)
+            return self._packed.pieces(k, np.arange(lo, hi, step, dtype=np.int64))
+        w = self.window(k, streams)
+        row = np.flatnonzero(w.length)
+        zeros = np.zeros(row.size, dtype=np.int64)
+        return Pieces(row, zeros, w.series[row], w.start[row], w.length[row], w.reset[row])
+
+    def steps(self, k: int, streams: slice = slice(None)) -> Steps:
+        """Where every step of batch ``k`` comes from: :meth:`pieces`, step by step.
+
+        Examples:
+            >>> plan = StreamPlan([4, 2, 2], batch_size=2, sequence_length=3, layout="pack",
+            ...                   remainder="pad")
+            >>> plan.steps(1).series.tolist(), plan.steps(1).reset.tolist()
+            ([[0, -1, -1], [2, -1, -1]], [[False, False, False], [False, False, False]])
+        """
+        lo, hi, step = streams.indices(self.batch_size)
+        return self.pieces(k, streams).steps(len(range(lo, hi, step)), self.sequence_length)
+
+    def stream_steps(self) -> np.ndarray:
+        """``(batch_size,)`` int64: the steps of data each stream holds in this epoch.
+
+        Examples:
+            >>> StreamPlan([4, 2, 2], batch_size=2, sequence_length=3, layout="pack",
+            ...            remainder="pad").stream_steps().tolist()
+            [4, 4]
+        """
+        steps = np.bincount(self._seg_stream, weights=self._seg_len, minlength=self.batch_size)
+        return steps.astype(np.int64)
 
     def assignment(self) -> list[list[int]]:
         """The series each stream holds, in the order it holds them."""
@@ -392,15 +477,19 @@ class StreamPlan:
         how = {
             "split": "one series cut into contiguous streams",
             "whole": f"{self.lengths.size} series dealt whole onto the streams",
+            "pack": f"{self.lengths.size} series packed end to end in the streams",
         }[self.layout]
         epoch = f"epoch {self.epoch}"
         if self.shuffle:
             epoch += f", shuffled; varies by epoch: {self.varies()}"
+        resets = f"{self._seg_len.size}"
+        if self.layout == "pack":
+            resets += f", {self._packed.resets_inside_windows()} of them inside a window"
         return "\n".join(
             [
                 f"layout: {how} ({epoch})",
                 f"batches: {len(self)} of {self.batch_size} streams x "
-                f"{self.sequence_length} steps; resets: {self._seg_len.size}",
+                f"{self.sequence_length} steps; resets: {resets}",
                 f"steps: {a.total} in the data = {a.used} used + {a.no_target} without target"
                 f" + {a.before_offset} before the offset + {a.dropped} dropped "
                 f"(remainder={self.remainder!r})",

@@ -13,9 +13,12 @@ import mmap
 import numbers
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from seqbatch.plan import Pieces
 
 _NUMERIC_KINDS = "biufc"
 
@@ -380,3 +383,43 @@ class WindowReader:
             s, n = int(start[i]), int(length[i])
             out[i, :n] = self.sources[int(series[i])][s : s + n]
         return out
+
+    def read_pieces(
+        self, pieces: Pieces, rows: int, shifts: tuple[int, ...] = (0,)
+    ) -> list[np.ndarray]:
+        """Each piece's steps at its row and columns, zeros elsewhere: once per shift.
+
+        One slice of each piece's series covers every shift, so a lazy source is read once.
+
+        Args:
+            pieces: the runs of steps of one batch (:class:`seqbatch.packing.Pieces`).
+            rows: the rows of the batch.
+            shifts: non-negative; for each ``shift``, read steps ``[start + shift, start +
+                shift + length)`` of each piece's series (``shift`` steps ahead: the targets).
+
+        Returns:
+            One new array of shape ``(rows, width, *features)`` per shift.
+
+        Examples:
+            >>> from seqbatch.packing import Pieces
+            >>> p = Pieces(*(np.array(c) for c in ([0, 0], [0, 2], [0, 1], [4, 0], [2, 1])),
+            ...            np.array([False, True]))
+            >>> reader = WindowReader([np.arange(10), 100 + np.arange(5)], 3)
+            >>> [a.tolist() for a in reader.read_pieces(p, 1, (0, 1))]
+            [[[4, 5, 100]], [[5, 6, 101]]]
+        """
+        # One allocation for every shift, not one each: freeing two large blocks can make
+        # malloc return them to the system, and the next batch then faults its pages in anew.
+        outs = np.empty((len(shifts), rows, *self.shape), self.dtype)
+        # Rows of steps, one after another: a piece is one run of them.
+        flat = outs.reshape(len(shifts), rows * self.width, *self.shape[1:])
+        extra = max(shifts)
+        first = pieces.row * self.width + pieces.column
+        runs = (a.tolist() for a in (first, pieces.series, pieces.start, pieces.length))
+        for at, series, start, length in zip(*runs, strict=True):
+            steps = self.sources[series][start : start + length + extra]
+            for out, shift in zip(flat, shifts, strict=True):
+                out[at : at + length] = steps[shift : shift + length]
+        real = np.bincount(pieces.row, weights=pieces.length, minlength=rows)
+        outs[:, np.arange(self.width) >= real[:, None]] = 0
+        return list(outs)

@@ -228,3 +228,111 @@ def next_code(code: int, lengths: list[int], concat: bool) -> int:
         return code + 1
     assert concat and s + 1 < len(lengths), "a target past the end of the data"
     return SERIES_STRIDE * (s + 2)
+
+
+def check_packed_epoch(
+    batches: seqbatch.StreamBatcher,
+    lengths: Sequence[int],
+    *,
+    features: tuple[int, ...],
+    shift: int,
+    target_arrays: bool,
+    single: bool,
+) -> dict[str, int]:
+    """Assert the invariant of packed batches (DESIGN.md, "Packed layouts") over one epoch.
+
+    Everything is decoded from what a user sees: ``x``, ``y``, ``sample_weight`` and the
+    per-window and per-step provenance and resets of each batch. Each stream is walked step by
+    step across the batches of the epoch.
+
+    Args:
+        batches: a batcher with ``series_boundary="pack"`` (its current epoch is checked).
+        lengths: steps of each series of the data (before any shift).
+        features: feature shape of the data.
+        shift: steps ahead of the target (0 for target arrays or no targets).
+        target_arrays: targets are arrays holding ``-code``.
+        single: the data was one array, cut into streams.
+    """
+    B, W = batches.batch_size, batches.sequence_length
+    usable = [n - shift for n in lengths]
+    has_targets = shift > 0 or target_arrays
+    prev = np.full(B, -1)  # code of each stream's last real step so far, -1 before its first
+    ended = np.zeros(B, dtype=bool)  # the stream has shown padding: it holds no more data
+    seen: list[np.ndarray] = []
+    n = len(batches)
+    assert n >= 1
+    for k in range(n):
+        b = batches[k]
+        assert b.x.shape == (B, W, *features)
+        assert b.reset.shape == b.series.shape == b.position.shape == (B,)
+        for steps in (b.step_reset, b.step_series, b.step_position):
+            assert steps is not None and steps.shape == (B, W)
+        assert b.step_reset.dtype == bool and b.step_series.dtype == np.int64
+        real = decode_real(b.x, features)
+        held = real >= 0
+        n_real = held.sum(axis=1)
+        # Padding only at a stream's end: it ends a window, and no data follows it.
+        assert np.array_equal(held, np.arange(W) < n_real[:, None]), "padding before data"
+        assert not (ended & (n_real > 0)).any(), f"batch {k}: data after a stream's padding"
+        assert not b.x[~held].any(), "padding is not zero"
+        ended |= n_real < W
+        if batches.remainder == "drop":
+            assert set(n_real.tolist()) <= {0, W}, "remainder='drop': a window is partial"
+        if batches.return_sequences or not has_targets:
+            assert b.sample_weight.shape == (B, W) and b.sample_weight.dtype == np.float32
+            assert np.array_equal(b.sample_weight, held.astype(np.float32))
+        else:
+            assert np.array_equal(b.sample_weight, held[:, -1].astype(np.float32))
+        # Provenance of every step, and of each window's first step.
+        s, t = np.divmod(real, SERIES_STRIDE)
+        assert np.array_equal(b.step_series, np.where(held, s - 1, -1))
+        assert np.array_equal(b.step_position, np.where(held, t, -1))
+        assert np.array_equal(b.series, b.step_series[:, 0])
+        assert np.array_equal(b.position, b.step_position[:, 0])
+        assert np.array_equal(b.reset, b.step_reset[:, 0])
+        assert not (b.step_reset & ~held).any(), "a flag on padding"
+        # Continuity step by step, across batches too: a step continues the stream's previous
+        # step unless it is flagged; a flag follows only the last usable step of a series and
+        # starts a series at its step 0 (a stream cut from one array starts anywhere).
+        for j in range(W):
+            for i in np.flatnonzero(held[:, j]).tolist():
+                code, flag = int(real[i, j]), bool(b.step_reset[i, j])
+                series, step = split(code)
+                assert step < usable[series], f"batch {k} stream {i}: {code} has no target"
+                if prev[i] < 0:
+                    assert flag, f"batch {k} stream {i}: the stream's first step is not flagged"
+                    assert single or step == 0, f"batch {k} stream {i}: a series starts at {step}"
+                else:
+                    p_series, p_step = split(int(prev[i]))
+                    p_ended = p_step + 1 == usable[p_series]
+                    if flag:
+                        assert p_ended, f"batch {k} stream {i}: reset after {prev[i]}, mid-series"
+                        assert step == 0, f"batch {k} stream {i}: a series starts at {step}"
+                    else:
+                        assert not p_ended and code == prev[i] + 1, (
+                            f"batch {k} stream {i}: {prev[i]} then {code}, not flagged"
+                        )
+                prev[i] = code
+        check_targets(batches, b, real, held, features, shift, target_arrays, False, list(lengths))
+        seen.append(real[held])
+
+    used = np.concatenate(seen)
+    assert len(np.unique(used)) == len(used), "a step is an input twice"
+    a = batches.plan.accounting
+    assert a.total == sum(lengths)
+    assert a.used + a.no_target + a.before_offset + a.dropped == a.total
+    assert a.no_target == shift * len(lengths)
+    if batches.streams == range(batches.plan.batch_size):
+        assert a.used == len(used)
+        assert a.padded == n * B * W - len(used)
+        if batches.remainder == "pad" and not single:
+            every = {SERIES_STRIDE * (s + 1) + t for s, u in enumerate(usable) for t in range(u)}
+            assert set(used.tolist()) == every, "remainder='pad' left out a step"
+    assert 0 <= a.before_offset < W
+    # A shuffled cut of one series leaves out W - 1 steps, before and after it.
+    cut_slack = W - 1 if batches.shuffle and batches.plan.layout == "split" else 0
+    if batches.remainder == "pad":
+        assert a.before_offset + a.dropped == cut_slack
+    else:
+        assert a.before_offset + a.dropped < batches.plan.batch_size * W + cut_slack
+    return {"used": len(used), "batches": n}

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from benchmarks import packing, plan_scale
 from benchmarks.sizes import QUICK
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,7 +33,17 @@ def test_quick_run_prints_every_row_and_draws_the_figure(tmp_path: Path) -> None
     rows = results["rows"]
     counts = {
         section: sum(r["section"] == section for r in rows)
-        for section in ("numpy", "keras", "tf.data", "torch", "memory", "scaling", "grid")
+        for section in (
+            "numpy",
+            "keras",
+            "tf.data",
+            "torch",
+            "memory",
+            "packing",
+            "plan",
+            "scaling",
+            "grid",
+        )
     }
     assert counts == {
         "numpy": 8,
@@ -40,6 +51,9 @@ def test_quick_run_prints_every_row_and_draws_the_figure(tmp_path: Path) -> None
         "tf.data": 5,
         "torch": 2,
         "memory": 6,
+        "packing": 2 * len(packing.DISTRIBUTIONS),
+        # Build time and memory, and one lookup, per number of series; two shard rows.
+        "plan": len(plan_scale.LAYOUTS) * (3 * len(QUICK.plan_series) + 2),
         "scaling": 2 * len(QUICK.series_lengths),
         # No quick cell reaches 64 KB, so only the two tf.data worst-cell rows.
         "grid": 2,

@@ -59,7 +59,8 @@ CASES: list[tuple[str, dict[str, Any], type[Exception], str]] = [
         "unknown series boundary",
         {"series_boundary": "join"},
         ValueError,
-        "`series_boundary` must be one of 'reset', 'concat'. Received: series_boundary='join'",
+        "`series_boundary` must be one of 'reset', 'concat', 'pack'. Received: "
+        "series_boundary='join'",
     ),
     (
         "truthy shuffle",

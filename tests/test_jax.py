@@ -85,7 +85,7 @@ def test_records_read_from_threads_in_any_order_are_the_same() -> None:
 
 def test_the_first_epoch_is_the_batchers_and_targets_are_optional() -> None:
     batches = seqbatch.StreamBatcher(
-        np.arange(60.0), None, batch_size=2, sequence_length=5, shuffle=True, seed=3
+        np.arange(64.0), None, batch_size=2, sequence_length=5, shuffle=True, seed=3
     )
     batches.set_epoch(5)
     source = StreamSource(batches, epochs=2)

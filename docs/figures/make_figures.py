@@ -81,7 +81,8 @@ def draw_batches(svg: Svg, batches: seqbatch.StreamBatcher, top: float, colour_b
     """Draw every batch of an epoch as a column of windows; return the bottom edge.
 
     A cell is one step and shows the value of ``x`` there (the test data is its own step
-    number). Padding is hatched, an idle stream is blank, a reset is a red bar on the left.
+    number). Padding is hatched, an idle stream is blank, a reset is a red bar on the left of
+    the step it comes before (packed batches: of any step, else of the window).
     """
     W = batches.sequence_length
     width = W * CELL
@@ -94,9 +95,10 @@ def draw_batches(svg: Svg, batches: seqbatch.StreamBatcher, top: float, colour_b
         for i in range(batches.batch_size):
             y0 = top + i * (CELL + ROW_GAP)
             series = int(b.series[i])
-            colour = PALETTE[(i if colour_by == "stream" else series) % len(PALETTE)]
             for j in range(W):
                 cx = x0 + j * CELL
+                step_series = series if b.step_series is None else int(b.step_series[i, j])
+                colour = PALETTE[(i if colour_by == "stream" else step_series) % len(PALETTE)]
                 if series < 0:
                     svg.rect(cx + 1, y0 + 1, CELL - 2, CELL - 2, "#ffffff", idle=True)
                 elif b.sample_weight[i, j] == 0:
@@ -104,8 +106,10 @@ def draw_batches(svg: Svg, batches: seqbatch.StreamBatcher, top: float, colour_b
                 else:
                     svg.rect(cx, y0, CELL, CELL, colour)
                     svg.text(cx + CELL / 2, y0 + 12.5, str(int(b.x[i, j])), size=8, fill="#ffffff")
-            if b.reset[i]:
-                svg.line(x0 + 1.5, y0 - 2, x0 + 1.5, y0 + CELL + 2, RESET, 3)
+            flags = b.reset[i : i + 1] if b.step_reset is None else b.step_reset[i]
+            for j in np.flatnonzero(flags).tolist():
+                cx = x0 + j * CELL
+                svg.line(cx + 1.5, y0 - 2, cx + 1.5, y0 + CELL + 2, RESET, 3)
     for i in range(batches.batch_size):
         svg.text(LEFT - 10, top + i * (CELL + ROW_GAP) + 12.5, f"stream {i}", anchor="end")
     return top + batches.batch_size * (CELL + ROW_GAP)
@@ -226,9 +230,50 @@ def unequal_series() -> str:
     return svg.render(width, bottom + 30, "Six unequal series dealt onto 3 streams")
 
 
+def packed_series() -> str:
+    """The six series of :func:`unequal_series`, packed end to end in each stream."""
+    lengths = [10, 7, 6, 5, 3, 2]
+    data = [np.arange(n) for n in lengths]
+    shape = dict(targets=None, batch_size=3, sequence_length=3, remainder="pad")
+    reset = seqbatch.StreamBatcher(data, **shape)
+    batches = seqbatch.StreamBatcher(data, series_boundary="pack", **shape)
+    svg = Svg()
+    svg.text(
+        LEFT,
+        16,
+        "series_boundary='pack': each stream holds its series end to end; a series starts at "
+        "any step",
+        anchor="start",
+        size=11,
+        weight="bold",
+    )
+    bottom = draw_batches(svg, batches, 24, colour_by="series")
+    padded = [b.plan.accounting.padded for b in (batches, reset)]
+    svg.text(
+        LEFT,
+        bottom + 8,
+        f"{len(batches)} batches and {padded[0]} padded slots, where series_boundary='reset' "
+        f"takes {len(reset)} batches and pads {padded[1]} slots",
+        anchor="start",
+        size=10,
+    )
+    legend(
+        svg,
+        LEFT,
+        bottom + 22,
+        [("reset", "reset: state zeroed before this step"), ("pad", "padding: sample_weight 0")],
+    )
+    width = LEFT + len(batches) * (3 * CELL + BATCH_GAP) + 300
+    return svg.render(width, bottom + 46, "Six unequal series packed onto 3 streams")
+
+
 def figures() -> dict[str, str]:
     """Every picture, by file name."""
-    return {"one-series.svg": one_series(), "unequal-series.svg": unequal_series()}
+    return {
+        "one-series.svg": one_series(),
+        "unequal-series.svg": unequal_series(),
+        "packed-series.svg": packed_series(),
+    }
 
 
 def main() -> int:

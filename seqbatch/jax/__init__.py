@@ -3,7 +3,7 @@
 * :class:`StreamSource` serves the batches of several epochs of a
   :class:`~seqbatch.StreamBatcher` as records of a random-access source (grain's
   ``RandomAccessDataSource`` protocol; grain itself is optional), each epoch with its own
-  layout, and :meth:`StreamSource.in_order` refuses any pipeline that reorders them.
+  layout, and :meth:`seqbatch.jax.StreamSource.in_order` refuses any pipeline that reorders them.
 * :func:`reset_rows` zeroes the carried state of exactly the streams that start a new series,
   inside a jitted step; :func:`weighted_mean` averages a loss over real steps only.
 

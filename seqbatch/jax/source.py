@@ -4,7 +4,7 @@ Record ``i`` is a pure function of ``i``: batch ``i % n`` of epoch ``first_epoch
 so any reader that keeps the order of the indices (grain's threads, its ``mp_prefetch``
 worker processes, a plain loop) serves every epoch's layout with no state to pass around.
 Readers that do not keep the order (a shuffle, a slice with a step) are caught where the
-records are used, by :meth:`StreamSource.in_order`. Nothing here imports JAX or grain.
+records are used, by :meth:`seqbatch.jax.StreamSource.in_order`. Nothing here imports JAX or grain.
 """
 
 from __future__ import annotations

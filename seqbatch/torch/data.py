@@ -74,6 +74,10 @@ class TensorBatch:
         reset: ``(B,)`` bool, the stream starts a new series: zero its state first.
         series: ``(B,)`` int64, the series each window reads, ``-1`` for an idle stream.
         position: ``(B,)`` int64, the step at which each window starts, ``-1`` if idle.
+        step_reset: ``(B, W)`` bool for packed batches (``series_boundary="pack"``), else
+            None: zero the stream's state right before each flagged step.
+        step_series: ``(B, W)`` int64 for packed batches, else None: the series of each step.
+        step_position: ``(B, W)`` int64 for packed batches, else None: the step of that series.
 
     Examples:
         >>> import numpy as np, seqbatch
@@ -92,6 +96,9 @@ class TensorBatch:
     reset: torch.Tensor
     series: torch.Tensor
     position: torch.Tensor
+    step_reset: torch.Tensor | None = None
+    step_series: torch.Tensor | None = None
+    step_position: torch.Tensor | None = None
 
     @classmethod
     def from_batch(cls, batch: Batch, *, shared: bool = False) -> TensorBatch:
@@ -111,7 +118,7 @@ class TensorBatch:
             if shared
             else [_tensor(a) for a in present.values()]
         )
-        made: dict[str, Any] = {"y": None}  # y is the field that may be absent
+        made: dict[str, Any] = {"y": None}  # y and the step fields may be absent
         made.update(zip(present, tensors, strict=True))
         return cls(**made)
 
@@ -238,11 +245,11 @@ class StreamDataset(torch.utils.data.Dataset[TensorBatch]):
 
     @property
     def epoch(self) -> int:
-        """The epoch that the next pass of :attr:`sampler` reads."""
+        """The epoch that the next pass of ``sampler`` reads."""
         return self.sampler.epoch
 
     def set_epoch(self, epoch: int) -> None:
-        """Make the next pass of :attr:`sampler` read epoch ``epoch``, a non-negative int."""
+        """Make the next pass of ``sampler`` read epoch ``epoch``, a non-negative int."""
         self.sampler.set_epoch(epoch)
 
     def __len__(self) -> int:

@@ -42,7 +42,7 @@ def reset_rows(state: State, reset: Any, *, dim: int) -> State:
 
     Args:
         state: the state; ``None`` stays ``None``.
-        reset: ``(B,)`` bool flags, such as :attr:`TensorBatch.reset`.
+        reset: ``(B,)`` bool flags, such as ``TensorBatch.reset``.
         dim: the batch axis of each tensor of ``state``; negative counts from the end.
 
     Returns:
@@ -113,7 +113,7 @@ def weighted_mean(values: torch.Tensor, sample_weight: torch.Tensor) -> torch.Te
     Args:
         values: per-step values, such as a loss with ``reduction="none"``; the shape of
             ``sample_weight``: reduce any other axes first.
-        sample_weight: :attr:`TensorBatch.sample_weight`, ``(B, W)`` or ``(B,)``.
+        sample_weight: ``TensorBatch.sample_weight``, ``(B, W)`` or ``(B,)``.
 
     Returns:
         A scalar tensor of the dtype of ``values``.

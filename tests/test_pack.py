@@ -1,0 +1,442 @@
+"""Packed layouts (``series_boundary="pack"``): the invariant of DESIGN.md "Packed layouts".
+
+Property tests draw a dataset, the arguments, a seed and an epoch, decide from the rules alone
+whether the data can fill the streams, and walk whole epochs through ``check_packed_epoch``,
+which decodes every step from what a user sees. Tables of exact batches follow, to check by
+eye: series ``s`` holds ``1000 * (s + 1) + step``.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import event, given, note
+from hypothesis import strategies as st
+
+import seqbatch
+from tests.encoded import check_packed_epoch, encoded_series
+from tests.test_invariant import DTYPES, FEATURES, Case, SliceOnly
+from tests.test_sources import CountingSource
+
+FIELDS = (
+    "x",
+    "y",
+    "sample_weight",
+    "reset",
+    "series",
+    "position",
+    "step_reset",
+    "step_series",
+    "step_position",
+)
+
+
+def one_by_one_loads(sizes: list[int], streams: int) -> list[int]:
+    """The loads of the streams, each item in turn onto the least loaded one (a heap)."""
+    heap = [(0, s) for s in range(streams)]
+    for size in sorted(sizes, reverse=True):
+        load, s = heapq.heappop(heap)
+        heapq.heappush(heap, (load + size, s))
+    return sorted(load for load, _ in heap)
+
+
+@dataclass
+class PackCase(Case):
+    def build(self) -> seqbatch.StreamBatcher:
+        return seqbatch.StreamBatcher(
+            self.data(),
+            self.target_arg(),
+            batch_size=self.batch_size,
+            sequence_length=self.sequence_length,
+            return_sequences=self.return_sequences,
+            remainder=self.remainder,  # type: ignore[arg-type]
+            series_boundary="pack",
+            shuffle=self.shuffle,
+            seed=self.seed,
+        )
+
+    @property
+    def usable(self) -> list[int]:
+        return [n - self.shift for n in self.lengths]
+
+    def fillable(self) -> bool:
+        """Whether the data can fill the streams: decided from the rules, not the code."""
+        B, W = self.batch_size, self.sequence_length
+        if self.single:
+            n = self.usable[0]
+            # A shuffled cut starts up to W - 1 steps in, and always holds n - (W - 1) steps.
+            cut = n - (W - 1) if self.shuffle else n
+            if self.remainder == "pad":
+                return n >= W and cut >= B
+            return cut >= B * W
+        if min(self.usable) < 1 or len(self.lengths) < B:
+            return False
+        loads = one_by_one_loads(self.usable, B)
+        # Padded: a window longer than every stream is refused; dropped: every stream fills one.
+        return max(loads) >= W if self.remainder == "pad" else min(loads) >= W
+
+    def check(self, batches: seqbatch.StreamBatcher) -> dict[str, int]:
+        return check_packed_epoch(
+            batches,
+            self.lengths,
+            features=self.features,
+            shift=self.shift,
+            target_arrays=self.targets == "arrays",
+            single=self.single,
+        )
+
+
+@st.composite
+def packed_cases(draw: st.DrawFn, single: bool | None = None) -> PackCase:
+    if single is None:
+        single = draw(st.integers(0, 4)) == 0
+    if single:
+        lengths = [draw(st.integers(1, 300))]
+    else:
+        lengths = draw(st.lists(st.integers(1, 40), min_size=1, max_size=14))
+    return PackCase(
+        lengths=lengths,
+        single=single,
+        concat=False,
+        features=draw(st.sampled_from(FEATURES)),
+        dtype=draw(st.sampled_from(DTYPES)),
+        batch_size=draw(st.integers(1, 6)),
+        sequence_length=draw(st.integers(1, 12)),
+        targets=draw(st.sampled_from([None, "next", 1, 2, 3, "arrays"])),
+        remainder=draw(st.sampled_from(["drop", "pad"])),
+        return_sequences=draw(st.booleans()),
+        shuffle=draw(st.booleans()),
+        seed=draw(st.integers(0, 2**32 - 1)),
+        epoch=draw(st.integers(0, 5)),
+        lazy=draw(st.booleans()),
+    )
+
+
+def same(a: seqbatch.Batch, b: seqbatch.Batch) -> None:
+    for field in FIELDS:
+        va, vb = getattr(a, field), getattr(b, field)
+        assert (va is None and vb is None) or np.array_equal(va, vb), field
+
+
+@given(packed_cases())
+def test_every_packed_epoch_keeps_the_invariant(case: PackCase) -> None:
+    note(repr(case))
+    event("fillable" if case.fillable() else "cannot fill the streams")
+    if not case.fillable():
+        with pytest.raises(ValueError, match="Received"):
+            case.build()
+        return
+    batches = case.build()
+    batches.set_epoch(case.epoch)
+    note(repr(case.check(batches)))
+
+
+@given(packed_cases(single=False))
+def test_a_series_never_leaves_its_stream_and_the_deal_is_longest_first(case: PackCase) -> None:
+    case.remainder = "pad"
+    if not case.fillable():
+        return
+    batches = case.build()
+    batches.set_epoch(case.epoch)
+    stream_of: dict[int, set[int]] = {}
+    steps = np.zeros(case.batch_size, dtype=np.int64)
+    for b in batches:
+        assert b.step_series is not None
+        for i, row in enumerate(b.step_series.tolist()):
+            for s in set(row) - {-1}:
+                stream_of.setdefault(s, set()).add(i)
+        steps += (b.step_series >= 0).sum(axis=1)
+    assert sorted(stream_of) == list(range(len(case.lengths)))
+    assert all(len(streams) == 1 for streams in stream_of.values())
+    # By steps, exactly the loads of dealing one series at a time, longest first onto the
+    # least loaded stream: the most loaded stream at most one series above the mean.
+    assert sorted(steps.tolist()) == one_by_one_loads(case.usable, case.batch_size)
+    W, total = case.sequence_length, sum(case.usable)
+    assert len(batches) == -(-int(steps.max()) // W)
+    assert steps.max() <= total / case.batch_size + max(case.usable)
+
+
+@given(packed_cases(), st.data())
+def test_packed_shards_are_disjoint_and_their_union_is_the_batch(
+    case: PackCase, data: st.DataObject
+) -> None:
+    if not case.fillable():
+        return
+    batches = case.build()
+    divisors = [c for c in range(1, case.batch_size + 1) if case.batch_size % c == 0]
+    count = data.draw(st.sampled_from(divisors))
+    shards = [batches.shard(i, count) for i in range(count)]
+    for s in [*shards, batches]:
+        s.set_epoch(case.epoch)
+    assert all(len(s) == len(batches) for s in shards)
+    for k in range(len(batches)):
+        whole = batches[k]
+        parts = [s[k] for s in shards]
+        for field in FIELDS:
+            if getattr(whole, field) is None:
+                assert all(getattr(p, field) is None for p in parts)
+                continue
+            joined = np.concatenate([getattr(p, field) for p in parts])
+            assert np.array_equal(joined, getattr(whole, field)), field
+    for s in shards:
+        case.check(s)
+
+
+@given(packed_cases(), st.data())
+def test_a_packed_batch_is_a_pure_function_of_seed_epoch_and_index(
+    case: PackCase, data: st.DataObject
+) -> None:
+    if not case.fillable():
+        return
+    first = case.build()
+    first.set_epoch(case.epoch)
+    in_order = [first[k] for k in range(len(first))]
+    second = case.build()
+    second.set_epoch(case.epoch + 1)
+    second.set_epoch(case.epoch)  # a resumed run: back to the same epoch
+    for k in data.draw(st.permutations(range(len(first)))):
+        same(in_order[k], second[k])
+        same(in_order[k], first[k - len(first)])
+
+
+@given(packed_cases(single=False))
+def test_shuffle_keeps_the_number_of_batches(case: PackCase) -> None:
+    case.shuffle = True
+    if not case.fillable():
+        return
+    batches = case.build()
+    sizes = set()
+    for epoch in (0, 1, case.epoch + 2):
+        batches.set_epoch(epoch)
+        sizes.add(len(batches))
+        case.check(batches)
+    assert len(sizes) == 1
+
+
+def test_shuffle_changes_the_deal_and_the_order_from_epoch_to_epoch() -> None:
+    series = [encoded_series(s, 5 + s % 4, (), "int64") for s in range(12)]
+    batches = seqbatch.StreamBatcher(
+        series, None, batch_size=3, sequence_length=4, series_boundary="pack", shuffle=True, seed=7
+    )
+    layouts = set()
+    for epoch in range(6):
+        batches.set_epoch(epoch)
+        layouts.add(tuple(tuple(s) for s in batches.plan.assignment()))
+    assert len(layouts) > 1
+
+
+# Tables to check by eye. Series s holds 1000 * (s + 1) + step.
+
+
+def packed(lengths: list[int], targets: Any = None, **kwargs: Any) -> seqbatch.StreamBatcher:
+    data = [encoded_series(s, n, (), "int64") for s, n in enumerate(lengths)]
+    return seqbatch.StreamBatcher(data, targets, series_boundary="pack", **kwargs)
+
+
+def test_series_end_to_end_with_a_flag_at_each_start() -> None:
+    batches = packed([5, 2, 4], batch_size=2, sequence_length=3, remainder="pad")
+    # Longest first by steps: series 0 (5) -> stream 0, series 2 (4) -> stream 1, series 1
+    # (2) -> stream 1 (4 < 5). Each stream holds its series in series order.
+    assert batches.plan.assignment() == [[0], [1, 2]]
+    assert [b.x.tolist() for b in batches] == [
+        [[1000, 1001, 1002], [2000, 2001, 3000]],
+        [[1003, 1004, 0], [3001, 3002, 3003]],
+    ]
+    assert [b.step_reset.astype(int).tolist() for b in batches] == [
+        [[1, 0, 0], [1, 0, 1]],
+        [[0, 0, 0], [0, 0, 0]],
+    ]
+    assert [b.step_series.tolist() for b in batches] == [
+        [[0, 0, 0], [1, 1, 2]],
+        [[0, 0, -1], [2, 2, 2]],
+    ]
+    assert [b.step_position.tolist() for b in batches] == [
+        [[0, 1, 2], [0, 1, 0]],
+        [[3, 4, -1], [1, 2, 3]],
+    ]
+    assert [b.reset.tolist() for b in batches] == [[True, True], [False, False]]
+    assert [b.series.tolist() for b in batches] == [[0, 1], [0, 2]]
+    assert [b.position.tolist() for b in batches] == [[0, 0], [3, 1]]
+    assert [b.sample_weight.tolist() for b in batches] == [
+        [[1, 1, 1], [1, 1, 1]],
+        [[1, 1, 0], [1, 1, 1]],
+    ]
+    a = batches.plan.accounting
+    assert (a.total, a.used, a.dropped, a.padded) == (11, 11, 0, 1)
+    with pytest.raises(IndexError, match=r"batch index out of range\. Received: k=2 for 2"):
+        batches.plan.pieces(2)
+
+
+def test_a_target_never_crosses_into_the_next_series() -> None:
+    batches = packed([4, 3, 3], "next", batch_size=2, sequence_length=3, remainder="pad")
+    # Usable steps: 3, 2, 2. Series 0 -> stream 0, series 1 and then 2 -> stream 1. The last
+    # step of series 1 (2001) predicts 2002, never the 3000 that follows it in the stream.
+    assert batches.plan.assignment() == [[0], [1, 2]]
+    assert [b.x.tolist() for b in batches] == [
+        [[1000, 1001, 1002], [2000, 2001, 3000]],
+        [[0, 0, 0], [3001, 0, 0]],
+    ]
+    assert [b.y.tolist() for b in batches] == [
+        [[1001, 1002, 1003], [2001, 2002, 3001]],
+        [[0, 0, 0], [3002, 0, 0]],
+    ]
+    assert [b.series.tolist() for b in batches] == [[0, 1], [-1, 2]]
+    assert [b.reset.tolist() for b in batches] == [[True, True], [False, False]]
+    assert batches.plan.accounting.no_target == 3
+
+
+def test_last_step_targets_and_k_steps_ahead() -> None:
+    batches = packed(
+        [5, 4], 2, batch_size=1, sequence_length=2, remainder="pad", return_sequences=False
+    )
+    # One stream: series 0 (3 usable steps) then series 1 (2 usable steps).
+    assert [b.x.tolist() for b in batches] == [[[1000, 1001]], [[1002, 2000]], [[2001, 0]]]
+    assert [b.y.tolist() for b in batches] == [[1003], [2002], [0]]
+    assert [b.sample_weight.tolist() for b in batches] == [[1], [1], [0]]
+    assert [b.step_reset.astype(int).tolist() for b in batches] == [[[1, 0]], [[0, 1]], [[0, 0]]]
+
+
+def test_drop_keeps_whole_windows_of_each_stream() -> None:
+    batches = packed([10, 7, 6, 5, 3, 2], batch_size=3, sequence_length=3)
+    # Steps per stream, longest first: [10, 2], [7, 3], [6, 5] = 12, 10, 11 steps; each
+    # stream keeps its whole windows (12, 9, 9) and the rest is dropped.
+    assert batches.plan.assignment() == [[0, 5], [1, 4], [2, 3]]
+    assert [b.x.tolist() for b in batches][2:] == [
+        [[1006, 1007, 1008], [2006, 5000, 5001], [4000, 4001, 4002]],
+        [[1009, 6000, 6001], [0, 0, 0], [0, 0, 0]],
+    ]
+    a = batches.plan.accounting
+    assert (a.total, a.used, a.dropped, a.padded) == (33, 30, 3, 6)
+
+
+def test_packing_pads_far_less_than_reset() -> None:
+    lengths = [10, 7, 6, 5, 3, 2]
+    kwargs: dict[str, Any] = {"batch_size": 3, "sequence_length": 3, "remainder": "pad"}
+    data = [encoded_series(s, n, (), "int64") for s, n in enumerate(lengths)]
+    reset = seqbatch.StreamBatcher(data, None, **kwargs).plan.accounting
+    pack = packed(lengths, **kwargs).plan.accounting
+    assert (reset.padded, pack.padded) == (12, 3)
+
+
+def test_a_packed_batch_reads_only_its_pieces() -> None:
+    sources = [
+        CountingSource(encoded_series(s, n, (2,), "float32")) for s, n in enumerate([9, 4, 6])
+    ]
+    batches = seqbatch.StreamBatcher(
+        sources, "next", batch_size=2, sequence_length=4, series_boundary="pack", remainder="pad"
+    )
+    for s in sources:
+        s.reads.clear()
+    b = batches[0]
+    # Stream 0: series 0 (8 usable steps); stream 1: series 1 (3) then series 2 (5).
+    assert b.step_series is not None and b.step_series.tolist() == [[0, 0, 0, 0], [1, 1, 1, 2]]
+    # One slice per piece, with the step after it for the last target, and nothing else.
+    assert sources[0].reads == [(0, 5)]
+    assert sources[1].reads == [(0, 4)]
+    assert sources[2].reads == [(0, 2)]
+
+
+def test_memmaps_and_npy_paths_give_the_same_packed_batches(tmp_path: Any) -> None:
+    lengths = [30, 7, 12, 5, 19]
+    data = [encoded_series(s, n, (3,), "float32") for s, n in enumerate(lengths)]
+    paths = []
+    for s, d in enumerate(data):
+        paths.append(tmp_path / f"{s}.npy")
+        np.save(paths[-1], d)
+    kwargs: dict[str, Any] = {"batch_size": 2, "sequence_length": 4, "series_boundary": "pack"}
+    in_memory = seqbatch.StreamBatcher(data, "next", remainder="pad", **kwargs)
+    for source in ([np.load(p, mmap_mode="r") for p in paths], [str(p) for p in paths]):
+        lazy = seqbatch.StreamBatcher(source, "next", remainder="pad", **kwargs)
+        assert not lazy.in_memory
+        assert len(lazy) == len(in_memory)
+        for a, b in zip(in_memory, lazy, strict=True):
+            same(a, b)
+
+
+def test_outside_pack_batches_carry_no_per_step_fields() -> None:
+    b = seqbatch.StreamBatcher(np.arange(20), batch_size=2, sequence_length=3)[0]
+    assert (b.step_reset, b.step_series, b.step_position) == (None, None, None)
+
+
+def test_one_array_packed_is_cut_into_streams_with_per_step_fields() -> None:
+    batches = seqbatch.StreamBatcher(
+        np.arange(1, 11), None, batch_size=2, sequence_length=3, series_boundary="pack"
+    )
+    b = batches[0]
+    assert b.x.tolist() == [[1, 2, 3], [4, 5, 6]]
+    assert b.step_reset is not None
+    assert b.step_reset.astype(int).tolist() == [[1, 0, 0], [1, 0, 0]]
+    assert b.step_position is not None and b.step_position.tolist() == [[0, 1, 2], [3, 4, 5]]
+
+
+@pytest.mark.parametrize(
+    ("lengths", "kwargs", "message"),
+    [
+        (
+            [9, 2, 2],
+            {"batch_size": 2, "sequence_length": 5},
+            "Every stream must hold at least `sequence_length` usable steps when "
+            "series_boundary='pack' and remainder='drop'. Received: sequence_length=5, but "
+            "stream 1 of 2 holds 4 usable steps (use remainder='pad', a smaller batch_size or "
+            "a shorter sequence_length)",
+        ),
+        (
+            [9, 2],
+            {"batch_size": 3, "sequence_length": 2},
+            "`batch_size` must not exceed the number of series when series_boundary='pack', "
+            "since a series never leaves its stream. Received: batch_size=3 for 2 series (pass "
+            "one array to cut it into streams, or series_boundary='concat')",
+        ),
+    ],
+)
+def test_packed_data_that_cannot_fill_the_streams_is_refused(
+    lengths: list[int], kwargs: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValueError) as err:
+        packed(lengths, **kwargs)
+    assert str(err.value) == message
+
+
+def test_readers_that_would_drop_the_per_step_resets_refuse() -> None:
+    batches = packed([6, 4, 3], batch_size=2, sequence_length=2)
+    for call, who in (
+        (batches.to_tf_dataset, "The tf.data adapter"),
+        (batches.to_keras_sequence, "The Keras sequence"),
+    ):
+        with pytest.raises(ValueError) as err:
+            call()
+        assert str(err.value) == (
+            f"{who} cannot carry the per-step resets of packed batches yet. Received: "
+            "series_boundary='pack' (read batches[k] and its step_reset, or use "
+            "series_boundary='reset')"
+        )
+    # The tf.data adapter reads the plan's table: a packed plan refuses to give one.
+    with pytest.raises(ValueError) as err:
+        batches.plan.table()
+    assert str(err.value) == (
+        "`table()` gives one run of steps per window, and a packed window holds several. "
+        "Received: a plan with layout='pack' (read pieces(k) or steps(k) batch by batch)"
+    )
+    with pytest.raises(ValueError) as err:
+        batches.batch(batches.plan.window(0))
+    assert str(err.value) == (
+        "`window` must belong to a plan that is not packed: a packed window holds several "
+        "runs of steps. Received: a window of series_boundary='pack' batches (read "
+        "batches[k] instead)"
+    )
+
+
+def test_the_tf_data_adapter_called_directly_refuses_packed_batches() -> None:
+    from seqbatch.tf import to_dataset
+
+    arrays = [encoded_series(s, n, (), "float32") for s, n in enumerate([6, 4, 3])]
+    for data in (arrays, [SliceOnly(a) for a in arrays]):  # the in-graph and the numpy reader
+        batches = seqbatch.StreamBatcher(
+            data, batch_size=2, sequence_length=2, series_boundary="pack"
+        )
+        with pytest.raises(ValueError, match="cannot carry the per-step resets of packed batches"):
+            to_dataset(batches)
