@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from seqbatch import _checks
+from seqbatch import _checks, _weights
 from seqbatch.batcher import StreamBatcher
 from seqbatch.plan import Window
 
@@ -44,9 +44,12 @@ def to_dataset(
     ``inputs`` is ``x`` of shape ``(B, W, *features)``, or with ``reset_input=True`` the pair
     ``(x, reset)`` with ``reset`` of shape ``(B,)``, float32, 1.0 where the stream starts a new
     series: the default dtype of ``keras.Input(batch_shape=(B,))``, and a factor that zeroes
-    state in the graph as ``state * (1 - reset)``. ``y`` and ``sample_weight`` are those of
-    :class:`seqbatch.Batch`: ``(B, W, *targets)`` and ``(B, W)``, or ``(B, *targets)`` and
-    ``(B,)`` with ``return_sequences=False``.
+    state in the graph as ``state * (1 - reset)``. ``y`` is that of :class:`seqbatch.Batch`:
+    ``(B, W, *targets)``, or ``(B, *targets)`` with ``return_sequences=False``.
+    ``sample_weight`` is 0 on padding and, on real steps, the epoch's weighted slots over its
+    real ones (over every stream), so that the loss Keras reports is the mean over real
+    steps; it repeats over every target axis but the last, which a Keras loss reduces:
+    ``(B, W, *targets[:-1])``, or ``(B, *targets[:-1])``.
 
     Epochs: without ``shuffle`` every pass over the dataset is the same. With
     ``shuffle=True``, pass ``p`` lays out epoch ``batches.epoch + p``, where pass ``p`` is the
@@ -153,7 +156,9 @@ def to_dataset(
         t = at_epoch.plan.table()
         streams = slice(batches.streams.start, batches.streams.stop)
         window = Window(*(a[:, streams].reshape(-1, rows) for a in t))
-        return reader.table(window)
+        # Each row also carries the weight of a real step in this epoch (_weights).
+        step_weight = np.full(window.length.shape, _weights.real_step_weight(at_epoch), np.float32)
+        return (*reader.table(window), step_weight)
 
     n_elements = len(batches) * replicas
     if batches.shuffle:
@@ -170,8 +175,11 @@ def to_dataset(
 
     W = batches.sequence_length
     has_targets = batches.target_shape is not None
+    # A Keras loss reduces the target's last axis only: the weights repeat over the others.
+    extra = tuple(batches.target_shape[:-1]) if batches.target_shape is not None else ()
 
     def element(length: tf.Tensor, reset: tf.Tensor, *columns: tf.Tensor) -> tuple[Any, ...]:
+        columns, step_weight = columns[:-1], columns[-1]
         x, y = reader.read(length, reset, *columns)
         inputs = (x, tf.cast(reset, tf.float32)) if reset_input else x
         if not has_targets:
@@ -179,9 +187,12 @@ def to_dataset(
         if not sample_weight:
             return (inputs, y)
         weight = tf.cast(tf.range(W, dtype=tf.int64) < length[:, None], tf.float32)
+        weight *= step_weight[:, None]
         if not batches.return_sequences:
             weight = weight[:, -1]
-        return (inputs, y, weight)
+        shape = tuple(weight.shape)
+        weight = tf.reshape(weight, shape + (1,) * len(extra))
+        return (inputs, y, tf.broadcast_to(weight, shape + extra))
 
     options = tf.data.Options()
     options.deterministic = True
