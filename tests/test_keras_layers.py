@@ -250,3 +250,18 @@ def test_step_flags_at_window_starts_equal_stream_flags() -> None:
             rtol=1e-5,
             atol=1e-5,
         )
+
+
+@pytest.mark.parametrize("per_step", [True, False])
+def test_one_stream_copy_of_a_packed_model_runs_like_its_row(per_step: bool) -> None:
+    """with_batch_size rebuilds StreamReset for one stream, sharing the weights."""
+    _, batches = packed_windows()
+    B, W = len(PACKED_LENGTHS), PACKED_WIDTH
+    model = wrapped(RNNS["RNN of a list of cells"](), B, W, (B, W) if per_step else (B,))
+    one = seqbatch.keras.with_batch_size(model, 1)
+    i = 1  # the stream with two series in one window
+    for x, reset in batches:
+        flags = reset if per_step else reset[:, 0]
+        big = ops.convert_to_numpy(model([x, flags]))
+        small = ops.convert_to_numpy(one([x[i : i + 1], flags[i : i + 1]]))
+        np.testing.assert_allclose(small[0], big[i], rtol=1e-5, atol=1e-5)

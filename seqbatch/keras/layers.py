@@ -144,13 +144,17 @@ class StreamReset(keras.layers.Wrapper):
                     "of one series into the series before it. Pass (batch_size,) flags, or "
                     f"use a forward RNN. Received: layer={self.layer!r}"
                 )
-            self._steps = keras.layers.RNN(
+            steps = keras.layers.RNN(
                 _StepReset(self.layer.cell),
                 return_sequences=self.layer.return_sequences,
                 return_state=True,
                 unroll=self.layer.unroll,
                 dtype=self.layer.dtype_policy,
             )
+            # Kept out of Keras's tracking: it owns no weights (they are the wrapped cell's),
+            # and every listing of sublayers (saving, with_batch_size, stateful_rnns) must
+            # find the same layers as in a StreamReset rebuilt from its config.
+            object.__setattr__(self, "_steps", steps)
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
         x, reset = inputs
