@@ -448,6 +448,30 @@ class StreamPlan:
         steps = np.bincount(self._seg_stream, weights=self._seg_len, minlength=self.batch_size)
         return steps.astype(np.int64)
 
+    def real_slots(self, last_step_only: bool = False) -> int:
+        """The batch slots of this epoch that hold a real step.
+
+        Args:
+            last_step_only: count only the last slot of each window, the step whose target
+                ``return_sequences=False`` gives.
+
+        Examples:
+            >>> plan = StreamPlan([5, 2], batch_size=2, sequence_length=2, layout="whole",
+            ...                   remainder="pad")
+            >>> plan.real_slots(), plan.real_slots(last_step_only=True)
+            (7, 3)
+        """
+        if not last_step_only:
+            return self.accounting.used
+        W = self.sequence_length
+        if self.layout == "pack":
+            # Each stream is one run of steps from step 0: its windows end on a real step
+            # until its data runs out.
+            loads = np.zeros(self.batch_size, dtype=np.int64)
+            np.add.at(loads, self._seg_stream, self._seg_len)
+            return int((loads // W).sum())
+        return int((self._seg_len // W).sum())
+
     def assignment(self) -> list[list[int]]:
         """The series each stream holds, in the order it holds them."""
         out: list[list[int]] = [[] for _ in range(self.batch_size)]

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from seqbatch import _checks
+from seqbatch import _checks, _weights
 from seqbatch.batcher import StreamBatcher
 from seqbatch.plan import Window
 
@@ -49,9 +49,12 @@ def to_dataset(
     ``inputs`` is ``x`` of shape ``(B, W, *features)``, or with ``reset_input=True`` the pair
     ``(x, reset)`` with ``reset`` of shape ``(B,)``, float32, 1.0 where the stream starts a new
     series: the default dtype of ``keras.Input(batch_shape=(B,))``, and a factor that zeroes
-    state in the graph as ``state * (1 - reset)``. ``y`` and ``sample_weight`` are those of
-    :class:`seqbatch.Batch`: ``(B, W, *targets)`` and ``(B, W)``, or ``(B, *targets)`` and
-    ``(B,)`` with ``return_sequences=False``.
+    state in the graph as ``state * (1 - reset)``. ``y`` is that of :class:`seqbatch.Batch`:
+    ``(B, W, *targets)``, or ``(B, *targets)`` with ``return_sequences=False``.
+    ``sample_weight`` is 0 on padding and, on real steps, the epoch's weighted slots over its
+    real ones (over every stream), so that the loss Keras reports is the mean over real
+    steps; it repeats over every target axis but the last, which a Keras loss reduces:
+    ``(B, W, *targets[:-1])``, or ``(B, *targets[:-1])``.
 
     Epochs: without ``shuffle`` every pass over the dataset is the same. With
     ``shuffle=True``, pass ``p`` lays out epoch ``batches.epoch + p``, where pass ``p`` is the
@@ -187,12 +190,22 @@ def to_dataset(
     reader_type = _GraphReader if in_graph else _NumpyReader
     reader = reader_type(batches, replicas, with_weight)
 
+    # Real steps weigh the epoch's slots over its real steps, so that Keras reports the mean
+    # over real steps (seqbatch._weights); a loss reduces only the target's last axis, so the
+    # weights repeat over the others. Both are the same in every epoch of a batcher.
+    step_weight = _weights.real_step_weight(batches)
+    extra = tuple(batches.target_shape[:-1]) if batches.target_shape is not None else ()
+
     def element(*columns: tf.Tensor) -> tuple[Any, ...]:
         x, y, reset, weight = reader.read(*columns)
         inputs = (x, reset) if reset_input else x
         if y is None:
             return (inputs,)
-        return (inputs, y) if weight is None else (inputs, y, weight)
+        if weight is None:
+            return (inputs, y)
+        shape = tuple(weight.shape)
+        weight = tf.reshape(weight * step_weight, shape + (1,) * len(extra))
+        return (inputs, y, tf.broadcast_to(weight, shape + extra))
 
     options = tf.data.Options()
     options.deterministic = True

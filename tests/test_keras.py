@@ -32,13 +32,16 @@ from seqbatch.keras import (
     with_batch_size,
 )
 from tests.encoded import encoded_series
+from tests.weights import element_weight, real_step_weight
 
 
-def expected_element(b: seqbatch.Batch, reset_input: bool, sample_weight: bool) -> tuple:
+def expected_element(
+    b: seqbatch.Batch, reset_input: bool, sample_weight: bool, step_weight: float
+) -> tuple:
     inputs = (b.x, b.reset.astype(np.float32)) if reset_input else b.x
     if b.y is None:
         return (inputs,)
-    return (inputs, b.y, b.sample_weight) if sample_weight else (inputs, b.y)
+    return (inputs, b.y, element_weight(b, step_weight)) if sample_weight else (inputs, b.y)
 
 
 def assert_same(actual: Any, expected: Any) -> None:
@@ -111,8 +114,9 @@ def test_sequence_items_equal_numpy_batches(
     # Any order, twice over (as Keras probes items and workers race): the same items.
     indices = list(range(len(seq))) * 2
     order.shuffle(indices)
+    step_weight = real_step_weight(reference)
     for k in indices:
-        assert_same(seq[k], expected_element(reference[k], reset_input, sample_weight))
+        assert_same(seq[k], expected_element(reference[k], reset_input, sample_weight, step_weight))
     assert batches.epoch == reference.epoch
 
 

@@ -28,14 +28,17 @@ from seqbatch.tf import to_dataset
 from tests.encoded import encoded_series
 from tests.test_invariant import Case, SliceOnly, cases
 from tests.test_sources import CountingSource
+from tests.weights import element_weight, real_step_weight
 
 
-def expected_element(b: seqbatch.Batch, *, reset_input: bool, sample_weight: bool) -> tuple:
+def expected_element(
+    b: seqbatch.Batch, *, reset_input: bool, sample_weight: bool, step_weight: float = 1.0
+) -> tuple:
     """The element the docstring of ``to_dataset`` promises for the numpy batch ``b``."""
     inputs = (b.x, b.reset.astype(np.float32)) if reset_input else b.x
     if b.y is None:
         return (inputs,)
-    return (inputs, b.y, b.sample_weight) if sample_weight else (inputs, b.y)
+    return (inputs, b.y, element_weight(b, step_weight)) if sample_weight else (inputs, b.y)
 
 
 def assert_static_spec(ds: tf.data.Dataset, element: tuple) -> None:
@@ -73,8 +76,10 @@ def rows_of(b: seqbatch.Batch, rows: slice) -> seqbatch.Batch:
     return dataclasses.replace(b, **{k: None if v is None else v[rows] for k, v in fields.items()})
 
 
-def elements(batches: Any, **flags: bool) -> list[tuple]:
-    return [expected_element(b, **flags) for b in batches]
+def elements(batches: Any, whole: Any = None, **flags: bool) -> list[tuple]:
+    """The elements of ``batches``, a shard of ``whole`` if given (weights count every stream)."""
+    step_weight = real_step_weight(batches if whole is None else whole)
+    return [expected_element(b, **flags, step_weight=step_weight) for b in batches]
 
 
 @dataclasses.dataclass
@@ -134,17 +139,17 @@ def test_dataset_equals_numpy_batches(
     assume(case.fillable())
     batches = build(case, source, tmp_path_factory.mktemp("npy"))
     count = data.draw(st.sampled_from([c for c in (1, 2, 3) if case.batch_size % c == 0]))
-    batches = batches.shard(data.draw(st.integers(0, count - 1)), count)
+    shard = batches.shard(data.draw(st.integers(0, count - 1)), count)
     flags = {"reset_input": reset_input, "sample_weight": sample_weight}
-    expected = elements(batches, **flags)
+    expected = elements(shard, batches, **flags)
     # Some stream holds two series exactly when more series than streams are dealt whole.
     hidden_resets = not (reset_input or case.single or case.concat) and (
         len(case.lengths) > case.batch_size
     )
     with warns_of_hidden_resets(hidden_resets):
-        ds = to_dataset(batches, **flags)
+        ds = to_dataset(shard, **flags)
     assert_static_spec(ds, expected[0])
-    assert ds.cardinality() == len(batches)
+    assert ds.cardinality() == len(shard)
     assert_yields(ds, expected)
 
 
@@ -190,8 +195,11 @@ def test_input_pipeline_yields_its_replicas_batches_in_batch_replica_order(
         slice(g * per_replica, (g + 1) * per_replica)
         for g in range(pipeline * replicas, (pipeline + 1) * replicas)
     ]
+    step_weight = real_step_weight(batches)
     expected = [
-        expected_element(rows_of(b, rows), reset_input=True, sample_weight=True)
+        expected_element(
+            rows_of(b, rows), reset_input=True, sample_weight=True, step_weight=step_weight
+        )
         for b in batches
         for rows in blocks
     ]
@@ -303,7 +311,8 @@ def test_elements_by_eye() -> None:
         ([[3, 4, 5], [200, 201, 202]], [0.0, 1.0]),
     ]
     # 10 steps with a target cut into 2 streams of 5: the second batch ends in padding, and
-    # return_sequences=False gives the target of each window's last step, weight 0 if padded.
+    # return_sequences=False gives the target of each window's last step, weight 0 if padded;
+    # 2 of the epoch's 4 targets are real, so a real one weighs 4 / 2.
     batches = seqbatch.StreamBatcher(
         np.arange(11), batch_size=2, sequence_length=3, remainder="pad", return_sequences=False
     )
@@ -311,7 +320,7 @@ def test_elements_by_eye() -> None:
         (x.tolist(), y.tolist(), w.tolist()) for x, y, w in to_dataset(batches).as_numpy_iterator()
     ]
     assert padded == [
-        ([[0, 1, 2], [5, 6, 7]], [3, 8], [1.0, 1.0]),
+        ([[0, 1, 2], [5, 6, 7]], [3, 8], [2.0, 2.0]),
         ([[3, 4, 0], [8, 9, 0]], [0, 0], [0.0, 0.0]),
     ]
 

@@ -8,7 +8,9 @@ the one before, row by row, and nothing else touches the states. This module clo
 * :func:`reset_states` zeroes every stateful RNN state of a model (Keras 3 removed
   ``Model.reset_states()``).
 * :class:`StreamReset` zeroes, inside the graph, the state of exactly the streams whose
-  batch flags a reset: the many-series case, where streams start new series at different times.
+  batch flags a reset: the many-series case, where streams start new series at different times;
+  or, given a flag per step, the state of a stream right before each flagged step (packed
+  windows, where a series may start at any step).
 * :class:`StatefulTraining` resets the states at every epoch and keeps validation away from
   the training states.
 * :func:`with_batch_size` gives a trained model another batch size (one stream at a time,

@@ -1,32 +1,87 @@
-"""Layers for stateful models fed by seqbatch: per-stream resets inside the graph."""
+"""Layers for stateful models fed by seqbatch: per-stream and per-step resets inside the graph."""
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import keras
 from keras import ops
 
 
+def _scaled(state: Any, keep: Any) -> Any:
+    """``state`` ``(B, *units)`` times ``keep`` ``(B,)``, row by row."""
+    return state * ops.reshape(keep, (-1,) + (1,) * (len(state.shape) - 1))
+
+
+def _fits(shape: tuple[Any, ...], expected: tuple[Any, ...]) -> bool:
+    """Whether ``shape`` is ``expected``, a dimension unknown on either side matching any."""
+    return len(shape) == len(expected) and all(
+        a is None or b is None or a == b for a, b in zip(shape, expected, strict=True)
+    )
+
+
+class _StepReset(keras.layers.Layer):
+    """An RNN cell that zeroes a row's state before each step whose reset flag is set.
+
+    It reads its input as the wrapped cell's input with the flag appended as the last
+    feature, so that ``keras.layers.RNN`` carries the flags through its loop with the data
+    on every backend. The weights are the wrapped cell's: this cell owns none.
+    """
+
+    def __init__(self, cell: keras.layers.Layer, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.cell = cell
+        self.state_size = cell.state_size
+        if hasattr(cell, "output_size"):
+            self.output_size = cell.output_size
+        self._cell_takes_training = "training" in inspect.signature(cell.call).parameters
+
+    def build(self, input_shape: Any) -> None:
+        if not self.cell.built:
+            self.cell.build((*input_shape[:-1], input_shape[-1] - 1))
+
+    def call(self, inputs: Any, states: Any, training: bool | None = None) -> Any:
+        x = inputs[..., :-1]
+        # The flag fills the last feature of every position of the step's input: take one.
+        flag = ops.reshape(inputs[..., -1:], (ops.shape(inputs)[0], -1))[:, 0]
+        keep = 1 - flag
+        states = keras.tree.map_structure(lambda s: _scaled(s, keep), states)
+        kwargs = {"training": training} if self._cell_takes_training else {}
+        return self.cell(x, states, **kwargs)
+
+
 @keras.saving.register_keras_serializable(package="seqbatch")
 class StreamReset(keras.layers.Wrapper):
-    """A stateful RNN that zeroes the state of exactly the streams flagged in ``reset``.
+    """A stateful RNN that zeroes the state of exactly the streams, or steps, flagged in ``reset``.
 
-    Called on ``[x, reset]``, with ``x`` of shape ``(B, W, *features)`` and ``reset`` of
-    shape ``(B,)`` (bool or 0/1), it runs the wrapped layer from the initial state
-    ``s * (1 - reset)`` for each of its states ``s``: the carried state for the streams that
-    continue, zeros for the streams that start a new series. The multiplication happens in
-    the graph, so it holds with ``steps_per_execution > 1`` and keeps the fused (cuDNN) LSTM
-    path. Feed it with ``StreamSequence(batches, reset_input=True)`` or the tf.data adapter's
-    ``reset_input=True``.
+    Called on ``[x, reset]``, with ``x`` of shape ``(B, W, *features)``:
+
+    * ``reset`` of shape ``(B,)`` (bool or 0/1): the wrapped layer runs from the initial
+      state ``s * (1 - reset)`` for each of its states ``s``: the carried state for the
+      streams that continue, zeros for the streams that start a new series. The
+      multiplication happens in the graph, so it holds with ``steps_per_execution > 1`` and
+      keeps the fused (cuDNN) LSTM path.
+    * ``reset`` of shape ``(B, W)``: packed windows, where a series may start at any step.
+      The state of row ``i`` is zeroed right before step ``t`` wherever ``reset[i, t]`` is
+      set, inside the recurrence. The wrapped layer's cell then runs step by step (in a
+      ``keras.layers.RNN`` of it, never the fused kernel), from the layer's state variables,
+      and its last state is written back to them, as a stateful layer does.
+
+    Feed it with ``StreamSequence(batches, reset_input=True)`` or the tf.data adapter's
+    ``reset_input=True``. The weights and the state variables stay the wrapped layer's.
 
     Args:
         layer: a stateful RNN layer (``LSTM(..., stateful=True)``, ``GRU``, ``SimpleRNN``,
-            ``keras.layers.RNN``) or a ``Bidirectional`` of one.
+            ``ConvLSTM1D``, ``keras.layers.RNN`` of a cell or of a list of cells) or, for
+            ``(B,)`` flags only, a ``Bidirectional`` of one.
         **kwargs: ``keras.layers.Layer`` arguments (``name``, ...).
 
     Raises:
-        ValueError: ``layer`` is not a stateful RNN.
+        ValueError: ``layer`` is not a stateful RNN; or, when the model is built, ``reset``
+            is neither ``(B,)`` nor ``(B, W)``, or ``(B, W)`` flags meet a layer that runs
+            backwards (``Bidirectional``, ``go_backwards=True``), whose state would cross
+            from one series into the one before it.
 
     Examples:
         Stream 0 starts over in the second batch, stream 1 goes on:
@@ -42,6 +97,23 @@ class StreamReset(keras.layers.Wrapper):
         >>> second = model.predict([x, np.array([True, False])], verbose=0)
         >>> bool(np.allclose(second[0], first[0])), bool(np.allclose(second[1], first[1]))
         (True, False)
+
+        Packed windows: a new series starts at step 2 of stream 0 and runs from zero state,
+        as if it were alone:
+
+        >>> x_in = keras.Input(batch_shape=(1, 4, 1))
+        >>> reset_in = keras.Input(batch_shape=(1, 4))
+        >>> rnn = keras.layers.GRU(2, stateful=True, return_sequences=True)
+        >>> out = seqbatch.keras.StreamReset(rnn)([x_in, reset_in])
+        >>> packed = keras.Model([x_in, reset_in], out)
+        >>> x = np.arange(1.0, 5.0).reshape(1, 4, 1) / 4
+        >>> out = packed.predict([x, np.array([[1, 0, 1, 0]])], verbose=0)
+        >>> alone = keras.layers.GRU(2, return_sequences=True)
+        >>> alone.build((None, None, 1))
+        >>> alone.set_weights(rnn.get_weights())
+        >>> expected = keras.ops.convert_to_numpy(alone(x[:, 2:]))
+        >>> bool(np.allclose(out[:, 2:], expected, atol=1e-6))
+        True
     """
 
     def __init__(self, layer: keras.layers.Layer, **kwargs: Any) -> None:
@@ -51,23 +123,72 @@ class StreamReset(keras.layers.Wrapper):
                 f"of one. Received: layer={layer!r}"
             )
         super().__init__(layer, **kwargs)
+        self._steps: keras.layers.RNN | None = None
 
     def build(self, input_shape: Any) -> None:
-        x_shape, _ = input_shape
+        x_shape, reset_shape = input_shape
         if not self.layer.built:
             self.layer.build(x_shape)
+        reset_shape = tuple(reset_shape)
+        if not any(_fits(reset_shape, tuple(x_shape[:n])) for n in (1, 2)):
+            raise ValueError(
+                "`reset` must have shape (batch_size,), one flag per stream, or "
+                "(batch_size, sequence_length), one flag per step, for x of shape "
+                f"{tuple(x_shape)}. Received: reset of shape {reset_shape}"
+            )
+        if len(reset_shape) == 2:
+            if not isinstance(self.layer, keras.layers.RNN) or self.layer.go_backwards:
+                raise ValueError(
+                    "`layer` must run forwards in time to take per-step reset flags (shape "
+                    "(batch_size, sequence_length)): a backward pass would carry the state "
+                    "of one series into the series before it. Pass (batch_size,) flags, or "
+                    f"use a forward RNN. Received: layer={self.layer!r}"
+                )
+            steps = keras.layers.RNN(
+                _StepReset(self.layer.cell),
+                return_sequences=self.layer.return_sequences,
+                return_state=True,
+                unroll=self.layer.unroll,
+                dtype=self.layer.dtype_policy,
+            )
+            # Kept out of Keras's tracking: it owns no weights (they are the wrapped cell's),
+            # and every listing of sublayers (saving, with_batch_size, stateful_rnns) must
+            # find the same layers as in a StreamReset rebuilt from its config.
+            object.__setattr__(self, "_steps", steps)
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
         x, reset = inputs
+        if self._steps is not None:
+            return self._call_per_step(x, reset, training)
         states = list(self.layer.states)
-        keep = 1 - ops.cast(ops.reshape(reset, (-1,)), states[0].dtype)
-
-        def masked(state: Any) -> Any:
-            return state * ops.reshape(keep, (-1,) + (1,) * (len(state.shape) - 1))
-
+        keep = 1 - ops.cast(ops.reshape(reset, (-1,)), keras.tree.flatten(states)[0].dtype)
         return self.layer(
-            x, initial_state=keras.tree.map_structure(masked, states), training=training
+            x,
+            initial_state=keras.tree.map_structure(lambda s: _scaled(s, keep), states),
+            training=training,
         )
+
+    def _call_per_step(self, x: Any, reset: Any, training: bool | None) -> Any:
+        assert self._steps is not None
+        layer = self.layer
+        # Every position of a step's input carries the step's flag as one more feature.
+        flags = ops.reshape(
+            ops.cast(reset, x.dtype), (*ops.shape(reset), *[1] * (len(x.shape) - 2))
+        )
+        flags = ops.broadcast_to(flags, (*ops.shape(x)[:-1], 1))
+        states = keras.tree.map_structure(ops.convert_to_tensor, list(layer.states))
+        # Dropout masks are drawn once per call, before the loop, as keras.layers.RNN does
+        # for its own cell (a draw inside the loop would change the mask at every step).
+        layer._maybe_config_dropout_masks(layer.cell, x[:, 0], states)
+        output, *final = self._steps(
+            ops.concatenate([x, flags], axis=-1), initial_state=states, training=training
+        )
+        layer._maybe_reset_dropout_masks(layer.cell)
+        for variable, value in zip(
+            keras.tree.flatten(layer.states), keras.tree.flatten(final), strict=True
+        ):
+            variable.assign(value)
+        return (output, *final) if layer.return_state else output
 
     def compute_output_shape(self, input_shape: Any) -> Any:
         return self.layer.compute_output_shape(input_shape[0])

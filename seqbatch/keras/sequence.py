@@ -9,18 +9,21 @@ from typing import Any
 import keras
 import numpy as np
 
-from seqbatch import _checks
+from seqbatch import _checks, _weights
 from seqbatch.batcher import Batch, StreamBatcher
 
 
-def _element(batch: Batch, reset_input: bool, sample_weight: bool) -> tuple[Any, ...]:
+def _element(
+    batch: Batch, reset_input: bool, sample_weight: bool, step_weight: float
+) -> tuple[Any, ...]:
     """The ``fit()`` element of one batch: ``(inputs,)``, ``(inputs, y)`` or ``(inputs, y, w)``."""
     # float32 flags, as the tf.data adapter yields them: the default dtype of a Keras input.
     inputs = (batch.x, batch.reset.astype(np.float32)) if reset_input else batch.x
     if batch.y is None:
         return (inputs,)
     if sample_weight:
-        return (inputs, batch.y, batch.sample_weight)
+        w = batch.sample_weight
+        return (inputs, batch.y, _weights.spread(w, batch.y.shape[w.ndim :], step_weight))
     return (inputs, batch.y)
 
 
@@ -48,8 +51,10 @@ class StreamSequence(keras.utils.PyDataset):
     Args:
         batches: the batcher whose batches to serve. Its batch size must be the model's.
         reset_input: also pass the ``(B,)`` reset flags (float32) as a second input.
-        sample_weight: pass the weights (0 on padding, 1 on data); without them a padded
-            step counts in the loss like data.
+        sample_weight: pass the weights, as the tf.data adapter does: 0 on padding and,
+            on data, the epoch's weighted slots over its real ones, so that the loss Keras
+            reports is the mean over real steps (repeated over every target axis but the
+            last). Without them a padded step counts in the loss like data.
         **pydataset_kwargs: ``workers``, ``use_multiprocessing`` and ``max_queue_size``, as
             for ``keras.utils.PyDataset``; Keras's ordered enqueuer keeps the batch order.
 
@@ -113,6 +118,7 @@ class StreamSequence(keras.utils.PyDataset):
         self.reset_input = _checks.boolean("reset_input", reset_input)
         self.sample_weight = _checks.boolean("sample_weight", sample_weight)
         self._epoch_begun = False
+        self._weight_of: tuple[Any, float] = (None, 1.0)
         if not reset_input and any(len(held) > 1 for held in batches.plan.assignment()):
             warnings.warn(
                 "Some streams of these batches start a new series after the first batch, but "
@@ -128,7 +134,16 @@ class StreamSequence(keras.utils.PyDataset):
         return len(self.batches)
 
     def __getitem__(self, index: int) -> tuple[Any, ...]:
-        return _element(self.batches[index], self.reset_input, self.sample_weight)
+        return _element(
+            self.batches[index], self.reset_input, self.sample_weight, self._real_step_weight()
+        )
+
+    def _real_step_weight(self) -> float:
+        """The weight of a real step in this epoch (it depends on the layout): once per epoch."""
+        plan = self.batches.plan
+        if self._weight_of[0] is not plan:
+            self._weight_of = (plan, _weights.real_step_weight(self.batches))
+        return self._weight_of[1]
 
     def on_epoch_begin(self) -> None:
         """Called by Keras before each epoch: refuse a shuffled batch order."""
