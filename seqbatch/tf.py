@@ -10,7 +10,6 @@ Importing this module imports TensorFlow; ``import seqbatch`` does not.
 from __future__ import annotations
 
 import copy
-import itertools
 from typing import Any
 
 import numpy as np
@@ -52,9 +51,12 @@ def to_dataset(
     ``shuffle=True``, pass ``p`` lays out epoch ``batches.epoch + p``, where pass ``p`` is the
     ``p``-th iterator that reads the dataset (each Keras epoch makes one; so does any loop over
     the dataset, and so does the one-batch probe of the data that Keras makes before training
-    under a ``tf.distribute`` strategy, which then starts training at ``batches.epoch + 1``). The dataset counts its own passes from the epoch ``batches`` was in when
-    this function was called; ``batches`` itself is never changed. One Python call per pass
-    fetches that epoch's table; without ``shuffle`` there is none.
+    under a ``tf.distribute`` strategy, which then starts training at ``batches.epoch + 1``).
+    The dataset counts its own passes from the epoch ``batches`` was in when this function
+    was called; ``batches`` itself is never changed. In ``fit()`` with
+    :class:`seqbatch.keras.StatefulTraining`, epoch ``e`` of ``fit()`` lays out epoch ``e``
+    instead, probes or not, so that ``fit(initial_epoch=e)`` resumes exactly. One Python call
+    per pass fetches that epoch's table; without ``shuffle`` there is none.
 
     ``tf.distribute``, on one machine: ``strategy.experimental_distribute_dataset`` (what
     Keras does with a dataset under ``strategy.scope()``) cuts each global batch into
@@ -156,12 +158,12 @@ def to_dataset(
         return reader.table(window)
 
     n_elements = len(batches) * replicas
+    epochs = PassEpochs(batches.epoch)
     if batches.shuffle:
-        epochs = itertools.count(batches.epoch)
         dtypes = [tf.as_dtype(a.dtype) for a in table(batches.epoch)]
 
         def next_pass(_: tf.Tensor) -> tuple[tf.Tensor, ...]:
-            out = tf.numpy_function(lambda: table(next(epochs)), [], dtypes, stateful=True)
+            out = tf.numpy_function(lambda: table(epochs.take()), [], dtypes, stateful=True)
             return tuple(tf.ensure_shape(t, (n_elements, rows)) for t in out)
 
         passes = tf.data.Dataset.from_tensors(0).map(next_pass)
@@ -186,12 +188,34 @@ def to_dataset(
     options = tf.data.Options()
     options.deterministic = True
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-    return (
+    dataset = (
         passes.flat_map(lambda *t: tf.data.Dataset.from_tensor_slices(t))
         .map(element, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         .apply(tf.data.experimental.assert_cardinality(n_elements))
         .with_options(options)
     )
+    # For seqbatch.keras.StatefulTraining: it checks fit()'s model and arguments against the
+    # batches, and sets the epoch of each pass to fit()'s.
+    dataset.seqbatch_batches = batches
+    dataset.seqbatch_epochs = epochs
+    return dataset
+
+
+class PassEpochs:
+    """The epoch that the next pass over a dataset lays out: one more at every pass.
+
+    ``seqbatch.keras.StatefulTraining`` sets :attr:`next` to ``fit()``'s epoch as each epoch
+    begins, so that ``fit(initial_epoch=e)`` lays out epochs ``e, e + 1, ...`` whatever
+    passes Keras made before (a probe, an iterator it made and dropped).
+    """
+
+    def __init__(self, first: int) -> None:
+        self.next = first
+
+    def take(self) -> int:
+        """The epoch of a new pass; the following pass gets the one after."""
+        epoch, self.next = self.next, self.next + 1
+        return epoch
 
 
 def _tf_dtype(dtype: np.dtype, name: str) -> tf.DType:

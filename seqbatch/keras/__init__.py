@@ -24,12 +24,13 @@ from seqbatch.keras.batch_size import with_batch_size
 from seqbatch.keras.callbacks import StatefulTraining
 from seqbatch.keras.layers import StreamReset
 from seqbatch.keras.sequence import StreamSequence
-from seqbatch.keras.states import reset_states, stateful_rnns
+from seqbatch.keras.states import carry_states, reset_states, stateful_rnns
 
 __all__ = [
     "StatefulTraining",
     "StreamReset",
     "StreamSequence",
+    "carry_states",
     "reset_states",
     "stateful_rnns",
     "with_batch_size",

@@ -7,6 +7,8 @@ from typing import Any
 import keras
 from keras import ops
 
+from seqbatch.keras.states import carry_states
+
 
 @keras.saving.register_keras_serializable(package="seqbatch")
 class StreamReset(keras.layers.Wrapper):
@@ -56,6 +58,7 @@ class StreamReset(keras.layers.Wrapper):
         x_shape, _ = input_shape
         if not self.layer.built:
             self.layer.build(x_shape)
+        carry_states(self.layer)
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
         x, reset = inputs
