@@ -1,19 +1,12 @@
-"""Hypothesis profiles and the markers that select tests per Keras backend.
+"""Hypothesis profiles. CI sets HYPOTHESIS_PROFILE=ci: many examples, derandomized.
 
-CI sets HYPOTHESIS_PROFILE=ci: many examples, derandomized. CI runs the whole suite on the
-TensorFlow backend, then ``pytest -m keras`` on JAX and torch (see README.md): the ``keras``
-marker is on every test module whose result depends on the Keras backend, and on the
-docstring examples of ``seqbatch/keras/``. ``needs_tensorflow`` and ``tensorflow_backend``
-tests are skipped, with the reason, where TensorFlow or its Keras backend is missing.
+The markers that select tests per Keras backend are set in the conftest.py at the root.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
-from pathlib import Path
 
-import pytest
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
@@ -26,30 +19,3 @@ settings.register_profile(
 )
 settings.register_profile("dev", max_examples=60, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
-
-KERAS_PACKAGE = Path(__file__).resolve().parent.parent / "seqbatch" / "keras"
-
-
-def keras_backend() -> str:
-    """The Keras backend of this run, read as Keras reads it, without importing Keras."""
-    return os.environ.get("KERAS_BACKEND", "tensorflow")
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    has_tensorflow = importlib.util.find_spec("tensorflow") is not None
-    for item in items:
-        if KERAS_PACKAGE in Path(str(item.path)).parents:
-            item.add_marker(pytest.mark.keras)
-        if item.get_closest_marker("needs_tensorflow") and not has_tensorflow:
-            item.add_marker(
-                pytest.mark.skip(
-                    reason="needs TensorFlow (pip install seqbatch[tf]), not installed"
-                )
-            )
-        if item.get_closest_marker("tensorflow_backend") and keras_backend() != "tensorflow":
-            item.add_marker(
-                pytest.mark.skip(
-                    reason=f"tf.distribute needs the TensorFlow Keras backend; this run uses "
-                    f"KERAS_BACKEND={keras_backend()}"
-                )
-            )

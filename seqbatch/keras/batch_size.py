@@ -95,7 +95,8 @@ def with_batch_size(model: keras.Model, batch_size: int) -> keras.Model:
             "stateful RNN, so that it can be shared. Received: a model whose copy for "
             f"batch_size={batch_size} would have new weights {unshared}"
         )
-    carry_states(new_model)
+    for carried in (model, new_model):
+        carry_states(carried)
     return new_model
 
 
