@@ -33,7 +33,9 @@ README_COMMANDS = [
     'python -m pip install ".[tf]" && python -m seqbatch demo',
     'python -m pip install -e ".[test,docs]" && python -m ruff check . && '
     "python -m ruff format --check . && python -m mypy && HYPOTHESIS_PROFILE=ci "
-    "python -m pytest -q && python -m mkdocs build --strict -q",
+    "KERAS_BACKEND=tensorflow python -m pytest -q && HYPOTHESIS_PROFILE=ci KERAS_BACKEND=jax "
+    "python -m pytest -q -m keras && HYPOTHESIS_PROFILE=ci KERAS_BACKEND=torch python -m "
+    "pytest -q -m keras && python -m mkdocs build --strict -q",
 ]
 
 
