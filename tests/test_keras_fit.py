@@ -192,10 +192,10 @@ def test_validation_steps_other_than_the_batches_is_refused(adapter: Callable) -
 # --- The model against the data (issue 8, item 7) ------------------------------------------
 
 
-def sequence_model(batch_size: int, return_sequences: bool) -> keras.Model:
+def sequence_model(batch_size: int, return_sequences: bool, steps: int | None = 4) -> keras.Model:
     model = keras.Sequential(
         [
-            keras.Input(batch_shape=(batch_size, 4, 1)),
+            keras.Input(batch_shape=(batch_size, steps, 1)),
             keras.layers.LSTM(3, stateful=True, return_sequences=return_sequences),
             keras.layers.Dense(1),
         ]
@@ -227,11 +227,13 @@ def refused(adapter: Callable, message: str) -> Any:
 
 
 @pytest.mark.parametrize("adapter", ADAPTERS)
+@pytest.mark.parametrize("steps", [4, None], ids=["time-4", "time-open"])
 @pytest.mark.parametrize("model_returns_sequences", [True, False])
 def test_targets_with_a_time_axis_on_one_side_only_are_refused(
-    adapter: Callable, model_returns_sequences: bool
+    adapter: Callable, model_returns_sequences: bool, steps: int | None
 ) -> None:
-    model = sequence_model(2, model_returns_sequences)
+    # With the time axis left open (None), the output's shape is the one for 4-step windows.
+    model = sequence_model(2, model_returns_sequences, steps)
     batches = one_series(return_sequences=not model_returns_sequences)
     y_shape, out_shape = ((2, 1), (2, 4, 1)) if model_returns_sequences else ((2, 4, 1), (2, 1))
     before = [w.copy() for w in model.get_weights()]

@@ -101,16 +101,15 @@ class StatefulTraining(keras.callbacks.Callback):
         if call.method == "fit":
             given.append(("validation_data", _validation(call)))
         for name, reader in given:
-            dataset = call.arguments.get(name)
+            dataset: Any = call.arguments.get(name)
             if getattr(dataset, "seqbatch_batches", None) is None:
                 continue
             spec = dataset.element_spec
-            inputs = spec[0][0] if isinstance(spec[0], tuple) else spec[0]
-            y_shape = tuple(spec[1].shape) if len(spec) > 1 else None
+            inputs = spec[0] if isinstance(spec[0], tuple) else (spec[0],)
             check_call(
                 reader,
-                batch_size=inputs.shape[0],
-                y_shape=y_shape,
+                input_shapes=[tuple(t.shape) for t in inputs],
+                y_shape=tuple(spec[1].shape) if len(spec) > 1 else None,
                 steps=int(dataset.cardinality()),
             )
             if call.method == "fit":

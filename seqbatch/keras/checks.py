@@ -20,16 +20,22 @@ from seqbatch.keras.states import stateful_rnns
 
 
 def check_call(
-    call: KerasCall, *, batch_size: int, y_shape: Sequence[int] | None, steps: int
+    call: KerasCall,
+    *,
+    input_shapes: Sequence[tuple[int, ...]],
+    y_shape: Sequence[int] | None,
+    steps: int,
 ) -> None:
     """Raise ``ValueError`` if ``call`` would train or run on these batches misaligned.
 
     Args:
         call: the running Keras call.
-        batch_size: rows of every batch the call reads (all replicas together).
+        input_shapes: the shapes of the model inputs of a batch, ``[x's]`` or
+            ``[x's, reset's]``, all replicas together.
         y_shape: the shape of the targets of a batch, or None without targets.
         steps: batches per epoch.
     """
+    batch_size = input_shapes[0][0]
     rows = _rows_per_replica(call.model, batch_size)
     for rnn in stateful_rnns(call.model):
         built_for = keras.tree.flatten(rnn.states)[0].shape[0]
@@ -44,7 +50,8 @@ def check_call(
                 f"batch_size={built_for * (batch_size // rows)}"
             )
     if y_shape is not None and call.method != "predict":
-        _check_targets(call.model, (rows, *y_shape[1:]))
+        shapes = [(rows, *shape[1:]) for shape in input_shapes]
+        _check_targets(call.model, shapes, (rows, *y_shape[1:]))
     fit = call.fit
     if fit is not None:
         name = "steps_per_epoch" if call.training else "validation_steps"
@@ -70,12 +77,19 @@ def _rows_per_replica(model: keras.Model, batch_size: int) -> int:
     return batch_size // replicas
 
 
-def _check_targets(model: keras.Model, y_shape: tuple[int, ...]) -> None:
+def _check_targets(
+    model: keras.Model, input_shapes: list[tuple[int, ...]], y_shape: tuple[int, ...]
+) -> None:
     """Refuse targets that a built-in loss would broadcast against the model's output."""
     outputs = getattr(model, "outputs", None)
     if not isinstance(outputs, list) or len(outputs) != 1 or not _builtin_loss(model):
         return
     out = tuple(outputs[0].shape)
+    if None in out[1:]:
+        # A time axis left open in keras.Input: the output's shape for these inputs.
+        inputs = [keras.KerasTensor(shape) for shape in input_shapes]
+        spec = model.compute_output_spec(inputs[0] if len(inputs) == 1 else inputs)
+        out = tuple(spec.shape)
     # Dense losses take y of the output's shape; sparse ones take it without the last axis,
     # or with a last axis of 1.
     if any(_fits(y_shape, shape) for shape in (out, out[:-1], (*out[:-1], 1))):

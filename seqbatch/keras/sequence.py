@@ -44,26 +44,47 @@ class StreamSequence(keras.utils.PyDataset):
     gives a dataset no way to opt out; batch ``k + 1`` would no longer continue batch ``k``.
     The sequence checks the setting of the Keras data adapter that starts each epoch and
     raises ``ValueError`` before the first step rather than train on misaligned streams.
-    To change the layout every epoch, build the batcher with ``shuffle=True``: each epoch
-    that ``fit()`` or ``evaluate()`` runs through this sequence then advances the batcher to
-    its next epoch (:meth:`~seqbatch.StreamBatcher.set_epoch`). Leave ``steps_per_epoch``
-    unset so that a Keras epoch is one epoch of the batcher.
+
+    Epochs: build the batcher with ``shuffle=True`` to change the layout every epoch. Epoch
+    ``e`` of ``fit()``, counted as Keras counts it (from ``initial_epoch``), trains on epoch
+    ``e`` of the batcher (:meth:`~seqbatch.StreamBatcher.set_epoch`), so that
+    ``fit(initial_epoch=e)`` resumes with the batches of an uninterrupted run; validation
+    during that epoch reads epoch ``e`` of its own batcher. After ``fit()`` the batcher is at
+    the epoch after the last one trained. ``evaluate()`` and ``predict()`` called on their
+    own read the batcher's current epoch and leave it. The same holds on every Keras backend,
+    with any ``workers``: batches that Keras's workers read ahead for a pass that stopped
+    early (the one-batch probe of JAX and torch) are dropped, not served to the next pass.
+
+    Before the first step of every ``fit()``, ``evaluate()`` or ``predict()`` it reads, the
+    sequence checks the call (``seqbatch.keras.checks``): it refuses a
+    ``steps_per_epoch`` or ``validation_steps`` other than ``len(self)``, a model whose
+    stateful RNNs were built for another batch size (per replica under ``tf.distribute``),
+    and targets that a built-in loss would broadcast against the model's output; it makes
+    the model carry its states on JAX and torch (:func:`carry_states`); and it warns when a
+    stateful model is fitted for several epochs, or with validation, without
+    :class:`StatefulTraining`.
 
     Args:
         batches: the batcher whose batches to serve. Its batch size must be the model's.
         reset_input: also pass the ``(B,)`` reset flags (float32) as a second input.
         sample_weight: pass the weights (0 on padding, 1 on data); without them a padded
             step counts in the loss like data.
-        **pydataset_kwargs: ``workers``, ``use_multiprocessing`` and ``max_queue_size``, as
-            for ``keras.utils.PyDataset``; Keras's ordered enqueuer keeps the batch order.
+        workers: threads (or processes) that read batches ahead, as for
+            ``keras.utils.PyDataset``; the order stays exact.
+        use_multiprocessing: read with processes instead of threads.
+        max_queue_size: batches read ahead at most.
 
     Raises:
-        TypeError: ``batches`` is not a ``StreamBatcher``, or a flag is not a bool.
+        TypeError: ``batches`` is not a ``StreamBatcher``, a flag is not a bool, or
+            ``workers`` or ``max_queue_size`` is not an integer.
+        ValueError: ``workers`` or ``max_queue_size`` is below 1; in ``fit()``,
+            ``evaluate()`` or ``predict()``, before the first step, for the refusals above.
 
     Warns:
         UserWarning: with ``reset_input=False``, when some stream starts a new series after
             the first batch: without the flags, that stream's state would carry one series'
-            end into the next series' start.
+            end into the next series' start. In ``fit()``, once, when
+            :class:`StatefulTraining` is missing where it matters.
 
     Examples:
         Two streams of one series, windows of 3 steps:
@@ -189,7 +210,10 @@ class StreamSequence(keras.utils.PyDataset):
         if b.target_shape is not None:
             steps = (b.sequence_length,) if b.return_sequences else ()
             y_shape = (b.batch_size, *steps, *b.target_shape)
-        check_call(call, batch_size=b.batch_size, y_shape=y_shape, steps=len(self))
+        inputs = [(b.batch_size, b.sequence_length, *b.feature_shape)]
+        if self.reset_input:
+            inputs.append((b.batch_size,))
+        check_call(call, input_shapes=inputs, y_shape=y_shape, steps=len(self))
         fit = call.fit
         if not call.training or not call.first_epoch or fit is None:
             return
