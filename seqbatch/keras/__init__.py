@@ -13,9 +13,11 @@ the one before, row by row, and nothing else touches the states. This module clo
   the training states.
 * :func:`with_batch_size` gives a trained model another batch size (one stream at a time,
   say) that shares its weights.
+* :func:`carry_states` makes stateful RNNs keep their state on Keras's JAX and torch
+  backends, where Keras 3 alone does not; every name above calls it.
 
-Only ``keras`` and ``keras.ops`` are used, never TensorFlow directly, so that the JAX and
-torch backends stay open.
+Only ``keras`` and ``keras.ops`` are used, never TensorFlow directly: everything here works
+on the TensorFlow, JAX and torch backends, with the same results.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import types
 from typing import Any
 
 import keras
@@ -82,19 +83,18 @@ def _track_states(rnn: keras.layers.RNN) -> None:
             rnn._seed_generators.append(_CarriedState(variable))
 
 
+def _inner_loop_from_a_copy(
+    self: keras.layers.RNN, sequences: Any, initial_state: Any, mask: Any, training: bool = False
+) -> Any:
+    # The fused LSTM and GRU paths start from the state variable's own tensor, which the
+    # layer then overwrites in place: autograd needs the value it started from.
+    fresh = keras.tree.map_structure(ops.copy, initial_state)
+    return type(self).inner_loop(self, sequences, fresh, mask, training=training)
+
+
 def _copy_initial_state(rnn: keras.layers.RNN) -> None:
-    if getattr(rnn, "_seqbatch_copies_initial_state", False):
-        return
-    inner_loop = rnn.inner_loop
-
-    def copied(sequences: Any, initial_state: Any, mask: Any, training: bool = False) -> Any:
-        # The fused LSTM and GRU paths start from the state variable's own tensor, which
-        # the layer then overwrites in place: autograd needs the value it started from.
-        fresh = keras.tree.map_structure(ops.copy, initial_state)
-        return inner_loop(sequences, fresh, mask, training=training)
-
-    rnn.inner_loop = copied
-    rnn._seqbatch_copies_initial_state = True
+    if "inner_loop" not in vars(rnn):
+        rnn.inner_loop = types.MethodType(_inner_loop_from_a_copy, rnn)
 
 
 def carry_states(model: keras.layers.Layer) -> None:
