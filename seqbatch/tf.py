@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import itertools
 import sys
 import warnings
 from types import FrameType
@@ -62,7 +61,10 @@ def to_dataset(
     the dataset, and so does the one-batch probe of the data that Keras makes before training
     under a ``tf.distribute`` strategy, which then starts training at ``batches.epoch + 1``).
     The dataset counts its own passes from the epoch ``batches`` was in when this function
-    was called; ``batches`` itself is never changed. One Python call per pass counts it.
+    was called; ``batches`` itself is never changed. In ``fit()`` with
+    :class:`seqbatch.keras.StatefulTraining`, epoch ``e`` of ``fit()`` lays out epoch ``e``
+    instead, probes or not, so that ``fit(initial_epoch=e)`` resumes exactly. One Python call
+    per pass counts the passes.
 
     ``tf.distribute``, on one machine: ``strategy.experimental_distribute_dataset`` (what
     Keras does with a dataset under ``strategy.scope()``) cuts each global batch into
@@ -196,6 +198,8 @@ def to_dataset(
     step_weight = _weights.real_step_weight(batches)
     extra = tuple(batches.target_shape[:-1]) if batches.target_shape is not None else ()
 
+    epochs = _PassEpochs(batches.epoch)
+
     def element(*columns: tf.Tensor) -> tuple[Any, ...]:
         x, y, reset, weight = reader.read(*columns)
         inputs = (x, reset) if reset_input else x
@@ -210,12 +214,34 @@ def to_dataset(
     options = tf.data.Options()
     options.deterministic = True
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-    return (
-        reader.passes()
+    dataset = (
+        reader.passes(epochs)
         .map(element, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         .apply(tf.data.experimental.assert_cardinality(len(batches) * replicas))
         .with_options(options)
     )
+    # For seqbatch.keras.StatefulTraining: it checks fit()'s model and arguments against the
+    # batches, and sets the epoch of each pass to fit()'s.
+    dataset.seqbatch_batches = batches
+    dataset.seqbatch_epochs = epochs
+    return dataset
+
+
+class _PassEpochs:
+    """The epoch that the next pass over a dataset lays out: one more at every pass.
+
+    ``seqbatch.keras.StatefulTraining`` sets ``next`` to ``fit()``'s epoch as each epoch
+    begins, so that ``fit(initial_epoch=e)`` lays out epochs ``e, e + 1, ...`` whatever
+    passes Keras made before (a probe, an iterator it made and dropped).
+    """
+
+    def __init__(self, first: int) -> None:
+        self.next = first
+
+    def take(self) -> int:
+        """The epoch of a new pass; the following pass gets the one after."""
+        epoch, self.next = self.next, self.next + 1
+        return epoch
 
 
 def _first_caller_outside_seqbatch() -> int:
@@ -230,18 +256,18 @@ def _first_caller_outside_seqbatch() -> int:
     return level
 
 
-def _epochs(batches: StreamBatcher) -> tf.data.Dataset:
+def _epochs(batches: StreamBatcher, epochs: _PassEpochs) -> tf.data.Dataset:
     """One element per pass over the dataset: the epoch that the pass lays out.
 
-    Without ``shuffle`` every pass is ``batches.epoch``. With it, the ``p``-th iterator over
-    the dataset reads epoch ``batches.epoch + p``: one Python call per pass counts them.
+    Without ``shuffle`` every pass is ``batches.epoch``. With it, each iterator over the
+    dataset reads the epoch that ``epochs`` gives next (``batches.epoch + p`` for the ``p``-th
+    pass, unless ``StatefulTraining`` sets it): one Python call per pass.
     """
     if not batches.shuffle:
         return tf.data.Dataset.from_tensors(tf.constant(batches.epoch, tf.int64))
-    counter = itertools.count(batches.epoch)
 
     def next_epoch(_: tf.Tensor) -> tf.Tensor:
-        epoch = tf.numpy_function(lambda: np.int64(next(counter)), [], tf.int64, stateful=True)
+        epoch = tf.numpy_function(lambda: np.int64(epochs.take()), [], tf.int64, stateful=True)
         return tf.ensure_shape(epoch, ())
 
     return tf.data.Dataset.from_tensors(0).map(next_epoch)
@@ -352,7 +378,7 @@ class _GraphReader:
             y_first += self.width - 1
         return w.length, w.reset, x_first, y_first
 
-    def passes(self) -> tf.data.Dataset:
+    def passes(self, epochs: _PassEpochs) -> tf.data.Dataset:
         """The columns of every element of one pass, each pass laying out its own epoch."""
         if self.batches.shuffle:
             dtypes = [tf.int64, tf.bool, tf.int64, tf.int64]
@@ -362,7 +388,7 @@ class _GraphReader:
                 out = tf.numpy_function(lambda e: self.table(int(e)), [epoch], dtypes)
                 return tuple(tf.ensure_shape(t, shape) for t in out)
 
-            tables = _epochs(self.batches).map(table)
+            tables = _epochs(self.batches, epochs).map(table)
         else:
             tables = tf.data.Dataset.from_tensors(self.table(self.batches.epoch))
         return tables.flat_map(lambda *t: tf.data.Dataset.from_tensor_slices(t))
@@ -420,10 +446,10 @@ class _NumpyReader:
         at_epoch = _at_epoch(self.batches, epoch)
         return [at_epoch.shard(r, self.replicas) for r in range(self.replicas)]
 
-    def passes(self) -> tf.data.Dataset:
+    def passes(self, epochs: _PassEpochs) -> tf.data.Dataset:
         """Per element of every pass: its epoch and its index in the pass."""
         n = len(self.batches) * self.replicas
-        return _epochs(self.batches).flat_map(
+        return _epochs(self.batches, epochs).flat_map(
             lambda epoch: tf.data.Dataset.range(n).map(lambda j: (epoch, j))
         )
 

@@ -1,4 +1,7 @@
-"""Hypothesis profiles. CI sets HYPOTHESIS_PROFILE=ci: many examples, derandomized."""
+"""Hypothesis profiles. CI sets HYPOTHESIS_PROFILE=ci: many examples, derandomized.
+
+The markers that select tests per Keras backend are set in the conftest.py at the root.
+"""
 
 from __future__ import annotations
 

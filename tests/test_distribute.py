@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+pytestmark = [pytest.mark.needs_tensorflow, pytest.mark.tensorflow_backend]
+
 B, W, F, UNITS, BATCHES, EPOCHS = 4, 3, 1, 4, 5, 2
 REPLICAS = 2
 PER_REPLICA = B // REPLICAS
@@ -98,6 +100,27 @@ def test_batch_major_order_trades_streams_between_replicas(run: dict[str, Any]) 
     assert wrong[1][0] == [s + 2 * W for s in wrong[0][0]]
 
 
+def test_a_batch_size_the_replicas_do_not_divide_is_refused(run: dict[str, Any]) -> None:
+    refused = run["refused"]
+    assert refused["sequence"] == (
+        "`batch_size` of the batches must be a multiple of the number of replicas of the "
+        "model's tf.distribute strategy, so that every replica holds whole streams. "
+        f"Received: batch_size={B - 1} for num_replicas_in_sync={REPLICAS}"
+    )
+    # On the tf.data path Keras builds the model on one distributed batch before any
+    # callback runs, and fails there first: still before the first step (docs/backends.md).
+    assert "AddN" in refused["tf.data"]
+    assert refused["steps"] == {"sequence": 0, "tf.data": 0}
+
+
+def test_a_batch_size_other_than_the_model_per_replica_is_refused(run: dict[str, Any]) -> None:
+    assert run["refused"]["per_replica"].startswith(
+        "`batch_size` of the batches must be the batch size that the model's stateful RNNs "
+        f"were built for, since each row is one stream with its own state. Received: "
+        f"batch_size={B} ({PER_REPLICA} per replica) for layer 'lstm', built for batch size 1"
+    )
+
+
 def main() -> dict[str, Any]:
     """Train and deal on two logical CPUs; return states and dealt first steps as lists."""
     import tensorflow as tf
@@ -146,6 +169,8 @@ def main() -> dict[str, Any]:
             for s in m.get_layer("lstm").states
         ]
 
+    out["refused"] = refused(strategy, model)
+
     def per_replica_batcher(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
         size = ctx.get_per_replica_batch_size(B)
         return to_dataset(seqbatch.StreamBatcher(data(), batch_size=size, sequence_length=W))
@@ -167,6 +192,42 @@ def main() -> dict[str, Any]:
         ]
         for way, dataset in distributed.items()
     }
+    return out
+
+
+def refused(strategy: Any, model: Any) -> dict[str, Any]:
+    """The errors of fit() on batch sizes that do not fit the replicas, and the steps run."""
+    import keras
+
+    import seqbatch
+    from seqbatch.keras import StatefulTraining, StreamSequence
+
+    class Steps(keras.callbacks.Callback):
+        count = 0
+
+        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+            Steps.count += 1
+
+    def fit(data: Any, per_replica: int) -> str:
+        with strategy.scope():
+            m = model(per_replica)
+            m.compile(optimizer="sgd", loss="mse")
+        try:
+            m.fit(data, shuffle=False, verbose=0, callbacks=[StatefulTraining(), Steps()])
+        except Exception as err:
+            return str(err)
+        return ""
+
+    out: dict[str, Any] = {}
+    odd = seqbatch.StreamBatcher(data(), batch_size=B - 1, sequence_length=W)
+    steps = {}
+    for name, dataset in [("sequence", StreamSequence(odd)), ("tf.data", odd.to_tf_dataset())]:
+        Steps.count = 0
+        out[name] = fit(dataset, PER_REPLICA)
+        steps[name] = Steps.count
+    out["steps"] = steps
+    batches = seqbatch.StreamBatcher(data(), batch_size=B, sequence_length=W)
+    out["per_replica"] = fit(StreamSequence(batches), 1)
     return out
 
 

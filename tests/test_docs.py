@@ -33,7 +33,9 @@ README_COMMANDS = [
     'python -m pip install ".[tf]" && python -m seqbatch demo',
     'python -m pip install -e ".[test,docs]" && python -m ruff check . && '
     "python -m ruff format --check . && python -m mypy && HYPOTHESIS_PROFILE=ci "
-    "python -m pytest -q && python -m mkdocs build --strict -q",
+    "KERAS_BACKEND=tensorflow python -m pytest -q && HYPOTHESIS_PROFILE=ci KERAS_BACKEND=jax "
+    "python -m pytest -q -m keras && HYPOTHESIS_PROFILE=ci KERAS_BACKEND=torch python -m "
+    "pytest -q -m keras && python -m mkdocs build --strict -q",
 ]
 
 
@@ -113,7 +115,18 @@ def run_console(text: str, where: str) -> None:
             )
 
 
-@pytest.mark.parametrize("path", PAGES, ids=[str(p.relative_to(ROOT)) for p in PAGES])
+def backend_dependent(path: Path) -> bool:
+    """Whether a page trains Keras models that run on every Keras backend (not tf.distribute)."""
+    text = path.read_text(encoding="utf-8")
+    return "import keras" in text and "MirroredStrategy(" not in text
+
+
+# Pages that train Keras models also run with `pytest -m keras` on JAX and torch.
+@pytest.mark.parametrize(
+    "path",
+    [pytest.param(p, marks=[pytest.mark.keras] if backend_dependent(p) else []) for p in PAGES],
+    ids=[str(p.relative_to(ROOT)) for p in PAGES],
+)
 def test_page_examples_run(path: Path, tmp_path: Path) -> None:
     name = str(path.relative_to(ROOT))
     done = subprocess.run(

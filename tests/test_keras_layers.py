@@ -27,6 +27,8 @@ from seqbatch.keras import StreamReset, StreamSequence
 from tests.encoded import SERIES_STRIDE, encoded_series
 from tests.replay import from_keras, lstm_replay
 
+pytestmark = pytest.mark.keras
+
 SCALE = 4000
 
 RNNS: dict[str, Callable[[], keras.layers.Layer]] = {

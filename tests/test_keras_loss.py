@@ -23,6 +23,8 @@ from seqbatch.keras import StreamReset, StreamSequence
 from tests.encoded import encoded_series
 from tests.weights import element_weight, real_step_weight
 
+pytestmark = pytest.mark.keras
+
 B, W = 3, 5
 LENGTHS = [23, 17, 12, 9, 7, 6, 4]
 

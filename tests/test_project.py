@@ -19,6 +19,16 @@ def test_readme_opens_with_the_demo_and_the_test_command() -> None:
     assert "pytest" in tests and "mkdocs build --strict" in tests
 
 
+def test_the_test_command_runs_the_keras_tests_on_every_backend() -> None:
+    tests = readme_commands()[1]
+    runs = [part.strip() for part in tests.split("&&") if "pytest" in part]
+    assert runs == [
+        "HYPOTHESIS_PROFILE=ci KERAS_BACKEND=tensorflow python -m pytest -q",
+        "HYPOTHESIS_PROFILE=ci KERAS_BACKEND=jax python -m pytest -q -m keras",
+        "HYPOTHESIS_PROFILE=ci KERAS_BACKEND=torch python -m pytest -q -m keras",
+    ]
+
+
 def test_ci_runs_exactly_the_readme_test_command() -> None:
     tests = readme_commands()[1]
     ci = (ROOT / ".ci" / "run").read_text().splitlines()

@@ -15,9 +15,11 @@ the one before, row by row, and nothing else touches the states. This module clo
   the training states.
 * :func:`with_batch_size` gives a trained model another batch size (one stream at a time,
   say) that shares its weights.
+* :func:`carry_states` makes stateful RNNs keep their state on Keras's JAX and torch
+  backends, where Keras 3 alone does not; every name above calls it.
 
-Only ``keras`` and ``keras.ops`` are used, never TensorFlow directly, so that the JAX and
-torch backends stay open.
+Only ``keras`` and ``keras.ops`` are used, never TensorFlow directly: everything here works
+on the TensorFlow, JAX and torch backends, with the same results.
 """
 
 from __future__ import annotations
@@ -26,12 +28,13 @@ from seqbatch.keras.batch_size import with_batch_size
 from seqbatch.keras.callbacks import StatefulTraining
 from seqbatch.keras.layers import StreamReset
 from seqbatch.keras.sequence import StreamSequence
-from seqbatch.keras.states import reset_states, stateful_rnns
+from seqbatch.keras.states import carry_states, reset_states, stateful_rnns
 
 __all__ = [
     "StatefulTraining",
     "StreamReset",
     "StreamSequence",
+    "carry_states",
     "reset_states",
     "stateful_rnns",
     "with_batch_size",

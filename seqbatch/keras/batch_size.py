@@ -7,7 +7,7 @@ from typing import Any
 import keras
 
 from seqbatch import _checks
-from seqbatch.keras.states import stateful_rnns
+from seqbatch.keras.states import carry_states, stateful_rnns
 
 
 def with_batch_size(model: keras.Model, batch_size: int) -> keras.Model:
@@ -95,6 +95,8 @@ def with_batch_size(model: keras.Model, batch_size: int) -> keras.Model:
             "stateful RNN, so that it can be shared. Received: a model whose copy for "
             f"batch_size={batch_size} would have new weights {unshared}"
         )
+    for carried in (model, new_model):
+        carry_states(carried)
     return new_model
 
 

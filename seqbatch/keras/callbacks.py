@@ -7,7 +7,9 @@ from typing import Any
 import keras
 import numpy as np
 
-from seqbatch.keras.states import _state_variables, _sync_jax_state, reset_states
+from seqbatch.keras.checks import check_call
+from seqbatch.keras.run import KerasCall, running_call
+from seqbatch.keras.states import _state_variables, _sync_jax_state, carry_states, reset_states
 
 
 class StatefulTraining(keras.callbacks.Callback):
@@ -20,6 +22,13 @@ class StatefulTraining(keras.callbacks.Callback):
       like training; after validation it puts the training states back. Without it, the
       validation batches run through the same state variables and leave them holding the
       end of the validation data.
+    * It makes the model carry its states on every Keras backend (:func:`carry_states`).
+    * On the tf.data path (:func:`seqbatch.tf.to_dataset`, as it returns the dataset),
+      where no seqbatch code runs during ``fit()`` otherwise, it also refuses, before the
+      first step, a model whose batch size or output does not fit the batches, and a
+      ``steps_per_epoch`` other than the number of batches; and it makes epoch ``e`` of
+      ``fit()`` lay out epoch ``e`` of a shuffled batcher, so that ``fit(initial_epoch=e)``
+      resumes exactly. :class:`StreamSequence` does all of that by itself.
 
     Validation data must be batched like training data: a :class:`StreamSequence` (or the
     tf.data adapter) of a batcher with the model's batch size, and ``shuffle`` plays no part
@@ -48,13 +57,29 @@ class StatefulTraining(keras.callbacks.Callback):
     def __init__(self) -> None:
         super().__init__()
         self._training_states: list[tuple[Any, np.ndarray]] | None = None
+        self._datasets: list[Any] = []
+
+    def set_model(self, model: keras.Model) -> None:
+        super().set_model(model)
+        carry_states(model)
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._datasets = []
+        self._check_datasets(running_call())
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         reset_states(self.model)
+        for dataset in self._datasets:
+            dataset.seqbatch_epochs.next = epoch
 
     def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
+        call = running_call()
+        if call is not None and call.outer is None:
+            self._check_datasets(call)
         _sync_jax_state(self.model)
-        self._training_states = [(v, v.numpy()) for v in _state_variables(self.model)]
+        self._training_states = [
+            (v, keras.ops.convert_to_numpy(v).copy()) for v in _state_variables(self.model)
+        ]
         reset_states(self.model)
 
     def on_test_end(self, logs: dict[str, Any] | None = None) -> None:
@@ -64,3 +89,33 @@ class StatefulTraining(keras.callbacks.Callback):
         for variable, value in self._training_states:
             variable.assign(value)
         self._training_states = None
+
+    def on_predict_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._check_datasets(running_call())
+
+    def _check_datasets(self, call: KerasCall | None) -> None:
+        """Check the seqbatch datasets that ``call`` reads, and keep those of ``fit()``."""
+        if call is None:
+            return
+        given = [("x", call)]
+        if call.method == "fit":
+            given.append(("validation_data", _validation(call)))
+        for name, reader in given:
+            dataset: Any = call.arguments.get(name)
+            if getattr(dataset, "seqbatch_batches", None) is None:
+                continue
+            spec = dataset.element_spec
+            inputs = spec[0] if isinstance(spec[0], tuple) else (spec[0],)
+            check_call(
+                reader,
+                input_shapes=[tuple(t.shape) for t in inputs],
+                y_shape=tuple(spec[1].shape) if len(spec) > 1 else None,
+                steps=int(dataset.cardinality()),
+            )
+            if call.method == "fit":
+                self._datasets.append(dataset)
+
+
+def _validation(fit: KerasCall) -> KerasCall:
+    """The ``evaluate()`` that ``fit()`` runs on its validation data, as the checks see it."""
+    return KerasCall("evaluate", fit.model, {}, False, fit, None)

@@ -8,6 +8,8 @@ from typing import Any
 import keras
 from keras import ops
 
+from seqbatch.keras.states import carry_states
+
 
 def _scaled(state: Any, keep: Any) -> Any:
     """``state`` ``(B, *units)`` times ``keep`` ``(B,)``, row by row."""
@@ -155,6 +157,7 @@ class StreamReset(keras.layers.Wrapper):
             # and every listing of sublayers (saving, with_batch_size, stateful_rnns) must
             # find the same layers as in a StreamReset rebuilt from its config.
             object.__setattr__(self, "_steps", steps)
+        carry_states(self.layer)
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
         x, reset = inputs

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import inspect
+import queue
 import warnings
 from typing import Any
 
@@ -11,6 +11,10 @@ import numpy as np
 
 from seqbatch import _checks, _weights
 from seqbatch.batcher import Batch, StreamBatcher
+from seqbatch.keras.callbacks import StatefulTraining
+from seqbatch.keras.checks import check_call
+from seqbatch.keras.run import KerasCall, running_call
+from seqbatch.keras.states import carry_states, stateful_rnns
 
 
 def _element(
@@ -43,10 +47,25 @@ class StreamSequence(keras.utils.PyDataset):
     gives a dataset no way to opt out; batch ``k + 1`` would no longer continue batch ``k``.
     The sequence checks the setting of the Keras data adapter that starts each epoch and
     raises ``ValueError`` before the first step rather than train on misaligned streams.
-    To change the layout every epoch, build the batcher with ``shuffle=True``: each epoch
-    that ``fit()`` or ``evaluate()`` runs through this sequence then advances the batcher to
-    its next epoch (:meth:`~seqbatch.StreamBatcher.set_epoch`). Leave ``steps_per_epoch``
-    unset so that a Keras epoch is one epoch of the batcher.
+
+    Epochs: build the batcher with ``shuffle=True`` to change the layout every epoch. Epoch
+    ``e`` of ``fit()``, counted as Keras counts it (from ``initial_epoch``), trains on epoch
+    ``e`` of the batcher (:meth:`~seqbatch.StreamBatcher.set_epoch`), so that
+    ``fit(initial_epoch=e)`` resumes with the batches of an uninterrupted run; validation
+    during that epoch reads epoch ``e`` of its own batcher. After ``fit()`` the batcher is at
+    the epoch after the last one trained. ``evaluate()`` and ``predict()`` called on their
+    own read the batcher's current epoch and leave it. The same holds on every Keras backend,
+    with any ``workers``: batches that Keras's workers read ahead for a pass that stopped
+    early (the one-batch probe of JAX and torch) are dropped, not served to the next pass.
+
+    Before the first step of every ``fit()``, ``evaluate()`` or ``predict()`` it reads, the
+    sequence checks the call (``seqbatch.keras.checks``): it refuses a
+    ``steps_per_epoch`` or ``validation_steps`` other than ``len(self)``, a model whose
+    stateful RNNs were built for another batch size (per replica under ``tf.distribute``),
+    and targets that a built-in loss would broadcast against the model's output; it makes
+    the model carry its states on JAX and torch (:func:`carry_states`); and it warns when a
+    stateful model is fitted for several epochs, or with validation, without
+    :class:`StatefulTraining`.
 
     Args:
         batches: the batcher whose batches to serve. Its batch size must be the model's.
@@ -55,16 +74,22 @@ class StreamSequence(keras.utils.PyDataset):
             on data, the epoch's weighted slots over its real ones, so that the loss Keras
             reports is the mean over real steps (repeated over every target axis but the
             last). Without them a padded step counts in the loss like data.
-        **pydataset_kwargs: ``workers``, ``use_multiprocessing`` and ``max_queue_size``, as
-            for ``keras.utils.PyDataset``; Keras's ordered enqueuer keeps the batch order.
+        workers: threads (or processes) that read batches ahead, as for
+            ``keras.utils.PyDataset``; the order stays exact.
+        use_multiprocessing: read with processes instead of threads.
+        max_queue_size: batches read ahead at most.
 
     Raises:
-        TypeError: ``batches`` is not a ``StreamBatcher``, or a flag is not a bool.
+        TypeError: ``batches`` is not a ``StreamBatcher``, a flag is not a bool, or
+            ``workers`` or ``max_queue_size`` is not an integer.
+        ValueError: ``workers`` or ``max_queue_size`` is below 1; in ``fit()``,
+            ``evaluate()`` or ``predict()``, before the first step, for the refusals above.
 
     Warns:
         UserWarning: with ``reset_input=False``, when some stream starts a new series after
             the first batch: without the flags, that stream's state would carry one series'
-            end into the next series' start.
+            end into the next series' start. In ``fit()``, once, when
+            :class:`StatefulTraining` is missing where it matters.
 
     Examples:
         Two streams of one series, windows of 3 steps:
@@ -106,19 +131,26 @@ class StreamSequence(keras.utils.PyDataset):
         *,
         reset_input: bool = False,
         sample_weight: bool = True,
-        **pydataset_kwargs: Any,
+        workers: int = 1,
+        use_multiprocessing: bool = False,
+        max_queue_size: int = 10,
     ) -> None:
         if not isinstance(batches, StreamBatcher):
             raise TypeError(
                 f"`batches` must be a seqbatch.StreamBatcher. Received: batches of type "
                 f"{type(batches).__name__}"
             )
-        super().__init__(**pydataset_kwargs)
+        super().__init__(
+            workers=_checks.positive_int("workers", workers),
+            use_multiprocessing=_checks.boolean("use_multiprocessing", use_multiprocessing),
+            max_queue_size=_checks.positive_int("max_queue_size", max_queue_size),
+        )
         self.batches = batches
         self.reset_input = _checks.boolean("reset_input", reset_input)
         self.sample_weight = _checks.boolean("sample_weight", sample_weight)
-        self._epoch_begun = False
         self._weight_of: tuple[Any, float] = (None, 1.0)
+        # The fit() epoch whose batches the running pass serves, None outside a fit() epoch.
+        self._epoch: int | None = None
         if not reset_input and any(len(held) > 1 for held in batches.plan.assignment()):
             warnings.warn(
                 "Some streams of these batches start a new series after the first batch, but "
@@ -146,11 +178,41 @@ class StreamSequence(keras.utils.PyDataset):
         return self._weight_of[1]
 
     def on_epoch_begin(self) -> None:
-        """Called by Keras before each epoch: refuse a shuffled batch order."""
-        adapter = self._calling_adapter()
-        if adapter is not None and getattr(adapter, "shuffle", False):
-            # Let the adapter close its epoch (and stop its worker threads) before failing.
-            adapter.on_epoch_end()
+        """Called by Keras before each pass: check the call, and lay out the right epoch."""
+        call = running_call(self)
+        self._epoch = None
+        if call is None or call.adapter is None:
+            return
+        try:
+            self._check(call)
+        except Exception:
+            # Let the adapter close its pass (and stop its workers) before failing.
+            call.adapter.on_epoch_end()
+            raise
+        carry_states(call.model)
+        if call.epoch is None:
+            return
+        self._epoch = call.epoch
+        if self.batches.shuffle and self.batches.epoch != call.epoch:
+            self.batches.set_epoch(call.epoch)
+            # Keras started the workers before this hook: they would read the old layout.
+            _restart_workers(call.adapter.enqueuer)
+
+    def on_epoch_end(self) -> None:
+        """Called by Keras after each pass: drop what it prefetched, set the next epoch up."""
+        call = running_call(self)
+        if call is not None and call.adapter is not None:
+            # Keras keeps what its workers read ahead for the next pass, which starts at
+            # batch 0 again: after a probe or an early stop, every batch would be one late.
+            _discard_prefetched(call.adapter.enqueuer)
+        if self._epoch is not None:
+            # Before the workers of the next pass start, so that they read its layout.
+            self.batches.set_epoch(self._epoch + 1)
+        self._epoch = None
+
+    def _check(self, call: KerasCall) -> None:
+        """Refuse what would misalign the streams; warn where the states are left unguarded."""
+        if call.adapter.shuffle:
             raise ValueError(
                 "fit() was called with shuffle=True (its default) on a StreamSequence: Keras "
                 "would feed its batches in a random order, so that row i of a batch no longer "
@@ -158,30 +220,48 @@ class StreamSequence(keras.utils.PyDataset):
                 "misaligned streams. Call fit(..., shuffle=False). To change the layout every "
                 "epoch, build the StreamBatcher with shuffle=True instead."
             )
-        self._epoch_begun = True
+        b = self.batches
+        y_shape = None
+        if b.target_shape is not None:
+            steps = (b.sequence_length,) if b.return_sequences else ()
+            y_shape = (b.batch_size, *steps, *b.target_shape)
+        inputs = [(b.batch_size, b.sequence_length, *b.feature_shape)]
+        if self.reset_input:
+            inputs.append((b.batch_size,))
+        check_call(call, input_shapes=inputs, y_shape=y_shape, steps=len(self))
+        fit = call.fit
+        if not call.training or not call.first_epoch or fit is None:
+            return
+        epochs = fit.arguments.get("epochs", 1) - fit.arguments.get("initial_epoch", 0)
+        validated = fit.arguments.get("validation_data") is not None
+        if (
+            (epochs > 1 or validated)
+            and stateful_rnns(call.model)
+            and not any(isinstance(c, StatefulTraining) for c in call.callbacks)
+        ):
+            warnings.warn(
+                f"A stateful model is fitted for {epochs} epochs"
+                f"{' with validation data' if validated else ''} without "
+                "seqbatch.keras.StatefulTraining: each epoch would start from the states that "
+                "the last one left, and validation would run through the training states and "
+                "leave its own behind. Pass callbacks=[seqbatch.keras.StatefulTraining()].",
+                UserWarning,
+                stacklevel=2,
+            )
 
-    def on_epoch_end(self) -> None:
-        """Called by Keras after each epoch: advance a shuffled batcher to its next epoch."""
-        # Keras also calls this hook when it resets its iterator before a fit() or an
-        # evaluate(), with no epoch run: only an epoch that began moves the layout on.
-        if self._epoch_begun and self.batches.shuffle:
-            self.batches.set_epoch(self.batches.epoch + 1)
-        self._epoch_begun = False
 
-    def _calling_adapter(self) -> Any:
-        """The Keras data adapter whose epoch hook is running, or None if Keras is not the caller.
+def _restart_workers(enqueuer: Any) -> None:
+    if enqueuer is not None and enqueuer.is_running():
+        enqueuer.stop()
+        _discard_prefetched(enqueuer)
+        enqueuer.start()
 
-        Keras 3 hands a ``PyDataset`` neither ``fit()``'s ``shuffle`` nor a way to refuse it:
-        ``PyDatasetAdapter(x, shuffle=shuffle)`` permutes ``range(num_batches)`` itself, and
-        then calls this dataset's ``on_epoch_begin`` from its own. That adapter is the only
-        place where the setting can be read before the first step.
-        """
-        frame = inspect.currentframe()
-        for _ in range(4):
-            if frame is None:
-                return None
-            frame = frame.f_back
-            caller = frame.f_locals.get("self") if frame is not None else None
-            if caller is not self and getattr(caller, "py_dataset", None) is self:
-                return caller
-        return None
+
+def _discard_prefetched(enqueuer: Any) -> None:
+    if enqueuer is None:
+        return
+    while True:
+        try:
+            enqueuer.ready_queue.get_nowait()
+        except queue.Empty:
+            return

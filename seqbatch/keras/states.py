@@ -1,10 +1,20 @@
-"""The state variables of stateful RNN layers: find them, zero them, sync them."""
+"""The state variables of stateful RNN layers: find them, zero them, sync them, carry them."""
 
 from __future__ import annotations
 
+import types
 from typing import Any
 
 import keras
+from keras import ops
+
+
+def _check_model(model: Any) -> None:
+    if not isinstance(model, keras.layers.Layer):
+        raise TypeError(
+            "`model` must be a keras.Model or keras.layers.Layer. Received: model of type "
+            f"{type(model).__name__}"
+        )
 
 
 def stateful_rnns(model: keras.layers.Layer) -> list[keras.layers.RNN]:
@@ -19,6 +29,9 @@ def stateful_rnns(model: keras.layers.Layer) -> list[keras.layers.RNN]:
         The ``keras.layers.RNN`` instances (``LSTM``, ``GRU``, ...) with ``stateful=True``
         whose states exist.
 
+    Raises:
+        TypeError: ``model`` is not a Keras layer or model.
+
     Examples:
         >>> import keras, seqbatch
         >>> model = keras.Sequential([
@@ -29,6 +42,7 @@ def stateful_rnns(model: keras.layers.Layer) -> list[keras.layers.RNN]:
         >>> sorted(layer.name for layer in seqbatch.keras.stateful_rnns(model))
         ['backward_gru', 'forward_gru', 'lstm']
     """
+    _check_model(model)
     # Keras has no public recursive listing of sublayers; `_flatten_layers` is the one that
     # Keras itself uses, and it reaches inside nested models and wrappers alike.
     return [
@@ -49,15 +63,87 @@ def _state_variables(model: keras.layers.Layer) -> list[Any]:
     return [v for layer in stateful_rnns(model) for v in keras.tree.flatten(layer.states)]
 
 
+class _CarriedState:
+    """Lists one RNN state variable among a layer's non-weight state, as a seed's is listed.
+
+    Keras lists ``layer.variables`` (what the JAX trainer passes through every step, and
+    returns updated) as the layer's weights plus ``state`` of each entry of
+    ``layer._seed_generators``; ``weights``, ``get_weights()`` and saved weights hold the
+    weights only. An entry there is carried by the trainer and stays out of the weights.
+    """
+
+    def __init__(self, variable: Any) -> None:
+        self.state = variable
+
+
+def _track_states(rnn: keras.layers.RNN) -> None:
+    carried = {id(entry.state) for entry in rnn._seed_generators}
+    for variable in keras.tree.flatten(rnn.states):
+        if id(variable) not in carried:
+            rnn._seed_generators.append(_CarriedState(variable))
+
+
+def _inner_loop_from_a_copy(
+    self: keras.layers.RNN, sequences: Any, initial_state: Any, mask: Any, training: bool = False
+) -> Any:
+    # The fused LSTM and GRU paths start from the state variable's own tensor, which the
+    # layer then overwrites in place: autograd needs the value it started from.
+    fresh = keras.tree.map_structure(ops.copy, initial_state)
+    return type(self).inner_loop(self, sequences, fresh, mask, training=training)
+
+
+def _copy_initial_state(rnn: keras.layers.RNN) -> None:
+    if "inner_loop" not in vars(rnn):
+        rnn.inner_loop = types.MethodType(_inner_loop_from_a_copy, rnn)
+
+
+def carry_states(model: keras.layers.Layer) -> None:
+    """Make every stateful RNN of ``model`` carry its state on the running Keras backend.
+
+    Keras 3.15 keeps a stateful RNN's state on TensorFlow only. On JAX the state variables
+    are created untracked and the trainer passes only tracked variables through ``fit()``,
+    ``evaluate()``, ``predict()`` and ``train_on_batch()``, so the state stays zero: here
+    they are listed among the layer's non-weight state (beside random seeds), which the
+    trainer carries, and stay out of ``weights``, ``get_weights()`` and saved weights. On
+    torch a stateful ``LSTM`` or ``GRU`` fails in backward ("modified by an inplace
+    operation"): here each call starts from a copy of the state. Nothing changes on
+    TensorFlow. Calling it again does nothing more.
+
+    Every entry point of ``seqbatch.keras`` calls it: :class:`StreamSequence` in ``fit()``,
+    ``evaluate()`` and ``predict()``, :class:`StatefulTraining`, :func:`reset_states`,
+    :class:`StreamReset` and :func:`with_batch_size`.
+
+    Args:
+        model: a model or a layer.
+
+    Raises:
+        TypeError: ``model`` is not a Keras layer or model.
+    """
+    backend = keras.backend.backend()
+    if backend not in ("jax", "torch"):
+        _check_model(model)
+        return
+    _sync_jax_state(model)
+    for rnn in stateful_rnns(model):
+        if backend == "jax":
+            _track_states(rnn)
+        else:
+            _copy_initial_state(rnn)
+
+
 def reset_states(model: keras.layers.Layer) -> None:
     """Zero the state of every stateful RNN in ``model``: Keras 2's ``model.reset_states()``.
 
     Reaches RNNs inside nested models, ``Bidirectional`` and other wrappers such as
     :class:`StreamReset`. Under the JAX backend the trainer's state is synced first, so the
-    function also works inside a callback.
+    function also works inside a callback. It also makes the model carry its states on
+    every backend (:func:`carry_states`): start a loop of ``train_on_batch`` with it.
 
     Args:
         model: a model or a layer.
+
+    Raises:
+        TypeError: ``model`` is not a Keras layer or model.
 
     Examples:
         >>> import numpy as np, keras, seqbatch
@@ -69,12 +155,16 @@ def reset_states(model: keras.layers.Layer) -> None:
         ...     keras.Input(batch_shape=(2, 3, 1)), inner,
         ...     keras.layers.Bidirectional(keras.layers.GRU(4, stateful=True)),
         ... ])
-        >>> _ = model.predict(np.ones((2, 3, 1)), verbose=0)
         >>> seqbatch.keras.reset_states(model)
-        >>> [float(np.abs(s.numpy()).max())
+        >>> _ = model.predict(np.ones((2, 3, 1)), verbose=0)
+        >>> [bool(np.abs(keras.ops.convert_to_numpy(s)).max() > 0)
+        ...  for layer in seqbatch.keras.stateful_rnns(model) for s in layer.states]
+        [True, True, True, True]
+        >>> seqbatch.keras.reset_states(model)
+        >>> [float(np.abs(keras.ops.convert_to_numpy(s)).max())
         ...  for layer in seqbatch.keras.stateful_rnns(model) for s in layer.states]
         [0.0, 0.0, 0.0, 0.0]
     """
-    _sync_jax_state(model)
+    carry_states(model)
     for layer in stateful_rnns(model):
         layer.reset_state()

@@ -1,0 +1,44 @@
+"""The markers that select tests per Keras backend, for tests/ and the docstring examples.
+
+CI runs the whole suite on the TensorFlow backend, then ``pytest -m keras`` on JAX and torch
+(see README.md): the ``keras`` marker is on every test module whose result depends on the
+Keras backend, and here on the docstring examples of ``seqbatch/keras/``.
+``needs_tensorflow`` and ``tensorflow_backend`` tests are skipped, with the reason, where
+TensorFlow or its Keras backend is missing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+
+KERAS_PACKAGE = Path(__file__).resolve().parent / "seqbatch" / "keras"
+
+
+def keras_backend() -> str:
+    """The Keras backend of this run, read as Keras reads it, without importing Keras."""
+    return os.environ.get("KERAS_BACKEND", "tensorflow")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    has_tensorflow = importlib.util.find_spec("tensorflow") is not None
+    for item in items:
+        if KERAS_PACKAGE in Path(str(item.path)).parents:
+            item.add_marker(pytest.mark.keras)
+        if item.get_closest_marker("needs_tensorflow") and not has_tensorflow:
+            item.add_marker(
+                pytest.mark.skip(
+                    reason="needs TensorFlow (pip install seqbatch[tf]), not installed"
+                )
+            )
+        if item.get_closest_marker("tensorflow_backend") and keras_backend() != "tensorflow":
+            item.add_marker(
+                pytest.mark.skip(
+                    reason=f"tf.distribute needs the TensorFlow Keras backend; this run uses "
+                    f"KERAS_BACKEND={keras_backend()}"
+                )
+            )

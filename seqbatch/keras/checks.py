@@ -1,0 +1,121 @@
+"""Before the first step: the model and the arguments of a running Keras call, checked
+against the batches it is fed.
+
+A batch size that differs between the model and the data fails deep inside the graph (or
+under ``tf.distribute`` in an ``AddN``); targets with a time axis that the model's output
+lacks, or the reverse, broadcast in the loss and train silently; ``steps_per_epoch`` other
+than the number of batches makes Keras carry one iterator across epochs, so that an epoch
+starts where the last one stopped. Each is refused here, naming both sides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+
+from seqbatch.keras.run import KerasCall
+from seqbatch.keras.states import stateful_rnns
+
+
+def check_call(
+    call: KerasCall,
+    *,
+    input_shapes: Sequence[tuple[int, ...]],
+    y_shape: Sequence[int] | None,
+    steps: int,
+) -> None:
+    """Raise ``ValueError`` if ``call`` would train or run on these batches misaligned.
+
+    Args:
+        call: the running Keras call.
+        input_shapes: the shapes of the model inputs of a batch, ``[x's]`` or
+            ``[x's, reset's]``, all replicas together.
+        y_shape: the shape of the targets of a batch, or None without targets.
+        steps: batches per epoch.
+    """
+    batch_size = input_shapes[0][0]
+    rows = _rows_per_replica(call.model, batch_size)
+    for rnn in stateful_rnns(call.model):
+        built_for = keras.tree.flatten(rnn.states)[0].shape[0]
+        if built_for != rows:
+            per_replica = "" if rows == batch_size else f" ({rows} per replica)"
+            raise ValueError(
+                "`batch_size` of the batches must be the batch size that the model's "
+                "stateful RNNs were built for, since each row is one stream with its own "
+                f"state. Received: batch_size={batch_size}{per_replica} for layer "
+                f"'{rnn.name}', built for batch size {built_for}: build the model with "
+                f"keras.Input(batch_shape=({rows}, ...)) or the StreamBatcher with "
+                f"batch_size={built_for * (batch_size // rows)}"
+            )
+    if y_shape is not None and call.method != "predict":
+        shapes = [(rows, *shape[1:]) for shape in input_shapes]
+        _check_targets(call.model, shapes, (rows, *y_shape[1:]))
+    fit = call.fit
+    if fit is not None:
+        name = "steps_per_epoch" if call.training else "validation_steps"
+        given = fit.arguments.get(name)
+        if given is not None and given != steps:
+            raise ValueError(
+                f"`{name}` must be None (or {steps}, the number of batches per epoch) for "
+                "seqbatch batches: otherwise Keras carries one iterator across epochs, and "
+                "an epoch starts with the batches that the last one left, in another epoch's "
+                f"layout, while the model starts from fresh states. Received: {name}={given}"
+            )
+
+
+def _rows_per_replica(model: keras.Model, batch_size: int) -> int:
+    strategy = getattr(model, "distribute_strategy", None)
+    replicas = getattr(strategy, "num_replicas_in_sync", 1)
+    if batch_size % replicas:
+        raise ValueError(
+            "`batch_size` of the batches must be a multiple of the number of replicas of the "
+            "model's tf.distribute strategy, so that every replica holds whole streams. "
+            f"Received: batch_size={batch_size} for num_replicas_in_sync={replicas}"
+        )
+    return batch_size // replicas
+
+
+def _check_targets(
+    model: keras.Model, input_shapes: list[tuple[int, ...]], y_shape: tuple[int, ...]
+) -> None:
+    """Refuse targets that a built-in loss would broadcast against the model's output."""
+    outputs = getattr(model, "outputs", None)
+    if not isinstance(outputs, list) or len(outputs) != 1 or not _builtin_loss(model):
+        return
+    out = tuple(outputs[0].shape)
+    if None in out[1:]:
+        # A time axis left open in keras.Input: the output's shape for these inputs.
+        inputs = [keras.KerasTensor(shape) for shape in input_shapes]
+        spec = model.compute_output_spec(inputs[0] if len(inputs) == 1 else inputs)
+        out = tuple(spec.shape)
+    # Dense losses take y of the output's shape; sparse ones take it without the last axis,
+    # or with a last axis of 1.
+    if any(_fits(y_shape, shape) for shape in (out, out[:-1], (*out[:-1], 1))):
+        return
+    fix = ""
+    if len(out) != len(y_shape):
+        fix = (
+            f": build the StreamBatcher with return_sequences={len(out) > len(y_shape)}, or "
+            "change return_sequences of the model's last RNN"
+        )
+    raise ValueError(
+        "`y` of the batches must have the shape of the model's output, or that shape "
+        "without its last axis (sparse labels): the loss would broadcast one against the "
+        f"other. Received: y of shape {y_shape} for a model output of shape {out}{fix}"
+    )
+
+
+def _fits(y_shape: tuple[int, ...], out: tuple[int | None, ...]) -> bool:
+    return len(y_shape) == len(out) and all(
+        o is None or o == y for y, o in zip(y_shape, out, strict=True)
+    )
+
+
+def _builtin_loss(model: keras.Model) -> bool:
+    loss: Any = getattr(model, "loss", None)
+    if isinstance(loss, str):
+        return True
+    owner = loss if callable(loss) and not isinstance(loss, keras.losses.Loss) else type(loss)
+    return loss is not None and getattr(owner, "__module__", "").startswith("keras.")
