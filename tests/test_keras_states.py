@@ -185,6 +185,20 @@ def test_reset_states_zeroes_nested_and_bidirectional_rnns() -> None:
     assert not any(s.any() for s in state_values(model))
 
 
+def test_reset_states_zeroes_an_rnn_of_a_list_of_cells() -> None:
+    # Keras's own RNN.reset_state() fails on these nested states.
+    cells = [keras.layers.LSTMCell(4), keras.layers.GRUCell(3)]
+    rnn = keras.layers.RNN(cells, stateful=True, return_sequences=True)
+    x_in, reset_in = keras.Input(batch_shape=(2, 3, 1)), keras.Input(batch_shape=(2,))
+    model = keras.Model([x_in, reset_in], StreamReset(rnn)([x_in, reset_in]))
+    reset_states(model)
+    model.predict([np.ones((2, 3, 1)), np.ones(2)], verbose=0)
+    states = [keras.ops.convert_to_numpy(s) for s in keras.tree.flatten(rnn.states)]
+    assert len(states) == 3 and all(s.any() for s in states)  # LSTM h and c, GRU h
+    reset_states(model)
+    assert not any(keras.ops.convert_to_numpy(s).any() for s in keras.tree.flatten(rnn.states))
+
+
 def test_reset_states_checks_its_argument() -> None:
     for bad in (None, "model"):
         with pytest.raises(

@@ -166,5 +166,6 @@ def reset_states(model: keras.layers.Layer) -> None:
         [0.0, 0.0, 0.0, 0.0]
     """
     carry_states(model)
-    for layer in stateful_rnns(model):
-        layer.reset_state()
+    # Not RNN.reset_state(): it fails on the nested states of an RNN of a list of cells.
+    for variable in _state_variables(model):
+        variable.assign(keras.ops.zeros(variable.shape, variable.dtype))
