@@ -37,15 +37,24 @@ WAYS = ["from_function", "plain"]
 def run(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     """What each worker recorded, in the order of their task indices."""
     out = tmp_path_factory.mktemp("mwms")
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(WORKERS)]}
-    envs = [
-        {
-            "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}),
-            "SEQBATCH_OUT": str(out / f"worker{i}.json"),
-        }
-        for i in range(WORKERS)
-    ]
-    run_workers("tests.workers.mwms", envs, timeout=90)
+    for attempt in range(3):
+        cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(WORKERS)]}
+        envs = [
+            {
+                "TF_CONFIG": json.dumps(
+                    {"cluster": cluster, "task": {"type": "worker", "index": i}}
+                ),
+                "SEQBATCH_OUT": str(out / f"worker{i}.json"),
+            }
+            for i in range(WORKERS)
+        ]
+        try:
+            run_workers("tests.workers.mwms", envs, timeout=90)
+            break
+        except AssertionError as err:
+            # Another process may take a free port before TensorFlow's server binds it.
+            if "Could not start gRPC server" not in str(err) or attempt == 2:
+                raise
     return [json.loads((out / f"worker{i}.json").read_text()) for i in range(WORKERS)]
 
 

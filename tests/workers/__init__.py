@@ -66,9 +66,9 @@ def run_workers(module: str, envs: list[dict[str, str]], *, timeout: float) -> N
                     )
                 )
             deadline = time.monotonic() + timeout
-            while any(p.poll() is None for p in processes):
-                failed = any(p.returncode not in (None, 0) for p in processes)
-                if failed or time.monotonic() > deadline:
+            while time.monotonic() < deadline:
+                codes = [p.poll() for p in processes]  # every one, each time
+                if None not in codes or any(code not in (None, 0) for code in codes):
                     break
                 time.sleep(0.1)
         finally:
