@@ -37,8 +37,7 @@ def to_dataset(
     """A ``tf.data.Dataset`` of the batches of ``batches``, in the same order, ready for ``fit``.
 
     Every element has fully static shapes, batch dimension included, and keeps the dtype of
-    the data. The dataset is never shuffled, its order is deterministic and tf.data
-    auto-sharding is off: auto-sharding would deal batches, not streams, to the workers.
+    the data. The dataset is never shuffled and its order is deterministic.
 
     Elements are tuples whose first item is the model input, as ``fit``, ``evaluate`` and
     ``predict`` unpack them: ``(inputs, y, sample_weight)``, or ``(inputs, y)`` with
@@ -66,17 +65,21 @@ def to_dataset(
     instead, probes or not, so that ``fit(initial_epoch=e)`` resumes exactly. One Python call
     per pass counts the passes.
 
-    ``tf.distribute``, on one machine: ``strategy.experimental_distribute_dataset`` (what
-    Keras does with a dataset under ``strategy.scope()``) cuts each global batch into
-    contiguous row blocks, one per replica, so every stream stays on its replica. Build the
-    model with the per-replica batch size. On several machines, or to give each input
-    pipeline its own data, use ``strategy.distribute_datasets_from_function`` and pass its
-    ``input_context``: pipeline ``input_pipeline_id`` then keeps its own streams
+    ``tf.distribute``: ``strategy.experimental_distribute_dataset`` (what Keras does with a
+    dataset under ``strategy.scope()``) cuts each global batch into contiguous row blocks,
+    one per replica, so every stream stays on its replica. Build the model with the
+    per-replica batch size. On several workers (``MultiWorkerMirroredStrategy``) each worker
+    then reads every global batch and keeps its own blocks, by the tf.data auto-shard policy
+    ``DATA``, which this dataset sets: with ``OFF``, every worker would train on every block,
+    one after the other, trading streams at each step. To read only a worker's own streams,
+    use ``strategy.distribute_datasets_from_function`` and pass its ``input_context``:
+    pipeline ``input_pipeline_id`` then keeps its own streams
     (``batches.shard(input_pipeline_id, num_input_pipelines)``) and, since the strategy deals
     a pipeline's consecutive elements round-robin to its replicas, yields per-replica batches
     in (batch, replica) order: batch 0 for replica 0, batch 0 for replica 1, ..., batch 1 for
-    replica 0, ... Replica ``r`` of the strategy gets the same rows either way: streams
-    ``[r * b, (r + 1) * b)`` with ``b = batch_size // num_replicas_in_sync``.
+    replica 0, ... With one worker, or one replica per worker, replica ``r`` of the strategy
+    gets the same rows either way: streams ``[r * b, (r + 1) * b)`` with
+    ``b = batch_size // num_replicas_in_sync``.
 
     Args:
         batches: the batcher (or a shard of one) whose batches to yield.
@@ -213,7 +216,9 @@ def to_dataset(
 
     options = tf.data.Options()
     options.deterministic = True
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    # A strategy shards a dataset after cutting its global batches into per-replica blocks:
+    # DATA then gives each worker its own blocks of every batch (OFF gives it every block).
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     dataset = (
         reader.passes(epochs)
         .map(element, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

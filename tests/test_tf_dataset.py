@@ -325,7 +325,9 @@ def test_elements_by_eye() -> None:
     ]
 
 
-def test_auto_sharding_is_off_and_order_deterministic() -> None:
+def test_auto_shard_policy_is_data_and_order_deterministic() -> None:
+    # DATA keeps each worker's row blocks under MultiWorkerMirroredStrategy (OFF would give
+    # every worker every block): tests/test_multiworker.py shows both with two workers.
     batches = seqbatch.StreamBatcher(np.arange(40), batch_size=2, sequence_length=4)
     for ds in (
         to_dataset(batches),
@@ -334,7 +336,7 @@ def test_auto_sharding_is_off_and_order_deterministic() -> None:
         options = ds.options()
         assert (
             options.experimental_distribute.auto_shard_policy
-            == tf.data.experimental.AutoShardPolicy.OFF
+            == tf.data.experimental.AutoShardPolicy.DATA
         )
         assert options.deterministic is True
 
