@@ -10,6 +10,7 @@ given and prints :meth:`~seqbatch.StreamBatcher.describe`. ``demo`` imports Kera
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -49,6 +50,23 @@ def _targets(text: str) -> str | int | None:
         raise argparse.ArgumentTypeError(
             f"must be 'none', 'next' or a positive number of steps ahead, got {text!r}"
         ) from None
+
+
+def _what_to_install(err: ImportError) -> str:
+    """What the demo lacks, for the Keras backend asked for (``KERAS_BACKEND``)."""
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    if backend == "tensorflow":
+        return (
+            f"the demo needs Keras 3 and TensorFlow ({err}): "
+            'python -m pip install "seqbatch[tf]", or ".[tf]" from a checkout'
+        )
+    framework, extra = {"jax": ("JAX", "jax"), "torch": ("PyTorch", "torch")}.get(
+        backend, (backend, backend)
+    )
+    return (
+        f"the demo needs Keras 3 and, with KERAS_BACKEND={backend}, {framework} ({err}): "
+        f'python -m pip install keras "seqbatch[{extra}]", or keras ".[{extra}]" from a checkout'
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -169,10 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         from seqbatch import demo
     except ImportError as err:
-        args.command_parser.error(
-            f"the demo needs Keras 3 and TensorFlow ({err}): "
-            'python -m pip install "seqbatch[tf]", or ".[tf]" from a checkout'
-        )
+        args.command_parser.error(_what_to_install(err))
     try:
         data = demo.prepare(
             args.size, batch_size=args.batch_size, sequence_length=args.sequence_length

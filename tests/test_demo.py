@@ -188,7 +188,22 @@ def test_demo_without_keras_says_what_to_install() -> None:
         "from seqbatch.__main__ import main\n"
         "main(['demo'])\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert out.returncode == 2
     assert "the demo needs Keras 3 and TensorFlow" in out.stderr
     assert 'pip install "seqbatch[tf]"' in out.stderr
+
+
+def test_demo_on_jax_without_jax_says_what_to_install() -> None:
+    code = (
+        "import sys\n"
+        "sys.modules['jax'] = None  # as if JAX were not installed\n"
+        "from seqbatch.__main__ import main\n"
+        "main(['demo'])\n"
+    )
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 2
+    assert "the demo needs Keras 3 and, with KERAS_BACKEND=jax, JAX" in out.stderr
+    assert 'pip install keras "seqbatch[jax]"' in out.stderr
