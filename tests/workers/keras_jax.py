@@ -103,11 +103,14 @@ def main(process: int, processes: int) -> dict[str, Any]:
             seen = local(self.model.get_layer("first").seen)
             self.out["firsts"].append(np.rint(seen).astype(int).tolist())
 
+    started: list[Record] = []
+
     def train(data: Any, distribution: Any) -> dict[str, Any]:
         keras.distribution.set_distribution(distribution)
         layouts.clear()
         model = build()
         record = Record()
+        started.append(record)
         model.fit(
             data,
             epochs=EPOCHS,
@@ -127,12 +130,14 @@ def main(process: int, processes: int) -> dict[str, Any]:
         record.out["data_layout"] = layouts.get("data")
         return record.out
 
-    def refusal(data: Any, distribution: Any) -> str:
+    def refusal(data: Any, distribution: Any) -> dict[str, Any]:
+        """The message of the ``ValueError`` that ``fit`` raised, and the steps it trained."""
         try:
             train(data, distribution)
+            message = "trained"
         except ValueError as err:
-            return str(err)
-        return "trained"
+            message = str(err)
+        return {"message": message, "steps": len(started[-1].out["states"])}
 
     result: dict[str, Any] = {
         "process": jax.process_index(),
