@@ -6,6 +6,11 @@ under ``tf.distribute`` in an ``AddN``); targets with a time axis that the model
 lacks, or the reverse, broadcast in the loss and train silently; ``steps_per_epoch`` other
 than the number of batches makes Keras carry one iterator across epochs, so that an epoch
 starts where the last one stopped. Each is refused here, naming both sides.
+
+Under ``keras.distribution`` with several processes the model is one program over the
+global batch: with ``auto_shard_dataset=False`` each process feeds its part of it, and with
+``auto_shard_dataset=True`` Keras splits the data itself, a ``PyDataset`` by batch index
+(after Keras 3.15.1), which would deal each process every other batch of every stream.
 """
 
 from __future__ import annotations
@@ -36,18 +41,17 @@ def check_call(
         steps: batches per epoch.
     """
     batch_size = input_shapes[0][0]
-    rows = _rows_per_replica(call.model, batch_size)
+    rows, counted = _model_rows(call.model, batch_size)
     for rnn in stateful_rnns(call.model):
         built_for = keras.tree.flatten(rnn.states)[0].shape[0]
         if built_for != rows:
-            per_replica = "" if rows == batch_size else f" ({rows} per replica)"
             raise ValueError(
                 "`batch_size` of the batches must be the batch size that the model's "
                 "stateful RNNs were built for, since each row is one stream with its own "
-                f"state. Received: batch_size={batch_size}{per_replica} for layer "
+                f"state. Received: batch_size={batch_size}{counted} for layer "
                 f"'{rnn.name}', built for batch size {built_for}: build the model with "
                 f"keras.Input(batch_shape=({rows}, ...)) or the StreamBatcher with "
-                f"batch_size={built_for * (batch_size // rows)}"
+                f"batch_size={built_for * batch_size // rows}"
             )
     if y_shape is not None and call.method != "predict":
         shapes = [(rows, *shape[1:]) for shape in input_shapes]
@@ -65,7 +69,45 @@ def check_call(
             )
 
 
-def _rows_per_replica(model: keras.Model, batch_size: int) -> int:
+def check_process_split() -> None:
+    """Raise ``ValueError`` if Keras would split a ``PyDataset`` across processes by index.
+
+    Under a ``keras.distribution`` whose processes feed different data (several processes,
+    several model replicas) with ``auto_shard_dataset=True``, Keras 3.15.1 refuses any
+    ``PyDataset`` itself, before this runs; later versions deal its batches to the processes
+    by index (process ``p`` of ``P`` reads batches ``p``, ``p + P``, ...), and every stream
+    would skip batches.
+    """
+    distribution = keras.distribution.distribution()
+    if distribution is None or not distribution.auto_shard_dataset:
+        return
+    shards = _data_shards(distribution)
+    if shards > 1:
+        raise ValueError(
+            "`auto_shard_dataset` of the Keras distribution must be False for a "
+            "StreamSequence read by several processes: Keras would deal its batches to the "
+            f"{shards} processes by index (process p reading batches p, p + {shards}, ...), "
+            "so that row i of a batch would no longer continue row i of the batch before. "
+            "Give each process its own streams instead, "
+            f"StreamSequence(batches.shard(distribution.data_shard_id, {shards})) (for "
+            "DataParallel, batches.shard(jax.process_index(), jax.process_count())), and set "
+            "distribution.auto_shard_dataset = False. Received: auto_shard_dataset=True with "
+            f"{distribution.num_processes} processes"
+        )
+
+
+def _data_shards(distribution: Any) -> int:
+    # Processes of one model replica feed it the same rows: as Keras counts its data shards.
+    return int(min(distribution.num_model_replicas, distribution.num_processes))
+
+
+def _model_rows(model: keras.Model, batch_size: int) -> tuple[int, str]:
+    """The rows that one copy of ``model`` computes on, fed batches of ``batch_size`` rows.
+
+    Returns them with how they were counted from ``batch_size``, for a message: per replica
+    of a ``tf.distribute`` strategy, or for the global batch of a ``keras.distribution``
+    whose processes each feed their own part of it.
+    """
     strategy = getattr(model, "distribute_strategy", None)
     replicas = getattr(strategy, "num_replicas_in_sync", 1)
     if batch_size % replicas:
@@ -74,7 +116,17 @@ def _rows_per_replica(model: keras.Model, batch_size: int) -> int:
             "model's tf.distribute strategy, so that every replica holds whole streams. "
             f"Received: batch_size={batch_size} for num_replicas_in_sync={replicas}"
         )
-    return batch_size // replicas
+    if replicas > 1:
+        return batch_size // replicas, f" ({batch_size // replicas} per replica)"
+    distribution = keras.distribution.distribution()
+    # With auto_shard_dataset=True, Keras cuts the one global batch it is given itself.
+    if distribution is not None and not distribution.auto_shard_dataset:
+        shards = _data_shards(distribution)
+        if shards > 1:
+            return batch_size * shards, (
+                f" (one process's part, {batch_size * shards} rows in all over {shards})"
+            )
+    return batch_size, ""
 
 
 def _check_targets(

@@ -12,7 +12,7 @@ import numpy as np
 from seqbatch import _checks, _weights
 from seqbatch.batcher import Batch, StreamBatcher
 from seqbatch.keras.callbacks import StatefulTraining
-from seqbatch.keras.checks import check_call
+from seqbatch.keras.checks import check_call, check_process_split
 from seqbatch.keras.run import KerasCall, running_call
 from seqbatch.keras.states import carry_states, stateful_rnns
 
@@ -62,6 +62,7 @@ class StreamSequence(keras.utils.PyDataset):
     sequence checks the call (``seqbatch.keras.checks``): it refuses a
     ``steps_per_epoch`` or ``validation_steps`` other than ``len(self)``, a model whose
     stateful RNNs were built for another batch size (per replica under ``tf.distribute``),
+    a ``keras.distribution`` that would deal its batches to several processes by index,
     and targets that a built-in loss would broadcast against the model's output; it makes
     the model carry its states on JAX and torch (:func:`carry_states`); and it warns when a
     stateful model is fitted for several epochs, or with validation, without
@@ -220,6 +221,7 @@ class StreamSequence(keras.utils.PyDataset):
                 "misaligned streams. Call fit(..., shuffle=False). To change the layout every "
                 "epoch, build the StreamBatcher with shuffle=True instead."
             )
+        check_process_split()
         b = self.batches
         y_shape = None
         if b.target_shape is not None:
