@@ -341,9 +341,6 @@ def test_packed_streams_of_one_series_need_no_flags() -> None:
 
 def guide_function(name: str) -> Any:
     """The function ``name`` as docs/guides/packing.md defines it, in its own block."""
-    import jax  # noqa: F401 - the guide's blocks use whichever they need
-    import torch  # noqa: F401
-
     (code,) = [b.code for b in blocks(GUIDE.read_text("utf-8")) if f"def {name}(" in b.code]
     namespace: dict[str, Any] = {}
     exec("import jax, jax.numpy as jnp, numpy as np, seqbatch, torch\n" + code, namespace)
@@ -367,7 +364,7 @@ def packed_lstm_batches() -> seqbatch.StreamBatcher:
 def test_the_guides_torch_loop_resets_at_every_flagged_step() -> None:
     import torch
 
-    lstm_packed_window = guide_function("lstm_packed_window")
+    packed_window = guide_function("torch_packed_window")
     batches = packed_lstm_batches()
     torch.manual_seed(0)
     lstm = torch.nn.LSTM(2, 3, batch_first=True)
@@ -377,7 +374,7 @@ def test_the_guides_torch_loop_resets_at_every_flagged_step() -> None:
     state, outputs = None, []
     with torch.no_grad():
         for b in loader:
-            out, state = lstm_packed_window(lstm, b.x, b.step_reset, state)
+            out, state = packed_window(lstm, b.x, b.step_reset, state)
             outputs.append(out.numpy())
     expected, (h, c) = lstm_replay(weights, [(b.x, b.step_reset) for b in batches])
     for out, exp, b in zip(outputs, expected, batches, strict=True):
@@ -391,7 +388,7 @@ def test_the_guides_jax_scan_resets_at_every_flagged_step() -> None:
     import jax
     import jax.numpy as jnp
 
-    lstm_packed_window = jax.jit(guide_function("lstm_packed_window_jax"))
+    packed_window = jax.jit(guide_function("jax_packed_window"))
     batches = packed_lstm_batches()
     rng = np.random.default_rng(0)
     params = {
@@ -403,7 +400,7 @@ def test_the_guides_jax_scan_resets_at_every_flagged_step() -> None:
     state = (jnp.zeros((3, 3)), jnp.zeros((3, 3)))
     outputs = []
     for record in source.in_order(source):
-        out, state = lstm_packed_window(params, state, record["x"], record["step_reset"])
+        out, state = packed_window(params, state, record["x"], record["step_reset"])
         outputs.append(np.asarray(out))
     weights = from_keras(params["kernel"], params["recurrent"], params["bias"])
     expected, (h, c) = lstm_replay(weights, [(b.x, b.step_reset) for b in batches])
