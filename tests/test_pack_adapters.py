@@ -348,7 +348,7 @@ def guide_function(name: str) -> Any:
 
 
 def packed_lstm_batches() -> seqbatch.StreamBatcher:
-    """Packed windows with series starting mid-window, two in one window, an idle stream."""
+    """Packed windows with series starting mid-window, two in one window, padding at the end."""
     data = [
         encoded_series(s, n, (2,), "float32") / 4000
         for s, n in enumerate([9, 2, 7, 3, 1, 6, 12, 4])
