@@ -51,7 +51,7 @@ def check_call(
                 f"batch_size={built_for * (batch_size // rows)}"
             )
     shapes = [(rows, *shape[1:]) for shape in input_shapes]
-    _check_reset_input(call.model, shapes)
+    _check_flag_shape(call.model, shapes)
     if y_shape is not None and call.method != "predict":
         _check_targets(call.model, shapes, (rows, *y_shape[1:]))
     fit = call.fit
@@ -79,7 +79,7 @@ def _rows_per_replica(model: keras.Model, batch_size: int) -> int:
     return batch_size // replicas
 
 
-def _check_reset_input(model: keras.Model, input_shapes: list[tuple[int, ...]]) -> None:
+def _check_flag_shape(model: keras.Model, input_shapes: list[tuple[int, ...]]) -> None:
     """Refuse reset flags per step for a model that takes them per stream, or the reverse."""
     inputs = getattr(model, "inputs", None)
     if len(input_shapes) != 2 or not isinstance(inputs, list) or len(inputs) != 2:
