@@ -1,4 +1,4 @@
-"""Many short series: the padding and the numpy cost of an epoch, packed against ``"reset"``.
+"""Many short series: padding, the numpy epoch and training, packed against ``"reset"``.
 
 ``python -m benchmarks.packing [--quick]`` runs this section alone.
 
@@ -6,7 +6,9 @@ Series of random lengths, drawn uniformly and log-uniformly (many more short ser
 out with ``series_boundary="reset"`` (each series starts on a window boundary and its last
 window is padded) and with ``"pack"`` (end to end in each stream), both with
 ``remainder="pad"`` so that every step is used. The padding is the share of batch slots that
-hold no data; the epoch reads every numpy batch of one epoch, in order.
+hold no data; the epoch reads every numpy batch of one epoch, in order; the tf.data row gives
+the steady cost of a batch read in the graph, with its reset flags. The training rows
+(a Keras step, epoch and validation loss per backend) come from :mod:`benchmarks.packing_fit`.
 """
 
 from __future__ import annotations
@@ -15,29 +17,36 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks import packing_fit
 from benchmarks.data import series
 from benchmarks.numpy_path import epoch
 from benchmarks.report import Row, run_alone, speed_ratio
 from benchmarks.sizes import Sizes
-from benchmarks.timing import medians
+from benchmarks.tf_path import steady
+from benchmarks.timing import median_rounds, medians
 from seqbatch import StreamBatcher
 
 DISTRIBUTIONS = ("uniform", "log-uniform")
 PADDING_TARGET_PERCENT = 1.0
 
 
-def series_lengths(sizes: Sizes, distribution: str, seed: int = 0) -> np.ndarray:
-    """``sizes.packing_series`` lengths from ``sizes.packing_lengths``, both ends included."""
+def series_lengths(
+    sizes: Sizes, distribution: str, seed: int = 0, count: int | None = None
+) -> np.ndarray:
+    """``count`` lengths (``sizes.packing_series`` if None) from ``sizes.packing_lengths``,
+    both ends included."""
     lo, hi = sizes.packing_lengths
+    n = sizes.packing_series if count is None else count
     rng = np.random.default_rng(seed)
     if distribution == "uniform":
-        return rng.integers(lo, hi + 1, sizes.packing_series)
-    drawn = np.exp(rng.uniform(np.log(lo), np.log(hi + 1), sizes.packing_series))
+        return rng.integers(lo, hi + 1, n)
+    drawn = np.exp(rng.uniform(np.log(lo), np.log(hi + 1), n))
     return np.clip(drawn.astype(np.int64), lo, hi)
 
 
 def run(sizes: Sizes, workdir: Path) -> list[Row]:
-    """Padding and epoch time of both layouts, per distribution of the lengths."""
+    """Padding, numpy epoch and tf.data batch of both layouts, per distribution of the
+    lengths; then the training rows."""
     B, W = sizes.packing_batch_size, sizes.packing_window
     lo, hi = sizes.packing_lengths
     rows = []
@@ -87,7 +96,25 @@ def run(sizes: Sizes, workdir: Path) -> list[Row]:
                 ratio=speed_ratio(seconds["pack"], seconds["reset"]),
             )
         )
-    return rows
+        # tf.data, consumed inside a tf.function as fit() does, once the pass is under way.
+        steps = min(200, len(batches["pack"]))
+        in_graph = median_rounds(
+            {name: steady(b.to_tf_dataset(reset_input=True), steps) for name, b in batches.items()},
+            sizes.repeats,
+        )
+        rows.append(
+            Row(
+                "packing",
+                f"tf.data batch of {sizes.features} features with its flags, in memory, pack "
+                f"vs reset, {what}",
+                in_graph["pack"] / steps * 1e3,
+                "ms",
+                peer="reset",
+                peer_value=in_graph["reset"] / steps * 1e3,
+                ratio=speed_ratio(in_graph["pack"], in_graph["reset"]),
+            )
+        )
+    return rows + packing_fit.rows(sizes)
 
 
 if __name__ == "__main__":

@@ -82,3 +82,15 @@ class Batch:
             f"{shape(self.sample_weight)}, reset {int(self.reset.sum())} of {len(self.reset)} "
             f"streams{where})"
         )
+
+
+def reset_flags(batch: Batch) -> np.ndarray:
+    """The reset flags that the adapters give a model, float32 1.0 or 0.0.
+
+    Packed batches give ``step_reset`` ``(B, W)``, a flag at every step where a series starts
+    (:class:`seqbatch.keras.StreamReset` then resets inside the recurrence); the others give
+    ``reset`` ``(B,)`` (it resets before the window, and keeps the fused RNN kernels).
+    float32 is the default dtype of a ``keras.Input``.
+    """
+    flags = batch.reset if batch.step_reset is None else batch.step_reset
+    return flags.astype(np.float32)

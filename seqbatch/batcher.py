@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import numbers
+import warnings
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Literal, overload
 
@@ -457,13 +458,35 @@ class StreamBatcher:
         first = (steps.reset[:, 0], steps.series[:, 0], steps.position[:, 0])
         return Batch(x, y, weight, *first, steps.reset, steps.series, steps.position)
 
-    def _refuse_packed(self, reader: str) -> None:
+    def _check_reset_input(self, reset_input: bool, stacklevel: int) -> None:
+        """Refuse (packed) or warn of (dealt whole) resets that the model would not see.
+
+        Called by the adapters with their ``reset_input``. A stream that holds several series
+        starts the later ones from the state that the one before it ended with, unless the
+        model reads the flags: packed batches, whose series start inside windows, are then
+        refused; batches of series dealt whole warn, as joining series may be meant (the fix
+        is ``series_boundary="concat"``). ``stacklevel`` is the warning's, seen from the caller.
+        """
+        if reset_input or all(len(held) <= 1 for held in self._plan.assignment()):
+            return
         if self.series_boundary == "pack":
             raise ValueError(
-                f"{reader} cannot carry the per-step resets of packed batches yet. Received: "
-                "series_boundary='pack' (read batches[k] and its step_reset, or use "
-                "series_boundary='reset')"
+                "`reset_input` must be True for packed batches whose streams hold several "
+                "series: without the per-step flags, the model would start every series "
+                "from the state that the series before it in the stream ended with. "
+                "Received: reset_input=False for series_boundary='pack' (pass "
+                "reset_input=True and wrap the RNN in seqbatch.keras.StreamReset, which "
+                "resets at the flagged steps)"
             )
+        warnings.warn(
+            "Some streams of these batches start a new series after the first batch, but "
+            "the model will not see the reset flags (reset_input=False): each such stream "
+            "would carry the state at one series' end into the next series. Pass "
+            "reset_input=True and wrap the RNN in seqbatch.keras.StreamReset, or join the "
+            "series on purpose with series_boundary='concat'.",
+            UserWarning,
+            stacklevel=stacklevel + 1,
+        )
 
     def describe(self) -> str:
         """Say how the data is laid out in streams and where every step went.
@@ -508,7 +531,6 @@ class StreamBatcher:
 
     def to_keras_sequence(self, **kwargs: Any) -> keras.utils.PyDataset:
         """A ``keras.utils.PyDataset`` of these batches; see :class:`seqbatch.keras.StreamSequence`."""
-        self._refuse_packed("The Keras sequence")
         from seqbatch.keras import StreamSequence
 
         return StreamSequence(self, **kwargs)

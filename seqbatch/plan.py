@@ -56,6 +56,22 @@ class Window(NamedTuple):
     reset: np.ndarray
 
 
+class Segments(NamedTuple):
+    """The segments of one epoch, stream by stream, each stream's in the order it holds them.
+
+    Attributes:
+        stream: ``(S,)`` int64, the stream that holds each segment (never decreasing).
+        series: ``(S,)`` int64, the series each segment reads.
+        start: ``(S,)`` int64, the first step of each segment in its series.
+        length: ``(S,)`` int64, the steps of each segment that the batches hold.
+    """
+
+    stream: np.ndarray
+    series: np.ndarray
+    start: np.ndarray
+    length: np.ndarray
+
+
 @dataclass(frozen=True)
 class Accounting:
     """Where every step of the data went in one epoch.
@@ -471,6 +487,25 @@ class StreamPlan:
             np.add.at(loads, self._seg_stream, self._seg_len)
             return int((loads // W).sum())
         return int((self._seg_len // W).sum())
+
+    def segments(self) -> Segments:
+        """Every segment of this epoch: which stream holds which steps of which series.
+
+        With ``layout="pack"`` the segments of a stream lie end to end in its windows: its
+        ``n``-th step of data is step ``n - before`` of the segment that has ``before`` steps
+        of the stream before it. With ``"split"`` each stream holds one segment; with
+        ``"whole"`` each segment starts on a window boundary.
+
+        Examples:
+            >>> plan = StreamPlan([4, 2, 2], batch_size=2, sequence_length=3, layout="pack",
+            ...                   remainder="pad")
+            >>> plan.segments()
+            Segments(stream=array([0, 1, 1]), series=array([0, 1, 2]), start=array([0, 0, 0]), length=array([4, 2, 2]))
+        """
+        start = np.zeros_like(self._seg_len) if self.layout == "pack" else self._seg_start
+        return Segments(
+            *(np.array(a) for a in (self._seg_stream, self._seg_series, start, self._seg_len))
+        )
 
     def assignment(self) -> list[list[int]]:
         """The series each stream holds, in the order it holds them."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import functools
 import sys
-import warnings
 from types import FrameType
 from typing import Any
 
@@ -21,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from seqbatch import _checks, _weights
+from seqbatch.batch import reset_flags
 from seqbatch.batcher import StreamBatcher
 from seqbatch.plan import Window
 
@@ -47,7 +47,9 @@ def to_dataset(
     ``inputs`` is ``x`` of shape ``(B, W, *features)``, or with ``reset_input=True`` the pair
     ``(x, reset)`` with ``reset`` of shape ``(B,)``, float32, 1.0 where the stream starts a new
     series: the default dtype of ``keras.Input(batch_shape=(B,))``, and a factor that zeroes
-    state in the graph as ``state * (1 - reset)``. ``y`` is that of :class:`seqbatch.Batch`:
+    state in the graph as ``state * (1 - reset)``. Packed batches (``series_boundary="pack"``)
+    give ``step_reset`` instead, ``(B, W)``, 1.0 at every step that starts a series, for
+    :class:`seqbatch.keras.StreamReset` to reset inside the recurrence. ``y`` is that of :class:`seqbatch.Batch`:
     ``(B, W, *targets)``, or ``(B, *targets)`` with ``return_sequences=False``.
     ``sample_weight`` is 0 on padding and, on real steps, the epoch's weighted slots over its
     real ones (over every stream), so that the loss Keras reports is the mean over real
@@ -97,7 +99,9 @@ def to_dataset(
         TypeError: ``batches`` is not a :class:`StreamBatcher`, an argument has the wrong
             type, or the data has a dtype TensorFlow lacks.
         ValueError: the number of replicas of ``input_context`` does not divide the batch
-            size, or is not a multiple of its number of input pipelines.
+            size, or is not a multiple of its number of input pipelines; or packed batches
+            whose streams hold several series, with ``reset_input=False``: the model would
+            carry each series' state into the next.
 
     Warns:
         UserWarning: with ``reset_input=False``, when some stream starts a new series after
@@ -109,9 +113,9 @@ def to_dataset(
         and a row of zeros that padding reads), when this function is called: later changes
         to the arrays do not reach the dataset. Building it briefly takes one more copy, and
         the epoch's windows are a table of 33 bytes per window (``len(batches) *
-        batch_size`` of them). Where TensorFlow serialises the dataset graph (the tf.data
-        service), a buffer over 2 GB cannot go: save the data with ``np.save`` and pass the
-        path. Lazy sources (files, memory maps, h5py, joined series) are read one element at
+        batch_size`` of them), or packed, 16 bytes per window and 24 per series. Where
+        TensorFlow serialises the dataset graph (the tf.data service), a buffer over 2 GB
+        cannot go: save the data with ``np.save`` and pass the path. Lazy sources (files, memory maps, h5py, joined series) are read one element at
         a time by a ``tf.numpy_function`` that asks the plan for that element's windows: the
         dataset holds no table, and memory stays at a few batches whatever the data's length.
         Data in another byte order than the machine's (``">f4"`` on x86) is given to
@@ -139,6 +143,16 @@ def to_dataset(
         >>> reset.numpy().tolist()
         [1.0, 1.0]
 
+        Packed series give a flag per step: series 2 starts at step 2 of stream 1.
+
+        >>> packed = seqbatch.StreamBatcher(
+        ...     [np.arange(6), 100 + np.arange(2), 200 + np.arange(4)], None, batch_size=2,
+        ...     sequence_length=3, series_boundary="pack",
+        ... )
+        >>> ((x, reset),) = next(iter(to_dataset(packed, reset_input=True)))
+        >>> x.numpy().tolist(), reset.numpy().tolist()
+        ([[0, 1, 2], [100, 101, 200]], [[1.0, 0.0, 0.0], [1.0, 0.0, 1.0]])
+
         Two input pipelines of one replica each: each keeps its own stream.
 
         >>> context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=1,
@@ -150,7 +164,6 @@ def to_dataset(
         raise TypeError(
             f"`batches` must be a seqbatch.StreamBatcher. Received: batches={batches!r}"
         )
-    batches._refuse_packed("The tf.data adapter")
     reset_input = _checks.boolean("reset_input", reset_input)
     sample_weight = _checks.boolean("sample_weight", sample_weight)
     replicas = 1
@@ -177,22 +190,15 @@ def to_dataset(
             )
         replicas = in_sync // pipelines
         batches = batches.shard(input_context.input_pipeline_id, pipelines)
-    if not reset_input and any(len(held) > 1 for held in batches.plan.assignment()):
-        warnings.warn(
-            "Some streams of these batches start a new series after the first batch, but "
-            "the model will not see the reset flags (reset_input=False): each such stream "
-            "would carry the state at one series' end into the next series. Pass "
-            "reset_input=True and wrap the RNN in seqbatch.keras.StreamReset, or join the "
-            "series on purpose with series_boundary='concat'.",
-            UserWarning,
-            stacklevel=_first_caller_outside_seqbatch(),
-        )
+    batches._check_reset_input(reset_input, stacklevel=_first_caller_outside_seqbatch())
     with_weight = sample_weight and batches.target_shape is not None
     paths = {_carried(batches.dtype, "x")}
     if batches.target_dtype is not None:
         paths.add(_carried(batches.target_dtype, "y"))
-    in_graph = batches.in_memory and paths == {"gather"}
-    reader_type = _GraphReader if in_graph else _NumpyReader
+    reader_type: type[_GraphReader | _NumpyReader] = _NumpyReader
+    if batches.in_memory and paths == {"gather"}:
+        packed = batches.series_boundary == "pack"
+        reader_type = _PackedGraphReader if packed else _GraphReader
     reader = reader_type(batches, replicas, with_weight)
 
     # Real steps weigh the epoch's slots over its real steps, so that Keras reports the mean
@@ -368,6 +374,11 @@ class _GraphReader:
         offsets = np.cumsum([0] + [len(s) for s in sources])
         return tf.constant(_native(np.concatenate([*sources, zeros]))), offsets
 
+    # The columns of an epoch's table: the first `constants` are the same for every element
+    # of a pass, each of the others has one row per element.
+    dtypes: tuple[tf.DType, ...] = (tf.int64, tf.bool, tf.int64, tf.int64)
+    constants = 0
+
     def table(self, epoch: int) -> tuple[np.ndarray, ...]:
         """Per element: real steps, reset, and the buffer index of its first x and y step."""
         batches = self.batches
@@ -379,44 +390,98 @@ class _GraphReader:
         series = np.maximum(w.series, 0)  # an idle stream (-1) reads only zeros
         x_first = self.x_offsets[series] + w.start
         y_first = self.y_offsets[series] + w.start + self.shift
-        if not self.return_sequences:
-            y_first += self.width - 1
         return w.length, w.reset, x_first, y_first
+
+    def shapes(self) -> list[tuple[int | None, ...]]:
+        """The shapes of the columns of :meth:`table`."""
+        return [(len(self.batches) * self.batches.batch_size // self.rows, self.rows)] * 4
 
     def passes(self, epochs: _PassEpochs) -> tf.data.Dataset:
         """The columns of every element of one pass, each pass laying out its own epoch."""
         if self.batches.shuffle:
-            dtypes = [tf.int64, tf.bool, tf.int64, tf.int64]
-            shape = (len(self.batches) * self.batches.batch_size // self.rows, self.rows)
 
             def table(epoch: tf.Tensor) -> tuple[tf.Tensor, ...]:
-                out = tf.numpy_function(lambda e: self.table(int(e)), [epoch], dtypes)
-                return tuple(tf.ensure_shape(t, shape) for t in out)
+                out = tf.numpy_function(lambda e: self.table(int(e)), [epoch], list(self.dtypes))
+                return tuple(tf.ensure_shape(t, s) for t, s in zip(out, self.shapes(), strict=True))
 
             tables = _epochs(self.batches, epochs).map(table)
         else:
             tables = tf.data.Dataset.from_tensors(self.table(self.batches.epoch))
-        return tables.flat_map(lambda *t: tf.data.Dataset.from_tensor_slices(t))
+        c = self.constants
 
-    def read(
-        self, length: tf.Tensor, reset: tf.Tensor, x_first: tf.Tensor, y_first: tf.Tensor
-    ) -> tuple[tf.Tensor, tf.Tensor | None, tf.Tensor, tf.Tensor | None]:
+        def elements(*t: tf.Tensor) -> tf.data.Dataset:
+            rows = tf.data.Dataset.from_tensor_slices(t[c:])
+            return rows.map(lambda *row: (*t[:c], *row)) if c else rows
+
+        return tables.flat_map(elements)
+
+    def steps(self, *columns: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+        """Of one element: which steps are real, the reset flags, and where every step of x
+        and of y lies in its buffer (anywhere on padding)."""
+        length, reset, x_first, y_first = columns
         steps = tf.range(self.width, dtype=tf.int64)
         real = steps < length[:, None]
-        x = tf.gather(self.x, tf.where(real, x_first[:, None] + steps, self.x_offsets[-1]))
-        flags = tf.cast(reset, tf.float32)
+        return real, tf.cast(reset, tf.float32), x_first[:, None] + steps, y_first[:, None] + steps
+
+    def read(
+        self, *columns: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor | None, tf.Tensor, tf.Tensor | None]:
+        real, flags, x_at, y_at = self.steps(*columns)
+        x = tf.gather(self.x, tf.where(real, x_at, self.x_offsets[-1]))
         if not self.has_targets:
             return x, None, flags, None
-        if self.return_sequences:
-            index = tf.where(real, y_first[:, None] + steps, self.y_offsets[-1])
-        else:
-            index = tf.where(length == self.width, y_first, self.y_offsets[-1])
-        weight = None
-        if self.with_weight:
-            weight = tf.cast(real, tf.float32)
-            if not self.return_sequences:
-                weight = weight[:, -1]
-        return x, tf.gather(self.y, index), flags, weight
+        if not self.return_sequences:
+            # The target of the window's last step, where that step is real.
+            real, y_at = real[:, -1], y_at[:, -1]
+        y = tf.gather(self.y, tf.where(real, y_at, self.y_offsets[-1]))
+        return x, y, flags, tf.cast(real, tf.float32) if self.with_weight else None
+
+
+class _PackedGraphReader(_GraphReader):
+    """Reads in-memory packed batches with TensorFlow ops: one search, one gather per batch.
+
+    The segments of the epoch (:meth:`seqbatch.StreamPlan.segments`) lie end to end on a line,
+    stream after stream, so that the window of a stream is a run of consecutive positions on
+    it. A pass holds the line: where each segment starts on it, and how far each segment's
+    steps lie from their place in the x and y buffers (24 bytes per segment); an element
+    holds the first position and the real steps of each of its windows (16 bytes per
+    window). A batch finds the segment of each of its steps with one sorted search, and
+    flags the steps that start a segment.
+    """
+
+    dtypes = (tf.int64,) * 5
+    constants = 3
+
+    def table(self, epoch: int) -> tuple[np.ndarray, ...]:
+        """The line's segment starts and offsets to the buffers; per element, first position
+        and real steps of each window."""
+        plan = _at_epoch(self.batches, epoch).plan
+        seg = plan.segments()
+        line = np.concatenate(([0], np.cumsum(seg.length)))
+        base = line[np.searchsorted(seg.stream, np.arange(plan.batch_size))]
+        held = np.bincount(seg.stream, seg.length, plan.batch_size).astype(np.int64)
+        to_x = self.x_offsets[seg.series] + seg.start - line[:-1]
+        to_y = self.y_offsets[seg.series] + seg.start + self.shift - line[:-1]
+        streams = slice(self.batches.streams.start, self.batches.streams.stop)
+        k = np.arange(len(plan))[:, None] * self.width
+        first = (base[streams] + k).reshape(-1, self.rows)
+        length = np.clip(held[streams] - k, 0, self.width).reshape(-1, self.rows)
+        return line, to_x, to_y, length, first
+
+    def shapes(self) -> list[tuple[int | None, ...]]:
+        return [(None,)] * 3 + super().shapes()[:2]
+
+    def steps(self, *columns: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+        line, to_x, to_y, length, first = columns
+        steps = tf.range(self.width, dtype=tf.int64)
+        at = first[:, None] + steps
+        real = steps < length[:, None]
+        found = tf.searchsorted(line, tf.reshape(at, [-1]), side="right", out_type=tf.int64)
+        # A padding step may lie past the line's end: it reads the last segment, masked.
+        last = tf.size(to_x, out_type=tf.int64) - 1
+        seg = tf.reshape(tf.minimum(found - 1, last), tf.shape(at))
+        flags = tf.cast(real & (at == tf.gather(line, seg)), tf.float32)
+        return real, flags, at + tf.gather(to_x, seg), at + tf.gather(to_y, seg)
 
 
 class _NumpyReader:
@@ -440,7 +505,8 @@ class _NumpyReader:
             specs.append(
                 (_tf_dtype(batches.target_dtype, "y"), (rows, *steps, *batches.target_shape))
             )
-        specs.append((tf.float32, (rows,)))
+        packed = batches.series_boundary == "pack"
+        specs.append((tf.float32, (rows, W) if packed else (rows,)))
         if with_weight:
             specs.append((tf.float32, (rows, W) if batches.return_sequences else (rows,)))
         self.specs = specs
@@ -465,7 +531,7 @@ class _NumpyReader:
         out = [_native(b.x)]
         if b.y is not None:
             out.append(_native(b.y))
-        out.append(b.reset.astype(np.float32))
+        out.append(reset_flags(b))
         if self.with_weight:
             out.append(b.sample_weight)
         return out

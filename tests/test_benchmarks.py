@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks import packing, plan_scale
+from benchmarks import packing, packing_fit, plan_scale
 from benchmarks.sizes import QUICK
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,7 +51,12 @@ def test_quick_run_prints_every_row_and_draws_the_figure(tmp_path: Path) -> None
         "tf.data": 5,
         "torch": 2,
         "memory": 6,
-        "packing": 2 * len(packing.DISTRIBUTIONS),
+        # Padding, numpy epoch and tf.data batch per distribution; a fit step per backend; a
+        # fit epoch and the validation loss at equal epochs and at equal steps, per
+        # distribution, on the backends that fit whole epochs.
+        "packing": 3 * len(packing.DISTRIBUTIONS)
+        + len(packing_fit.STEP_BACKENDS)
+        + 3 * len(packing_fit.FIT_BACKENDS) * len(packing.DISTRIBUTIONS),
         # Build time and memory, and one lookup, per number of series; two shard rows.
         "plan": len(plan_scale.LAYOUTS) * (3 * len(QUICK.plan_series) + 2),
         "scaling": 2 * len(QUICK.series_lengths),

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 import seqbatch
 from tests.encoded import check_packed_epoch, encoded_series
-from tests.test_invariant import DTYPES, FEATURES, Case, SliceOnly
+from tests.test_invariant import DTYPES, FEATURES, Case
 from tests.test_sources import CountingSource
 
 FIELDS = (
@@ -401,20 +401,8 @@ def test_packed_data_that_cannot_fill_the_streams_is_refused(
     assert str(err.value) == message
 
 
-def test_readers_that_would_drop_the_per_step_resets_refuse() -> None:
+def test_readers_of_one_run_per_window_refuse_packed_plans() -> None:
     batches = packed([6, 4, 3], batch_size=2, sequence_length=2)
-    for call, who in (
-        (batches.to_tf_dataset, "The tf.data adapter"),
-        (batches.to_keras_sequence, "The Keras sequence"),
-    ):
-        with pytest.raises(ValueError) as err:
-            call()
-        assert str(err.value) == (
-            f"{who} cannot carry the per-step resets of packed batches yet. Received: "
-            "series_boundary='pack' (read batches[k] and its step_reset, or use "
-            "series_boundary='reset')"
-        )
-    # The tf.data adapter reads the plan's table: a packed plan refuses to give one.
     with pytest.raises(ValueError) as err:
         batches.plan.table()
     assert str(err.value) == (
@@ -428,15 +416,3 @@ def test_readers_that_would_drop_the_per_step_resets_refuse() -> None:
         "runs of steps. Received: a window of series_boundary='pack' batches (read "
         "batches[k] instead)"
     )
-
-
-def test_the_tf_data_adapter_called_directly_refuses_packed_batches() -> None:
-    from seqbatch.tf import to_dataset
-
-    arrays = [encoded_series(s, n, (), "float32") for s, n in enumerate([6, 4, 3])]
-    for data in (arrays, [SliceOnly(a) for a in arrays]):  # the in-graph and the numpy reader
-        batches = seqbatch.StreamBatcher(
-            data, batch_size=2, sequence_length=2, series_boundary="pack"
-        )
-        with pytest.raises(ValueError, match="cannot carry the per-step resets of packed batches"):
-            to_dataset(batches)

@@ -26,9 +26,11 @@ class StreamSource:
     A grain ``RandomAccessDataSource`` (``__len__`` and ``__getitem__``): pass it to
     ``grain.MapDataset.source`` and keep the order of the records. Each record is a dict of
     numpy arrays, the fields of :class:`seqbatch.Batch` (``"x"``, ``"y"`` when there are
-    targets, ``"sample_weight"``, ``"reset"``, ``"series"``, ``"position"``) and two int64
-    scalars that say which batch it is, ``"epoch"`` and ``"batch"``. Feed the records to the
-    model through :meth:`in_order`, which refuses any other order before it is used.
+    targets, ``"sample_weight"``, ``"reset"``, ``"series"``, ``"position"``, and for packed
+    batches ``"step_reset"``, ``"step_series"``, ``"step_position"``) and two int64 scalars
+    that say which batch it is, ``"epoch"`` and ``"batch"``. Feed the records to the model
+    through :meth:`in_order`, which refuses any other order before it is used. A packed
+    record must reset the state at each step that ``"step_reset"`` flags, inside the scan.
 
     Each epoch of a shuffled batcher has its own layout. ``grain``'s ``repeat()`` starts
     the same epochs again: give ``epochs`` the number of epochs to train instead. Shard by
@@ -87,6 +89,10 @@ class StreamSource:
             epoch=np.int64(self.first_epoch + epoch),
             batch=np.int64(k),
         )
+        if b.step_reset is not None:
+            record.update(
+                step_reset=b.step_reset, step_series=b.step_series, step_position=b.step_position
+            )
         return record
 
     def in_order(

@@ -36,7 +36,8 @@ def check_call(
     Args:
         call: the running Keras call.
         input_shapes: the shapes of the model inputs of a batch, ``[x's]`` or
-            ``[x's, reset's]``, all replicas together.
+            ``[x's, reset's]`` (reset ``(B,)``, or ``(B, W)`` for packed batches), all
+            replicas together.
         y_shape: the shape of the targets of a batch, or None without targets.
         steps: batches per epoch.
     """
@@ -53,8 +54,9 @@ def check_call(
                 f"keras.Input(batch_shape=({rows}, ...)) or the StreamBatcher with "
                 f"batch_size={built_for * batch_size // rows}"
             )
+    shapes = [(rows, *shape[1:]) for shape in input_shapes]
+    _check_flag_shape(call.model, shapes)
     if y_shape is not None and call.method != "predict":
-        shapes = [(rows, *shape[1:]) for shape in input_shapes]
         _check_targets(call.model, shapes, (rows, *y_shape[1:]))
     fit = call.fit
     if fit is not None:
@@ -127,6 +129,24 @@ def _model_rows(model: keras.Model, batch_size: int) -> tuple[int, str]:
                 f" (one process's part, {batch_size * shards} rows in all over {shards})"
             )
     return batch_size, ""
+
+
+def _check_flag_shape(model: keras.Model, input_shapes: list[tuple[int, ...]]) -> None:
+    """Refuse reset flags per step for a model that takes them per stream, or the reverse."""
+    inputs = getattr(model, "inputs", None)
+    if len(input_shapes) != 2 or not isinstance(inputs, list) or len(inputs) != 2:
+        return
+    expected = tuple(inputs[1].shape)
+    if _fits(input_shapes[1], expected):
+        return
+    rows, width = input_shapes[0][:2]
+    raise ValueError(
+        "`reset` of the batches must have the shape of the model's reset input. Received: "
+        f"reset of shape {input_shapes[1]} for a model input of shape {expected} (packed "
+        "batches, series_boundary='pack', give a flag per step: "
+        f"keras.Input(batch_shape=({rows}, {width})); other batches a flag per stream: "
+        f"keras.Input(batch_shape=({rows},)))"
+    )
 
 
 def _check_targets(

@@ -7,9 +7,9 @@ import warnings
 from typing import Any
 
 import keras
-import numpy as np
 
 from seqbatch import _checks, _weights
+from seqbatch.batch import reset_flags
 from seqbatch.batcher import Batch, StreamBatcher
 from seqbatch.keras.callbacks import StatefulTraining
 from seqbatch.keras.checks import check_call, check_process_split
@@ -22,7 +22,7 @@ def _element(
 ) -> tuple[Any, ...]:
     """The ``fit()`` element of one batch: ``(inputs,)``, ``(inputs, y)`` or ``(inputs, y, w)``."""
     # float32 flags, as the tf.data adapter yields them: the default dtype of a Keras input.
-    inputs = (batch.x, batch.reset.astype(np.float32)) if reset_input else batch.x
+    inputs = (batch.x, reset_flags(batch)) if reset_input else batch.x
     if batch.y is None:
         return (inputs,)
     if sample_weight:
@@ -37,8 +37,9 @@ class StreamSequence(keras.utils.PyDataset):
     Item ``k`` is batch ``k`` of the batcher's current epoch, as numpy arrays, structured
     like the elements of the tf.data adapter (:func:`seqbatch.tf.to_dataset`):
     ``(x, y, sample_weight)``, or ``((x, reset), y, sample_weight)`` with
-    ``reset_input=True``, ``reset`` being the ``(B,)`` flags as float32 1.0 or 0.0 (for a
-    model that takes them, see :class:`StreamReset`); ``(inputs, y)`` with
+    ``reset_input=True``, ``reset`` being the ``(B,)`` flags as float32 1.0 or 0.0, or for
+    packed batches (``series_boundary="pack"``) the ``(B, W)`` flags of ``step_reset`` (for
+    a model that takes either, see :class:`StreamReset`); ``(inputs, y)`` with
     ``sample_weight=False``; ``(inputs,)`` without targets. Items are pure: reading one
     changes nothing, so Keras may probe them and read them from several workers at once.
 
@@ -70,7 +71,8 @@ class StreamSequence(keras.utils.PyDataset):
 
     Args:
         batches: the batcher whose batches to serve. Its batch size must be the model's.
-        reset_input: also pass the ``(B,)`` reset flags (float32) as a second input.
+        reset_input: also pass the reset flags (float32) as a second input: ``(B,)``, or
+            ``(B, W)`` for packed batches.
         sample_weight: pass the weights, as the tf.data adapter does: 0 on padding and,
             on data, the epoch's weighted slots over its real ones, so that the loss Keras
             reports is the mean over real steps (repeated over every target axis but the
@@ -83,7 +85,8 @@ class StreamSequence(keras.utils.PyDataset):
     Raises:
         TypeError: ``batches`` is not a ``StreamBatcher``, a flag is not a bool, or
             ``workers`` or ``max_queue_size`` is not an integer.
-        ValueError: ``workers`` or ``max_queue_size`` is below 1; in ``fit()``,
+        ValueError: ``workers`` or ``max_queue_size`` is below 1; packed batches whose
+            streams hold several series, with ``reset_input=False``; in ``fit()``,
             ``evaluate()`` or ``predict()``, before the first step, for the refusals above.
 
     Warns:
@@ -152,16 +155,7 @@ class StreamSequence(keras.utils.PyDataset):
         self._weight_of: tuple[Any, float] = (None, 1.0)
         # The fit() epoch whose batches the running pass serves, None outside a fit() epoch.
         self._epoch: int | None = None
-        if not reset_input and any(len(held) > 1 for held in batches.plan.assignment()):
-            warnings.warn(
-                "Some streams of these batches start a new series after the first batch, but "
-                "the model will not see the reset flags (reset_input=False): each such "
-                "stream would carry the state at one series' end into the next series. Pass "
-                "reset_input=True and wrap the RNN in seqbatch.keras.StreamReset, or join "
-                "the series on purpose with series_boundary='concat'.",
-                UserWarning,
-                stacklevel=2,
-            )
+        batches._check_reset_input(self.reset_input, stacklevel=2)
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -229,7 +223,8 @@ class StreamSequence(keras.utils.PyDataset):
             y_shape = (b.batch_size, *steps, *b.target_shape)
         inputs = [(b.batch_size, b.sequence_length, *b.feature_shape)]
         if self.reset_input:
-            inputs.append((b.batch_size,))
+            packed = b.series_boundary == "pack"
+            inputs.append((b.batch_size, b.sequence_length) if packed else (b.batch_size,))
         check_call(call, input_shapes=inputs, y_shape=y_shape, steps=len(self))
         fit = call.fit
         if not call.training or not call.first_epoch or fit is None:
