@@ -233,15 +233,19 @@ class _PassEpochs:
     ``seqbatch.keras.StatefulTraining`` sets ``next`` to ``fit()``'s epoch as each epoch
     begins, so that ``fit(initial_epoch=e)`` lays out epochs ``e, e + 1, ...`` whatever
     passes Keras made before (a probe, an iterator it made and dropped).
+    ``seqbatch.keras.BackupAndRestore`` sets ``first_batch`` to start the pass of a resumed
+    epoch at the batch that comes next: that pass alone is shorter.
     """
 
     def __init__(self, first: int) -> None:
         self.next = first
+        self.first_batch = 0
 
-    def take(self) -> int:
-        """The epoch of a new pass; the following pass gets the one after."""
-        epoch, self.next = self.next, self.next + 1
-        return epoch
+    def take(self) -> tuple[int, int]:
+        """The epoch and first batch of a new pass; the following pass gets the next epoch."""
+        taken = (self.next, self.first_batch)
+        self.next, self.first_batch = self.next + 1, 0
+        return taken
 
 
 def _first_caller_outside_seqbatch() -> int:
@@ -256,21 +260,23 @@ def _first_caller_outside_seqbatch() -> int:
     return level
 
 
-def _epochs(batches: StreamBatcher, epochs: _PassEpochs) -> tf.data.Dataset:
-    """One element per pass over the dataset: the epoch that the pass lays out.
+def _epochs(epochs: _PassEpochs, replicas: int) -> tf.data.Dataset:
+    """One element per pass over the dataset: the epoch it lays out, and its first element.
 
-    Without ``shuffle`` every pass is ``batches.epoch``. With it, each iterator over the
-    dataset reads the epoch that ``epochs`` gives next (``batches.epoch + p`` for the ``p``-th
-    pass, unless ``StatefulTraining`` sets it): one Python call per pass.
+    Each iterator over the dataset reads what ``epochs`` gives next (``batches.epoch + p``
+    for the ``p``-th pass, unless ``StatefulTraining`` sets it; from batch 0, unless
+    ``BackupAndRestore`` resumes the pass): one Python call per pass. Without ``shuffle``
+    every epoch has the same layout.
     """
-    if not batches.shuffle:
-        return tf.data.Dataset.from_tensors(tf.constant(batches.epoch, tf.int64))
 
-    def next_epoch(_: tf.Tensor) -> tf.Tensor:
-        epoch = tf.numpy_function(lambda: np.int64(epochs.take()), [], tf.int64, stateful=True)
-        return tf.ensure_shape(epoch, ())
+    def next_pass(_: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        taken = tf.numpy_function(
+            lambda: np.array(epochs.take(), dtype=np.int64), [], tf.int64, stateful=True
+        )
+        taken = tf.ensure_shape(taken, (2,))
+        return taken[0], taken[1] * replicas
 
-    return tf.data.Dataset.from_tensors(0).map(next_epoch)
+    return tf.data.Dataset.from_tensors(0).map(next_pass)
 
 
 def _at_epoch(batches: StreamBatcher, epoch: int) -> StreamBatcher:
@@ -380,18 +386,26 @@ class _GraphReader:
 
     def passes(self, epochs: _PassEpochs) -> tf.data.Dataset:
         """The columns of every element of one pass, each pass laying out its own epoch."""
+        replicas = self.batches.batch_size // self.rows
         if self.batches.shuffle:
             dtypes = [tf.int64, tf.bool, tf.int64, tf.int64]
-            shape = (len(self.batches) * self.batches.batch_size // self.rows, self.rows)
+            shape = (len(self.batches) * replicas, self.rows)
 
-            def table(epoch: tf.Tensor) -> tuple[tf.Tensor, ...]:
+            def table(epoch: tf.Tensor, first: tf.Tensor) -> tuple[tf.Tensor, ...]:
                 out = tf.numpy_function(lambda e: self.table(int(e)), [epoch], dtypes)
-                return tuple(tf.ensure_shape(t, shape) for t in out)
+                return (*(tf.ensure_shape(t, shape) for t in out), first)
 
-            tables = _epochs(self.batches, epochs).map(table)
         else:
-            tables = tf.data.Dataset.from_tensors(self.table(self.batches.epoch))
-        return tables.flat_map(lambda *t: tf.data.Dataset.from_tensor_slices(t))
+            fixed = self.table(self.batches.epoch)
+
+            def table(epoch: tf.Tensor, first: tf.Tensor) -> tuple[tf.Tensor, ...]:
+                return (*fixed, first)
+
+        return (
+            _epochs(epochs, replicas)
+            .map(table)
+            .flat_map(lambda *t: tf.data.Dataset.from_tensor_slices(t[:-1]).skip(t[-1]))
+        )
 
     def read(
         self, length: tf.Tensor, reset: tf.Tensor, x_first: tf.Tensor, y_first: tf.Tensor
@@ -449,8 +463,8 @@ class _NumpyReader:
     def passes(self, epochs: _PassEpochs) -> tf.data.Dataset:
         """Per element of every pass: its epoch and its index in the pass."""
         n = len(self.batches) * self.replicas
-        return _epochs(self.batches, epochs).flat_map(
-            lambda epoch: tf.data.Dataset.range(n).map(lambda j: (epoch, j))
+        return _epochs(epochs, self.replicas).flat_map(
+            lambda epoch, first: tf.data.Dataset.range(first, n).map(lambda j: (epoch, j))
         )
 
     def read_numpy(self, epoch: np.int64, j: np.int64) -> list[np.ndarray]:
