@@ -429,13 +429,31 @@ class StreamBatcher:
             self._next_batch = k + 1
             yield self[k]
 
-    def state_dict(self) -> dict[str, Any]:
+    @property
+    def resume_batch(self) -> int:
+        """The batch that the next pass over this epoch starts at: 0 unless resumed.
+
+        After :meth:`load_state_dict`, the saved batch, until a pass starts (``iter(self)``)
+        or :meth:`set_epoch` moves to another epoch. The torch and JAX adapters built on a
+        restored batcher start their first pass there.
+        """
+        return self._next_batch if self._resume else 0
+
+    def state_dict(
+        self, *, epoch: int | None = None, next_batch: int | None = None
+    ) -> dict[str, Any]:
         """Where a loop over this batcher stands, for a checkpoint: see :mod:`seqbatch.state`.
 
         ``{"epoch", "next_batch", "seed", "fingerprint"}``: the batch that comes next (the one
         after the last batch that iteration handed over; after an epoch's last batch, batch
         0 of the next epoch), the seed of the shuffle, and a fingerprint of the data and
         the arguments. Plain ints, bools and strings: JSON keeps it.
+
+        Args:
+            epoch: the epoch to record instead of :attr:`epoch`.
+            next_batch: the batch that comes next in that epoch, instead of where iteration
+                over this batcher stands: for loops that read the batches through an
+                adapter (a torch ``DataLoader``, a grain pipeline), which know it.
 
         Returns:
             A new dict.
@@ -453,7 +471,13 @@ class StreamBatcher:
             >>> [b.position.tolist() for b in other]
             [[8, 24], [12, 28]]
         """
-        return _state.state_dict(self, self._next_batch)
+        return _state.state_dict(
+            self,
+            self._epoch if epoch is None else _checks.non_negative_int("epoch", epoch),
+            self._next_batch
+            if next_batch is None
+            else _checks.non_negative_int("next_batch", next_batch),
+        )
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Go on where :meth:`state_dict` was taken: its epoch, seed, and next batch.

@@ -79,9 +79,8 @@ def fingerprint(batches: StreamBatcher) -> dict[str, Any]:
     }
 
 
-def state_dict(batches: StreamBatcher, next_batch: int) -> dict[str, Any]:
-    """The state of ``batches`` when ``next_batch`` of its epoch comes next."""
-    epoch = batches.epoch
+def state_dict(batches: StreamBatcher, epoch: int, next_batch: int) -> dict[str, Any]:
+    """The state of ``batches`` when batch ``next_batch`` of ``epoch`` comes next."""
     if next_batch >= len(batches):
         # The epoch is over: what comes next is the first batch of the next one.
         epoch, next_batch = epoch + 1, 0

@@ -258,10 +258,8 @@ class BackupAndRestore(keras.callbacks.Callback):
         for name in ("x", "validation_data"):
             batches = _batches_of(self._fit[name])
             if batches is not None:
-                state = batches.state_dict()
-                if name == "x":
-                    state.update(epoch=epoch, next_batch=next_batch)
-                meta["batchers"][name] = state
+                position = {"epoch": epoch, "next_batch": next_batch} if name == "x" else {}
+                meta["batchers"][name] = batches.state_dict(**position)
         if keras.backend.backend() == "torch":
             import torch
 
