@@ -112,6 +112,7 @@ class BackupAndRestore(keras.callbacks.Callback):
         self._resume: tuple[int, int] | None = None
         self._offset = 0
         self._epoch = 0
+        self._steps = 0  # trained since training began, at the last batch's end
         self._states: list[np.ndarray] | None = None
         self._torch_rng: np.ndarray | None = None
         self._due = False
@@ -147,11 +148,13 @@ class BackupAndRestore(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._epoch, self._offset = epoch, 0
+        self._steps = epoch * self._n
         if self._resume is None or self._resume[0] != epoch:
             # Before the epoch's data loader is made, as in the run that saved it.
             self._restore_torch_rng()
             return
         self._offset = first = self._resume[1]
+        self._steps += first
         x = self._fit["x"]
         if hasattr(x, "_start_pass_at"):
             x._start_pass_at(first)
@@ -190,13 +193,16 @@ class BackupAndRestore(keras.callbacks.Callback):
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         if not isinstance(self.save_freq, int):
             return
-        n = self._n
+        # Keras numbers the last batch of each execution (steps_per_execution): a save is
+        # due when the steps trained since training began pass a multiple of save_freq.
         position = self._offset + batch + 1
-        if (self._epoch * n + position) % self.save_freq == 0:
-            if position < n:
+        steps = self._epoch * self._n + position
+        if steps // self.save_freq > self._steps // self.save_freq:
+            if position < self._n:
                 self._save(self._epoch, position)
             else:
                 self._due = True
+        self._steps = steps
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if self._resume is not None and self._resume[0] == epoch:
