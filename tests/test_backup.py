@@ -20,7 +20,14 @@ import pytest
 import seqbatch
 from seqbatch.keras import BackupAndRestore, StatefulTraining
 from tests.encoded import encoded_series
-from tests.keras_models import first_steps, order_model, quiet_sequence
+from tests.keras_models import (
+    first_steps,
+    numpy_weights,
+    order_model,
+    quiet_sequence,
+    state_values,
+    wave,
+)
 
 pytestmark = pytest.mark.keras
 
@@ -85,6 +92,54 @@ def test_a_stopped_fit_goes_on_with_the_batches_it_had_left(adapter: str, tmp_pa
     assert seen[1] == expected[5:12]
     assert seen[2] == expected[10:]
     assert not (tmp_path / "backup").exists()
+
+
+def learner() -> keras.Model:
+    """A model that learns, with dropout: its weights depend on every step and every mask."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input(batch_shape=(2, 3, 1)),
+            keras.layers.LSTM(4, stateful=True, return_sequences=True),
+            keras.layers.Dropout(0.2),
+            keras.layers.Dense(1),
+        ]
+    )
+    numpy_weights(model, seed=1)
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
+    return model
+
+
+@pytest.mark.parametrize("adapter", ["sequence", "2 workers", "tf.data"])
+def test_a_stopped_fit_ends_with_the_weights_of_one_never_stopped(
+    adapter: str, tmp_path: Path
+) -> None:
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+    ends = []
+    for stops, backup in [([], tmp_path / "plain"), ([4, 5], tmp_path / "stopped")]:
+        for stop in [*stops, None]:
+            batches = seqbatch.StreamBatcher(
+                [wave(9 + 4 * s, phase=s) for s in range(7)],
+                batch_size=2,
+                sequence_length=3,
+                remainder="pad",
+                shuffle=True,
+                seed=4,
+            )
+            model = learner()
+            callbacks = [BackupAndRestore(backup, save_freq=3), StatefulTraining()]
+            if stop is not None:
+                callbacks.append(StopAt(stop))
+            with contextlib.suppress(Interrupt):
+                model.fit(
+                    feed(batches, adapter), shuffle=False, epochs=2, verbose=0, callbacks=callbacks
+                )
+        ends.append(model.get_weights() + state_values(model))
+    for a, b in zip(*ends, strict=True):
+        assert a.tobytes() == b.tobytes()
 
 
 def test_a_checkpoint_at_an_epoch_end_starts_the_next_epoch(tmp_path: Path) -> None:
