@@ -455,8 +455,12 @@ class _NumpyReader:
         self.specs = specs
 
     @functools.lru_cache(maxsize=2)  # noqa: B019 - one reader per dataset, two epochs at most
-    def shards(self, epoch: int) -> list[StreamBatcher]:
-        """The batchers of each replica's rows in ``epoch``, made once per epoch."""
+    def shards(self, epoch: int, seed: int) -> list[StreamBatcher]:
+        """The batchers of each replica's rows in ``epoch``, made once per epoch and seed.
+
+        The seed is part of the key: ``load_state_dict`` may give the batcher the seed of a
+        checkpoint after a pass (Keras's probe) has read an epoch with the old one.
+        """
         at_epoch = _at_epoch(self.batches, epoch)
         return [at_epoch.shard(r, self.replicas) for r in range(self.replicas)]
 
@@ -470,7 +474,7 @@ class _NumpyReader:
     def read_numpy(self, epoch: np.int64, j: np.int64) -> list[np.ndarray]:
         """Element ``j`` of ``epoch`` as arrays: x, y (with targets), reset, weight (if asked)."""
         k, r = divmod(int(j), self.replicas)
-        b = self.shards(int(epoch))[r][k]
+        b = self.shards(int(epoch), self.batches.seed)[r][k]
         out = [_native(b.x)]
         if b.y is not None:
             out.append(_native(b.y))
