@@ -11,8 +11,10 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 import numpy as np
 
 from seqbatch import _checks
+from seqbatch import state as _state
 from seqbatch.batch import Batch
-from seqbatch.plan import Layout, StreamPlan, Window
+from seqbatch.outputs import by_series
+from seqbatch.plan import Align, Layout, StreamPlan, Window
 from seqbatch.source import (
     Joined,
     WindowReader,
@@ -56,6 +58,12 @@ class StreamBatcher:
             counted in ``plan.accounting.dropped`` (packed: after each stream's last full
             window, so that every window is full or idle). ``"pad"``: they fill a last window
             that ends in padding of weight 0.
+        align: ``"start"`` (default): each series' windows start at its first step, so that
+            ``remainder="drop"`` leaves out its newest steps. ``"end"``: the last window ends
+            at the last step that has a target, and the steps left over are the oldest ones
+            (counted in ``plan.accounting.before_offset``): what a forecaster wants, to end
+            training on the most recent data. Needs ``remainder="drop"``; not with
+            ``series_boundary="pack"``.
         series_boundary: ``"reset"`` (default), ``"pack"`` or ``"concat"``; see above. Packed
             batches also carry ``step_reset``, ``step_series`` and ``step_position``.
         shuffle: draw a new layout for every epoch (``set_epoch``): which stream holds which
@@ -123,6 +131,7 @@ class StreamBatcher:
         sequence_length: int = 100,
         return_sequences: bool = True,
         remainder: Literal["drop", "pad"] = "drop",
+        align: Align = "start",
         series_boundary: Literal["reset", "concat", "pack"] = "reset",
         shuffle: bool = False,
         seed: int | None = None,
@@ -133,6 +142,8 @@ class StreamBatcher:
         _checks.one_of("remainder", remainder, ("drop", "pad"))
         _checks.one_of("series_boundary", series_boundary, ("reset", "concat", "pack"))
         self.remainder = remainder
+        _checks.one_of("align", align, ("start", "end"))
+        self.align = align
         self.series_boundary = series_boundary
         self.shuffle = _checks.boolean("shuffle", shuffle)
         if seed is None:
@@ -168,6 +179,11 @@ class StreamBatcher:
         self._lengths = lengths
         self._total_streams = self.batch_size
         self._streams = slice(0, self.batch_size)
+        self._epoch = 0
+        # Where iteration stands: the batch that comes next, and whether the next iter()
+        # starts there (after load_state_dict) rather than at batch 0.
+        self._next_batch = 0
+        self._resume = False
         self._plan = self._make_plan(0)
         self._start_caches()
 
@@ -202,7 +218,6 @@ class StreamBatcher:
             for k, v in self.__dict__.items()
             if k not in ("_view_cache", "_ones_cache", "_x_reader", "_y_reader", "_plan")
         }
-        state["_epoch"] = self._plan.epoch
         state["_sources"] = [portable(s) for s in self._sources]
         if self._target_sources is not self._sources:
             state["_target_sources"] = [portable(s) for s in self._target_sources]
@@ -211,9 +226,8 @@ class StreamBatcher:
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        epoch = state.pop("_epoch")
         self.__dict__.update(state)
-        self._plan = self._make_plan(epoch)
+        self._plan = self._make_plan(self._epoch if self.shuffle else 0)
         self._start_caches()
 
     def __copy__(self) -> StreamBatcher:
@@ -229,6 +243,7 @@ class StreamBatcher:
             sequence_length=self.sequence_length,
             layout=self._layout,
             remainder=self.remainder,
+            align=self.align,
             no_target=self.shift,
             shuffle=self.shuffle,
             seed=self.seed,
@@ -242,8 +257,12 @@ class StreamBatcher:
 
     @property
     def epoch(self) -> int:
-        """The epoch whose layout the batches follow; see :meth:`set_epoch`."""
-        return self._plan.epoch
+        """The epoch set last by :meth:`set_epoch` (or :meth:`load_state_dict`); 0 at first.
+
+        With ``shuffle=True`` the batches follow its layout; otherwise every epoch has the
+        same batches, and the number only counts epochs (``plan.epoch`` stays 0).
+        """
+        return self._epoch
 
     @property
     def streams(self) -> range:
@@ -292,10 +311,15 @@ class StreamBatcher:
     def set_epoch(self, epoch: int) -> None:
         """Lay out the batches of ``epoch``; changes them only when ``shuffle=True``.
 
+        Another epoch than the current one starts iteration over at batch 0; the current
+        one keeps the position that :meth:`load_state_dict` restored.
+
         Args:
             epoch: a non-negative int. The same epoch always gives the same batches.
         """
         epoch = _checks.non_negative_int("epoch", epoch)
+        if epoch != self._epoch:
+            self._epoch, self._next_batch, self._resume = epoch, 0, False
         if self.shuffle and epoch != self._plan.epoch:
             self._plan = self._make_plan(epoch)
 
@@ -395,8 +419,97 @@ class StreamBatcher:
         return views
 
     def __iter__(self) -> Iterator[Batch]:
-        for k in range(len(self)):
+        first = self._next_batch if self._resume else 0
+        self._next_batch, self._resume = first, False
+        return self._from(first)
+
+    def _from(self, first: int) -> Iterator[Batch]:
+        for k in range(first, len(self)):
+            # Counted as the batch is handed over: a checkpoint taken while the loop holds
+            # batch k goes on at k + 1.
+            self._next_batch = k + 1
             yield self[k]
+
+    @property
+    def resume_batch(self) -> int:
+        """The batch that the next pass over this epoch starts at: 0 unless resumed.
+
+        After :meth:`load_state_dict`, the saved batch, until a pass starts (``iter(self)``)
+        or :meth:`set_epoch` moves to another epoch. The torch and JAX adapters built on a
+        restored batcher start their first pass there.
+        """
+        return self._next_batch if self._resume else 0
+
+    def state_dict(
+        self, *, epoch: int | None = None, next_batch: int | None = None
+    ) -> dict[str, Any]:
+        """Where a loop over this batcher stands, for a checkpoint: see :mod:`seqbatch.state`.
+
+        ``{"epoch", "next_batch", "seed", "fingerprint"}``: the batch that comes next (the one
+        after the last batch that iteration handed over; after an epoch's last batch, batch
+        0 of the next epoch), the seed of the shuffle, and a fingerprint of the data and
+        the arguments. Plain ints, bools and strings: JSON keeps it.
+
+        Args:
+            epoch: the epoch to record instead of :attr:`epoch`.
+            next_batch: the batch that comes next in that epoch, instead of where iteration
+                over this batcher stands: for loops that read the batches through an
+                adapter (a torch ``DataLoader``, a grain pipeline), which know it.
+
+        Returns:
+            A new dict.
+
+        Examples:
+            >>> import numpy as np, seqbatch
+            >>> batches = seqbatch.StreamBatcher(np.arange(40), batch_size=2, sequence_length=4)
+            >>> for b in batches:
+            ...     if b.position[0] == 4:  # batch 1 trained on: save
+            ...         saved = batches.state_dict()
+            >>> saved["epoch"], saved["next_batch"]
+            (0, 2)
+            >>> other = seqbatch.StreamBatcher(np.arange(40), batch_size=2, sequence_length=4)
+            >>> other.load_state_dict(saved)
+            >>> [b.position.tolist() for b in other]
+            [[8, 24], [12, 28]]
+        """
+        return _state.state_dict(
+            self,
+            self._epoch if epoch is None else _checks.non_negative_int("epoch", epoch),
+            self._next_batch
+            if next_batch is None
+            else _checks.non_negative_int("next_batch", next_batch),
+        )
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Go on where :meth:`state_dict` was taken: its epoch, seed, and next batch.
+
+        The next ``iter(self)`` starts at the saved batch; later ones at batch 0, as
+        after any epoch. :meth:`set_epoch` with the saved epoch keeps that position, so a
+        loop of ``set_epoch(e)`` then ``for b in batches`` resumes as it is. Random access
+        (``batches[k]``) is not affected.
+
+        Args:
+            state_dict: a dict from :meth:`state_dict` of a batcher built on the same data
+                with the same arguments (the seed may differ: the saved one is taken).
+
+        Raises:
+            ValueError: ``state_dict`` is not such a dict, or its fingerprint differs from
+                this batcher's (other data, sizes or arguments); the differences are named.
+        """
+        epoch, next_batch, seed = _state.check_state(self, state_dict)
+        if seed != self.seed:
+            self.seed = seed
+            if self.shuffle:
+                self._plan = self._make_plan(epoch)
+        self.set_epoch(epoch)
+        self._next_batch, self._resume = next_batch, True
+
+    def by_series(self, outputs: Any) -> list[np.ma.MaskedArray]:
+        """Model outputs over this epoch's batches, back in per-series arrays in time order.
+
+        See :func:`seqbatch.outputs.by_series`.
+        """
+        return by_series(self, outputs)
 
     def batch(self, window: Window) -> Batch:
         """Read the batch that ``window`` (one batch of :attr:`plan`) describes.

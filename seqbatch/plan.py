@@ -32,6 +32,7 @@ from seqbatch.segments import SegmentIndex
 
 Layout = Literal["split", "whole", "pack"]
 Remainder = Literal["drop", "pad"]
+Align = Literal["start", "end"]
 
 
 def _ceil_div(a: Any, b: int) -> Any:
@@ -83,11 +84,15 @@ class Accounting:
         used: steps fed to the model as inputs, each with its target.
         no_target: steps at the end of each series that have no target (``targets=k`` leaves
             ``k`` per series, or per joined stream with ``series_boundary="concat"``).
-        before_offset: steps before this epoch's cut offset (``shuffle=True``, one long series).
-        dropped: steps left over after the last full window (``remainder="drop"``), and, in a
-            shuffled epoch of one long series, the ``sequence_length - 1 - offset`` steps after
-            its cut (a shuffled cut always holds ``sequence_length - 1`` steps fewer than the
-            series, so that every epoch has as many batches).
+        before_offset: steps before the first window: before this epoch's cut offset
+            (``shuffle=True``, one long series), and with ``align="end"`` the steps left over
+            before the first full window (the oldest steps of each series).
+        dropped: steps after the last window: left over after the last full window
+            (``remainder="drop"``), and, in a shuffled epoch of one long series, the
+            ``sequence_length - 1 - offset`` steps after its cut (a shuffled cut always holds
+            ``sequence_length - 1`` steps fewer than the series, so that every epoch has as
+            many batches). With ``align="end"`` only those of a shuffled cut: the newest step
+            of every series is used.
         padded: batch slots that hold padding instead of data (weight 0); not steps of the data.
     """
 
@@ -112,6 +117,11 @@ class StreamPlan:
         remainder: ``"drop"`` leaves out the steps after the last full window of each segment
             (with ``layout="pack"``: of each stream, so that every window is full or idle);
             ``"pad"`` keeps them in a last window completed with padding.
+        align: ``"start"``: the windows of a series start at its first step, and
+            ``remainder="drop"`` leaves out its newest steps; ``"end"``: the last window ends at
+            its last usable step, and the steps left over are its oldest ones (counted in
+            ``before_offset``). ``"end"`` needs ``remainder="drop"`` (padding never precedes
+            data) and a layout other than ``"pack"``.
         no_target: steps per series that follow its usable ones and have no target (for the
             accounting only).
         shuffle: draw a new layout for every epoch from ``(seed, epoch)``: with
@@ -133,7 +143,8 @@ class StreamPlan:
         TypeError: ``lengths`` are not integers, or an argument has the wrong type.
         ValueError: when the series cannot fill ``batch_size`` streams with at least one
             window, or with ``remainder="pad"``, when ``sequence_length`` exceeds the longest
-            series (every batch would be mostly padding).
+            series (every batch would be mostly padding); ``align="end"`` with
+            ``remainder="pad"`` or ``layout="pack"``.
 
     Examples:
         One series of 10 usable steps, 2 streams, windows of 2 steps: stream 0 holds steps
@@ -174,6 +185,7 @@ class StreamPlan:
         sequence_length: int,
         layout: Layout,
         remainder: Remainder = "drop",
+        align: Align = "start",
         no_target: int = 0,
         shuffle: bool = False,
         seed: int = 0,
@@ -183,6 +195,15 @@ class StreamPlan:
         self.sequence_length = _checks.positive_int("sequence_length", sequence_length)
         self.layout = _checks.one_of("layout", layout, ("split", "whole", "pack"))
         self.remainder = _checks.one_of("remainder", remainder, ("drop", "pad"))
+        self.align = _checks.one_of("align", align, ("start", "end"))
+        if self.align == "end" and (self.remainder == "pad" or self.layout == "pack"):
+            raise ValueError(
+                "`align='end'` needs remainder='drop' and a layout other than packing: the "
+                "steps left over go before the first window, where padding may not go (it "
+                "would run through the state before the data), and a packed stream has no "
+                "series of its own to align. Received: align='end' with "
+                f"remainder={self.remainder!r}, layout={self.layout!r}"
+            )
         self.shuffle = _checks.boolean("shuffle", shuffle)
         self.seed = _checks.non_negative_int("seed", seed)
         self.epoch = _checks.non_negative_int("epoch", epoch)
@@ -222,8 +243,8 @@ class StreamPlan:
             total=int(self.lengths.sum()) + self.no_target * int(self.lengths.size),
             used=used,
             no_target=self.no_target * int(self.lengths.size),
-            before_offset=self.offset,
-            dropped=int(self.lengths.sum()) - used - self.offset,
+            before_offset=self._before,
+            dropped=int(self.lengths.sum()) - used - self._before,
             padded=self._n_batches * self.batch_size * W - used,
         )
 
@@ -277,7 +298,11 @@ class StreamPlan:
                     f"step. Received: batch_size={B}" + (f", sequence_length={W}" if more else "")
                 )
             n_batches = _ceil_div(_ceil_div(cut, B), W)
-        self.offset = int(rng.integers(0, W)) if rng is not None else 0
+        drawn = int(rng.integers(0, W)) if rng is not None else 0
+        # Aligned to the end, the cut ends `drawn` steps before the series does, and the
+        # steps left over go before it.
+        self.offset = drawn if self.align == "start" else n - drawn - n_batches * B * W
+        self._before = self.offset
         if self.remainder == "drop":
             seg_len = np.full(B, n_batches * W, dtype=np.int64)
         else:
@@ -328,6 +353,7 @@ class StreamPlan:
         self.offset = 0
         self.stride = None
         self.full_batches = 0
+        self._before = 0
         if self.layout == "pack":
             if self.remainder == "pad":
                 self._refuse_windows_longer_than(int(loads.max()), "stream", "streams")
@@ -354,7 +380,13 @@ class StreamPlan:
         np.cumsum(self._seg_windows, out=self._seg_first)
         self._seg_first -= self._seg_windows
         self._seg_first -= self._seg_first[starts][self._seg_stream]
-        self._seg_start = np.broadcast_to(np.int64(0), (S,))
+        if self.align == "end":
+            # Each series' first window starts at the steps left over, so that its last
+            # window ends at its last usable step.
+            self._seg_start = np.take(lengths - seg_len, self._seg_series)
+            self._before = int(self._seg_start.sum())
+        else:
+            self._seg_start = np.broadcast_to(np.int64(0), (S,))
         self._n_batches = int(loads.max())
         self._index = SegmentIndex(
             self._seg_first, np.zeros(B, np.int64), self._seg_stream, self._n_batches
@@ -521,6 +553,11 @@ class StreamPlan:
         if self.layout == "split":
             if self.sequence_length == 1:
                 return "nothing: windows of one step allow a single cut"
+            if self.align == "end":
+                return (
+                    f"the steps cut off the end, drawn from 0 to {self.sequence_length - 1} "
+                    f"(this epoch: {self.accounting.dropped})"
+                )
             return (
                 f"the cut offset, drawn from 0 to {self.sequence_length - 1} "
                 f"(this epoch: {self.offset})"
@@ -550,8 +587,13 @@ class StreamPlan:
                 f"batches: {len(self)} of {self.batch_size} streams x "
                 f"{self.sequence_length} steps; resets: {resets}",
                 f"steps: {a.total} in the data = {a.used} used + {a.no_target} without target"
-                f" + {a.before_offset} before the offset + {a.dropped} dropped "
-                f"(remainder={self.remainder!r})",
+                + (
+                    f" + {a.before_offset} before the offset + {a.dropped} dropped "
+                    f"(remainder={self.remainder!r})"
+                    if self.align == "start"
+                    else f" + {a.before_offset} dropped before the first window (the oldest) + "
+                    f"{a.dropped} after the last (remainder={self.remainder!r}, align='end')"
+                ),
                 f"padding: {a.padded} of {slots} batch slots ({100 * a.padded / slots:.1f}%)",
             ]
         )
@@ -560,6 +602,8 @@ class StreamPlan:
         return (
             f"StreamPlan({self.lengths.size} series, layout={self.layout!r}, "
             f"batch_size={self.batch_size}, sequence_length={self.sequence_length}, "
-            f"remainder={self.remainder!r}, shuffle={self.shuffle}, epoch={self.epoch}): "
+            f"remainder={self.remainder!r}, "
+            + (f"align={self.align!r}, " if self.align == "end" else "")
+            + f"shuffle={self.shuffle}, epoch={self.epoch}): "
             f"{len(self)} batches"
         )

@@ -244,15 +244,19 @@ class _PassEpochs:
     ``seqbatch.keras.StatefulTraining`` sets ``next`` to ``fit()``'s epoch as each epoch
     begins, so that ``fit(initial_epoch=e)`` lays out epochs ``e, e + 1, ...`` whatever
     passes Keras made before (a probe, an iterator it made and dropped).
+    ``seqbatch.keras.BackupAndRestore`` sets ``first_batch`` to start the pass of a resumed
+    epoch at the batch that comes next: that pass alone is shorter.
     """
 
     def __init__(self, first: int) -> None:
         self.next = first
+        self.first_batch = 0
 
-    def take(self) -> int:
-        """The epoch of a new pass; the following pass gets the one after."""
-        epoch, self.next = self.next, self.next + 1
-        return epoch
+    def take(self) -> tuple[int, int]:
+        """The epoch and first batch of a new pass; the following pass gets the next epoch."""
+        taken = (self.next, self.first_batch)
+        self.next, self.first_batch = self.next + 1, 0
+        return taken
 
 
 def _first_caller_outside_seqbatch() -> int:
@@ -267,21 +271,23 @@ def _first_caller_outside_seqbatch() -> int:
     return level
 
 
-def _epochs(batches: StreamBatcher, epochs: _PassEpochs) -> tf.data.Dataset:
-    """One element per pass over the dataset: the epoch that the pass lays out.
+def _epochs(epochs: _PassEpochs, replicas: int) -> tf.data.Dataset:
+    """One element per pass over the dataset: the epoch it lays out, and its first element.
 
-    Without ``shuffle`` every pass is ``batches.epoch``. With it, each iterator over the
-    dataset reads the epoch that ``epochs`` gives next (``batches.epoch + p`` for the ``p``-th
-    pass, unless ``StatefulTraining`` sets it): one Python call per pass.
+    Each iterator over the dataset reads what ``epochs`` gives next (``batches.epoch + p``
+    for the ``p``-th pass, unless ``StatefulTraining`` sets it; from batch 0, unless
+    ``BackupAndRestore`` resumes the pass): one Python call per pass. Without ``shuffle``
+    every epoch has the same layout.
     """
-    if not batches.shuffle:
-        return tf.data.Dataset.from_tensors(tf.constant(batches.epoch, tf.int64))
 
-    def next_epoch(_: tf.Tensor) -> tf.Tensor:
-        epoch = tf.numpy_function(lambda: np.int64(epochs.take()), [], tf.int64, stateful=True)
-        return tf.ensure_shape(epoch, ())
+    def next_pass(_: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        taken = tf.numpy_function(
+            lambda: np.array(epochs.take(), dtype=np.int64), [], tf.int64, stateful=True
+        )
+        taken = tf.ensure_shape(taken, (2,))
+        return taken[0], taken[1] * replicas
 
-    return tf.data.Dataset.from_tensors(0).map(next_epoch)
+    return tf.data.Dataset.from_tensors(0).map(next_pass)
 
 
 def _at_epoch(batches: StreamBatcher, epoch: int) -> StreamBatcher:
@@ -397,23 +403,30 @@ class _GraphReader:
         return [(len(self.batches) * self.batches.batch_size // self.rows, self.rows)] * 4
 
     def passes(self, epochs: _PassEpochs) -> tf.data.Dataset:
-        """The columns of every element of one pass, each pass laying out its own epoch."""
+        """The columns of every element of one pass, each pass laying out its own epoch and
+        starting at its first element (batch 0, unless ``BackupAndRestore`` resumes it)."""
+        replicas = self.batches.batch_size // self.rows
         if self.batches.shuffle:
 
-            def table(epoch: tf.Tensor) -> tuple[tf.Tensor, ...]:
+            def table(epoch: tf.Tensor, first: tf.Tensor) -> tuple[tf.Tensor, ...]:
                 out = tf.numpy_function(lambda e: self.table(int(e)), [epoch], list(self.dtypes))
-                return tuple(tf.ensure_shape(t, s) for t, s in zip(out, self.shapes(), strict=True))
+                shaped = (tf.ensure_shape(t, s) for t, s in zip(out, self.shapes(), strict=True))
+                return (*shaped, first)
 
-            tables = _epochs(self.batches, epochs).map(table)
         else:
-            tables = tf.data.Dataset.from_tensors(self.table(self.batches.epoch))
+            fixed = self.table(self.batches.epoch)
+
+            def table(epoch: tf.Tensor, first: tf.Tensor) -> tuple[tf.Tensor, ...]:
+                return (*fixed, first)
+
         c = self.constants
 
         def elements(*t: tf.Tensor) -> tf.data.Dataset:
-            rows = tf.data.Dataset.from_tensor_slices(t[c:])
-            return rows.map(lambda *row: (*t[:c], *row)) if c else rows
+            columns, first = t[:-1], t[-1]
+            rows = tf.data.Dataset.from_tensor_slices(columns[c:]).skip(first)
+            return rows.map(lambda *row: (*columns[:c], *row)) if c else rows
 
-        return tables.flat_map(elements)
+        return _epochs(epochs, replicas).map(table).flat_map(elements)
 
     def steps(self, *columns: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
         """Of one element: which steps are real, the reset flags, and where every step of x
@@ -512,22 +525,26 @@ class _NumpyReader:
         self.specs = specs
 
     @functools.lru_cache(maxsize=2)  # noqa: B019 - one reader per dataset, two epochs at most
-    def shards(self, epoch: int) -> list[StreamBatcher]:
-        """The batchers of each replica's rows in ``epoch``, made once per epoch."""
+    def shards(self, epoch: int, seed: int) -> list[StreamBatcher]:
+        """The batchers of each replica's rows in ``epoch``, made once per epoch and seed.
+
+        The seed is part of the key: ``load_state_dict`` may give the batcher the seed of a
+        checkpoint after a pass (Keras's probe) has read an epoch with the old one.
+        """
         at_epoch = _at_epoch(self.batches, epoch)
         return [at_epoch.shard(r, self.replicas) for r in range(self.replicas)]
 
     def passes(self, epochs: _PassEpochs) -> tf.data.Dataset:
         """Per element of every pass: its epoch and its index in the pass."""
         n = len(self.batches) * self.replicas
-        return _epochs(self.batches, epochs).flat_map(
-            lambda epoch: tf.data.Dataset.range(n).map(lambda j: (epoch, j))
+        return _epochs(epochs, self.replicas).flat_map(
+            lambda epoch, first: tf.data.Dataset.range(first, n).map(lambda j: (epoch, j))
         )
 
     def read_numpy(self, epoch: np.int64, j: np.int64) -> list[np.ndarray]:
         """Element ``j`` of ``epoch`` as arrays: x, y (with targets), reset, weight (if asked)."""
         k, r = divmod(int(j), self.replicas)
-        b = self.shards(int(epoch))[r][k]
+        b = self.shards(int(epoch), self.batches.seed)[r][k]
         out = [_native(b.x)]
         if b.y is not None:
             out.append(_native(b.y))

@@ -157,16 +157,27 @@ def check_epoch(
     series_count = 1 if concat else len(lengths)
     assert a.no_target == shift * series_count
     # 6. Little waste. A shuffled cut of one series leaves out W - 1 steps, before and after
-    # it, so that every epoch has as many batches.
-    assert 0 <= a.before_offset < W
+    # it, so that every epoch has as many batches. Aligned to the end, the steps left over
+    # come first, and the newest are used.
+    newest = batches.align == "end"
+    assert 0 <= (a.dropped if newest else a.before_offset) < W
     cut_slack = W - 1 if batches.shuffle and batches.plan.layout == "split" else 0
+    one_series = concat or (len(lengths) == 1 and batches.n_series == 1)
+    usable = np.array(lengths) - shift
     if batches.remainder == "pad":
         assert a.before_offset + a.dropped == cut_slack
-    elif concat or (len(lengths) == 1 and batches.n_series == 1):
+    elif one_series:
         assert a.before_offset + a.dropped < batches.plan.batch_size * W + cut_slack
     else:
-        usable = np.array(lengths) - shift
-        assert a.dropped == int((usable % W).sum())
+        assert (a.before_offset if newest else a.dropped) == int((usable % W).sum())
+        assert (a.dropped if newest else a.before_offset) == 0
+    if newest and batches.streams == range(batches.plan.batch_size):
+        if one_series:
+            # The cut ends `dropped` steps before the last step that has a target.
+            assert joined(used).max() == sum(lengths) - shift - 1 - a.dropped
+        else:
+            last = SERIES_STRIDE * (np.arange(len(lengths)) + 1) + usable - 1
+            assert np.isin(last, used).all(), "align='end' left out the newest step of a series"
     return {"used": len(used), "batches": n}
 
 

@@ -52,6 +52,7 @@ class Case:
     seed: int
     epoch: int
     lazy: bool = False  # series behind a slice-only object, as h5py and zarr datasets are
+    align: str = "start"  # "end": windows end at each series' newest step (remainder="drop")
     byte_order: str = "="  # "<" or ">": the data's dtype in that byte order
 
     @property
@@ -89,6 +90,7 @@ class Case:
             "sequence_length": self.sequence_length,
             "return_sequences": self.return_sequences,
             "remainder": self.remainder,
+            "align": self.align,
             "series_boundary": "concat" if self.concat else "reset",
             "shuffle": self.shuffle,
             "seed": self.seed,
@@ -100,6 +102,8 @@ class Case:
     def fillable(self) -> bool:
         """Whether the data can fill the streams: decided from the rules, not the code."""
         B, W = self.batch_size, self.sequence_length
+        if self.align == "end" and self.remainder == "pad":
+            return False  # padding would precede the data: refused
         usable = [n - self.shift for n in self.lengths]
         if self.single or self.concat:
             n = sum(self.lengths) - self.shift
@@ -148,6 +152,7 @@ def cases(draw: st.DrawFn, layouts: tuple[str, ...] = ("single", "reset", "conca
         epoch=draw(st.integers(0, 5)),
         lazy=draw(st.booleans()),
         byte_order=draw(st.sampled_from(["=", "<", ">"])),
+        align=draw(st.sampled_from(["start", "end"])),
     )
 
 
@@ -161,10 +166,13 @@ def test_every_epoch_keeps_the_invariant(case: Case) -> None:
         return
     batches = case.build()
     batches.set_epoch(case.epoch)
-    assert batches.epoch == (case.epoch if case.shuffle else 0)
+    assert batches.epoch == case.epoch
+    assert batches.plan.epoch == (case.epoch if case.shuffle else 0)
     counts = case.check(batches)
     if not case.shuffle:
-        assert batches.plan.accounting.before_offset == 0
+        # Unshuffled, the steps left over are the newest (align="start") or the oldest.
+        a = batches.plan.accounting
+        assert (a.dropped if case.align == "end" else a.before_offset) == 0
     note(repr(counts))
 
 
@@ -179,8 +187,12 @@ def test_a_series_never_leaves_its_stream_and_streams_are_balanced(case: Case) -
         for i, s in enumerate(b.series.tolist()):
             if s >= 0:
                 stream_of.setdefault(s, set()).add(i)
-        # Each series starts on a window boundary, at its step 0, with a reset.
-        starts = (b.position == 0) & (b.series >= 0)
+        # Each series starts on a window boundary, at its step 0 (aligned to its end: at the
+        # steps left over), with a reset.
+        first = np.zeros(len(case.lengths), dtype=np.int64)
+        if case.align == "end":
+            first = (np.array(case.lengths) - case.shift) % case.sequence_length
+        starts = (b.series >= 0) & (b.position == first[b.series])
         assert np.array_equal(starts, b.reset)
     assert sorted(stream_of) == list(range(len(case.lengths)))
     assert all(len(streams) == 1 for streams in stream_of.values())

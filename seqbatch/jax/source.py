@@ -1,7 +1,7 @@
 """Epochs of a StreamBatcher's batches as a random-access source, the protocol grain reads.
 
-Record ``i`` is a pure function of ``i``: batch ``i % n`` of epoch ``first_epoch + i // n``,
-so any reader that keeps the order of the indices (grain's threads, its ``mp_prefetch``
+Record ``i`` is a pure function of ``i``: batch ``j % n`` of epoch ``first_epoch + j // n``
+for ``j = i + first_batch`` (0 unless the batcher was restored mid-epoch), so any reader that keeps the order of the indices (grain's threads, its ``mp_prefetch``
 worker processes, a plain loop) serves every epoch's layout with no state to pass around.
 Readers that do not keep the order (a shuffle, a slice with a step) are caught where the
 records are used, by :meth:`seqbatch.jax.StreamSource.in_order`. Nothing here imports JAX or grain.
@@ -36,8 +36,15 @@ class StreamSource:
     the same epochs again: give ``epochs`` the number of epochs to train instead. Shard by
     stream, never by record: on host ``p`` of ``P``, pass ``batches.shard(p, P)``.
 
+    Resuming: build the source on a batcher restored with
+    :meth:`~seqbatch.StreamBatcher.load_state_dict`: record 0 is then the saved batch of the
+    saved epoch, and ``epochs`` counts from that epoch. Save with
+    ``batches.state_dict(epoch=int(r["epoch"]), next_batch=int(r["batch"]) + 1)`` after
+    training on record ``r``.
+
     Args:
-        batches: the batcher. It is never changed; its current epoch is the first one.
+        batches: the batcher. It is never changed; its current epoch is the first one, from
+            :attr:`~seqbatch.StreamBatcher.resume_batch` on.
         epochs: the number of epochs, a positive int.
 
     Raises:
@@ -64,11 +71,12 @@ class StreamSource:
         self.batches = batches
         self.epochs = _checks.positive_int("epochs", epochs)
         self.first_epoch = batches.epoch
+        self.first_batch = batches.resume_batch
         self.batches_per_epoch = len(batches)
         self._epochs = EpochBatchers(batches)
 
     def __len__(self) -> int:
-        return self.epochs * self.batches_per_epoch
+        return self.epochs * self.batches_per_epoch - self.first_batch
 
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
         if isinstance(index, bool) or not isinstance(index, numbers.Integral):
@@ -76,7 +84,7 @@ class StreamSource:
         n = len(self)
         if not -n <= index < n:
             raise IndexError(f"record index out of range. Received: {index} for {n} records")
-        epoch, k = divmod(int(index) % n, self.batches_per_epoch)
+        epoch, k = divmod(int(index) % n + self.first_batch, self.batches_per_epoch)
         b = self._epochs[self.first_epoch + epoch][k]
         record = {"x": b.x}
         if b.y is not None:
@@ -142,7 +150,7 @@ class StreamSource:
                     f"record with epoch={epoch_mark!r}, batch={batch_mark!r}"
                 )
             got = (int(epoch_mark), int(batch_mark))
-            epoch, k = divmod(i, self.batches_per_epoch)
+            epoch, k = divmod(i + self.first_batch, self.batches_per_epoch)
             expected = (self.first_epoch + epoch, k)
             if got != expected:
                 raise ValueError(

@@ -13,8 +13,10 @@ the one before, row by row, and nothing else touches the states. This module clo
   windows, where a series may start at any step).
 * :class:`StatefulTraining` resets the states at every epoch and keeps validation away from
   the training states.
+* :class:`BackupAndRestore` backs ``fit()`` up and resumes it exactly, mid-epoch and with
+  the RNN states, after the process was killed.
 * :func:`with_batch_size` gives a trained model another batch size (one stream at a time,
-  say) that shares its weights.
+  say) that shares its weights, its states starting from chosen streams.
 * :func:`carry_states` makes stateful RNNs keep their state on Keras's JAX and torch
   backends, where Keras 3 alone does not; every name above calls it.
 
@@ -24,6 +26,7 @@ on the TensorFlow, JAX and torch backends, with the same results.
 
 from __future__ import annotations
 
+from seqbatch.keras.backup import BackupAndRestore
 from seqbatch.keras.batch_size import with_batch_size
 from seqbatch.keras.callbacks import StatefulTraining
 from seqbatch.keras.layers import StreamReset
@@ -31,6 +34,7 @@ from seqbatch.keras.sequence import StreamSequence
 from seqbatch.keras.states import carry_states, reset_states, stateful_rnns
 
 __all__ = [
+    "BackupAndRestore",
     "StatefulTraining",
     "StreamReset",
     "StreamSequence",

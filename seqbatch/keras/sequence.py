@@ -155,15 +155,23 @@ class StreamSequence(keras.utils.PyDataset):
         self._weight_of: tuple[Any, float] = (None, 1.0)
         # The fit() epoch whose batches the running pass serves, None outside a fit() epoch.
         self._epoch: int | None = None
+        # The batch that item 0 is: 0, except in the one epoch that BackupAndRestore resumes.
+        self._first_batch = 0
         batches._check_reset_input(self.reset_input, stacklevel=2)
 
     def __len__(self) -> int:
-        return len(self.batches)
+        return len(self.batches) - self._first_batch
 
     def __getitem__(self, index: int) -> tuple[Any, ...]:
-        return _element(
-            self.batches[index], self.reset_input, self.sample_weight, self._real_step_weight()
-        )
+        batch = self.batches[self._first_batch + index]
+        return _element(batch, self.reset_input, self.sample_weight, self._real_step_weight())
+
+    def _start_pass_at(self, first_batch: int) -> None:
+        """Serve the rest of an epoch from ``first_batch`` on, until the pass ends.
+
+        For ``seqbatch.keras.BackupAndRestore``, which tells Keras that this pass is shorter.
+        """
+        self._first_batch = first_batch
 
     def _real_step_weight(self) -> float:
         """The weight of a real step in this epoch (it depends on the layout): once per epoch."""
@@ -204,6 +212,7 @@ class StreamSequence(keras.utils.PyDataset):
             # Before the workers of the next pass start, so that they read its layout.
             self.batches.set_epoch(self._epoch + 1)
         self._epoch = None
+        self._first_batch = 0
 
     def _check(self, call: KerasCall) -> None:
         """Refuse what would misalign the streams; warn where the states are left unguarded."""
@@ -225,7 +234,7 @@ class StreamSequence(keras.utils.PyDataset):
         if self.reset_input:
             packed = b.series_boundary == "pack"
             inputs.append((b.batch_size, b.sequence_length) if packed else (b.batch_size,))
-        check_call(call, input_shapes=inputs, y_shape=y_shape, steps=len(self))
+        check_call(call, input_shapes=inputs, y_shape=y_shape, steps=len(self.batches))
         fit = call.fit
         if not call.training or not call.first_epoch or fit is None:
             return

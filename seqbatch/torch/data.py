@@ -140,33 +140,56 @@ class StreamSampler(torch.utils.data.Sampler[tuple[int, int]]):
 
     Every pass yields the epoch set last by :meth:`set_epoch`, read when the pass starts
     (when the ``DataLoader`` is iterated): call it before each epoch, as with
-    ``torch.utils.data.DistributedSampler``.
+    ``torch.utils.data.DistributedSampler``. A resumed epoch's first pass starts at
+    ``first_batch`` (and is that much shorter); later passes start at batch 0.
 
     Args:
         num_batches: the batches of one epoch.
         epoch: the epoch of the next pass.
+        first_batch: the batch the next pass starts at, ``0 <= first_batch < num_batches``.
 
     Examples:
         >>> sampler = StreamSampler(3)
         >>> sampler.set_epoch(5)
         >>> list(sampler)
         [(5, 0), (5, 1), (5, 2)]
+        >>> resumed = StreamSampler(3, epoch=5, first_batch=2)
+        >>> list(resumed), list(resumed)
+        ([(5, 2)], [(5, 0), (5, 1), (5, 2)])
     """
 
-    def __init__(self, num_batches: int, epoch: int = 0) -> None:
+    def __init__(self, num_batches: int, epoch: int = 0, first_batch: int = 0) -> None:
         self.num_batches = _checks.positive_int("num_batches", num_batches)
         self.epoch = _checks.non_negative_int("epoch", epoch)
+        self.first_batch = _checks.non_negative_int("first_batch", first_batch)
+        if self.first_batch >= self.num_batches:
+            raise ValueError(
+                "`first_batch` must be less than `num_batches`. Received: "
+                f"first_batch={first_batch}, num_batches={num_batches}"
+            )
 
     def set_epoch(self, epoch: int) -> None:
-        """Make the next pass yield the keys of ``epoch``, a non-negative int."""
-        self.epoch = _checks.non_negative_int("epoch", epoch)
+        """Make the next pass yield the keys of ``epoch``, a non-negative int.
+
+        Another epoch than the current one starts at batch 0; the current one keeps its
+        ``first_batch``.
+        """
+        epoch = _checks.non_negative_int("epoch", epoch)
+        if epoch != self.epoch:
+            self.epoch, self.first_batch = epoch, 0
 
     def __len__(self) -> int:
-        return self.num_batches
+        return self.num_batches - self.first_batch
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        epoch = self.epoch  # read now: a pass keeps its epoch whatever set_epoch does meanwhile
-        return ((epoch, k) for k in range(self.num_batches))
+        # Read now: a pass keeps its epoch whatever set_epoch does meanwhile.
+        return self._keys(self.epoch, self.first_batch)
+
+    def _keys(self, epoch: int, first: int) -> Iterator[tuple[int, int]]:
+        yield from ((epoch, k) for k in range(first, self.num_batches))
+        # The resumed pass is over. Not before: a DataLoader with workers makes an iterator
+        # that it drops unread before the one it reads.
+        self.first_batch = 0
 
 
 class StreamDataset(torch.utils.data.Dataset[TensorBatch]):
@@ -191,8 +214,14 @@ class StreamDataset(torch.utils.data.Dataset[TensorBatch]):
     world_size``, and every rank has the same number of batches. ``batches`` holds the global
     batch; the model of each rank is built for ``b`` rows.
 
+    Resuming: build the dataset on a batcher restored with
+    :meth:`~seqbatch.StreamBatcher.load_state_dict`; its first pass starts at the saved
+    epoch and batch. Save with ``batches.state_dict(epoch=epoch, next_batch=k + 1)`` after
+    training on batch ``k``.
+
     Args:
-        batches: the batcher. It is never changed; its current epoch is the first one.
+        batches: the batcher. It is never changed; its current epoch is the first one, from
+            :attr:`~seqbatch.StreamBatcher.resume_batch` on.
         rank: this process's rank; with ``world_size``, or neither. If neither is given,
             ``torch.distributed``'s are used when its process group is initialized, else
             the dataset serves every stream.
@@ -241,7 +270,7 @@ class StreamDataset(torch.utils.data.Dataset[TensorBatch]):
         self.rank, self.world_size = _rank_and_world_size(rank, world_size, batches.batch_size)
         self.batches = batches.shard(self.rank, self.world_size)
         self._epochs = EpochBatchers(self.batches)
-        self.sampler = StreamSampler(len(self.batches), batches.epoch)
+        self.sampler = StreamSampler(len(self.batches), batches.epoch, batches.resume_batch)
 
     @property
     def epoch(self) -> int:

@@ -1,0 +1,122 @@
+"""The state of a batcher for checkpoints: where the loop stands, the seed, and what it reads.
+
+A batch is a pure function of (data, arguments, seed, epoch, index), so a loop that stopped
+goes on from a small dict: the epoch and the next batch, the seed, and a fingerprint of the
+data and the arguments, which refuses a state saved for other data or other sizes instead of
+restoring it into batches that would no longer line up. The dict holds only ints, bools and
+strings (JSON, ``torch.save`` and orbax all keep it). It follows torchdata's
+``state_dict()`` / ``load_state_dict()``; grain's iterators call theirs ``get_state()`` /
+``set_state()``.
+
+The fingerprint is cheap: the number of series and a hash of their lengths, the shapes and
+dtypes of ``x`` and ``y``, the targets, every argument of the layout, the streams of a shard,
+and a hash of the first and last step of the first and last series (``x`` and ``y``). Nothing
+else of the data is read: data changed in its middle, with the same shapes and ends, is not
+noticed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from seqbatch import _checks
+
+if TYPE_CHECKING:
+    from seqbatch.batcher import StreamBatcher
+
+_KEYS = ("epoch", "next_batch", "seed", "fingerprint")
+
+
+def _digest(*arrays: Any) -> str:
+    h = hashlib.blake2b(digest_size=12)
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _ends(sources: list[Any]) -> list[np.ndarray]:
+    """The first and last step of the first and last series: what the fingerprint reads."""
+    steps = []
+    for s in (sources[0], sources[-1]):
+        n = int(s.shape[0])
+        steps += [np.asarray(s[0:1]), np.asarray(s[n - 1 : n])]
+    return steps
+
+
+def fingerprint(batches: StreamBatcher) -> dict[str, Any]:
+    """What a batcher reads and how it lays it out, in a few JSON-friendly values."""
+    sources = batches.sources
+    lengths = [np.asarray([s.shape[0] for s in sources], dtype=np.int64)]
+    parts = getattr(sources[0], "ends", None)  # the series that series_boundary="concat" joined
+    if parts is not None:
+        lengths.append(np.asarray(parts, dtype=np.int64))
+    data = _ends(sources)
+    if batches.target_sources is not sources:
+        data += _ends(batches.target_sources)
+    return {
+        "series": batches.n_series,
+        "lengths": _digest(*lengths),
+        "x": f"{batches.feature_shape} {batches.dtype.str}",
+        "y": "none"
+        if batches.target_dtype is None
+        else f"{batches.target_shape} {batches.target_dtype.str}",
+        "targets": batches.shift,
+        "target_arrays": batches.target_sources is not sources,
+        "batch_size": batches.plan.batch_size,
+        "streams": f"[{batches.streams.start}, {batches.streams.stop})",
+        "sequence_length": batches.sequence_length,
+        "return_sequences": batches.return_sequences,
+        "remainder": batches.remainder,
+        "align": batches.align,
+        "series_boundary": batches.series_boundary,
+        "shuffle": batches.shuffle,
+        "data": _digest(*data),
+    }
+
+
+def state_dict(batches: StreamBatcher, epoch: int, next_batch: int) -> dict[str, Any]:
+    """The state of ``batches`` when batch ``next_batch`` of ``epoch`` comes next."""
+    if next_batch >= len(batches):
+        # The epoch is over: what comes next is the first batch of the next one.
+        epoch, next_batch = epoch + 1, 0
+    return {
+        "epoch": epoch,
+        "next_batch": next_batch,
+        "seed": batches.seed,
+        "fingerprint": fingerprint(batches),
+    }
+
+
+def check_state(batches: StreamBatcher, state: Any) -> tuple[int, int, int]:
+    """``(epoch, next_batch, seed)`` of ``state`` if it fits ``batches``, else raise."""
+    if not isinstance(state, dict) or set(state) != set(_KEYS):
+        keys = sorted(state) if isinstance(state, dict) else type(state).__name__
+        raise ValueError(
+            "`state` must be a dict from StreamBatcher.state_dict(), with the keys "
+            f"{', '.join(_KEYS)}. Received: state with {keys}"
+        )
+    saved, here = state["fingerprint"], fingerprint(batches)
+    if not isinstance(saved, dict):
+        saved = {}
+    differ = [k for k in here if saved.get(k) != here[k]]
+    if differ:
+        what = "; ".join(f"{k}: saved {saved.get(k)!r}, here {here[k]!r}" for k in differ)
+        raise ValueError(
+            "`state` must come from a batcher of the same data and arguments: restored here, "
+            "its position would name other batches, and the streams would no longer line up. "
+            f"Received: a state that differs in {what}"
+        )
+    epoch = _checks.non_negative_int("state['epoch']", state["epoch"])
+    seed = _checks.non_negative_int("state['seed']", state["seed"])
+    next_batch = _checks.non_negative_int("state['next_batch']", state["next_batch"])
+    if next_batch >= len(batches):
+        raise ValueError(
+            "`state['next_batch']` must be less than the number of batches per epoch. "
+            f"Received: state['next_batch']={next_batch} for {len(batches)} batches"
+        )
+    return epoch, next_batch, seed

@@ -1,0 +1,301 @@
+"""The batcher's own state: a loop stopped anywhere goes on with the batches it would have read.
+
+Each property test stops a loop over a drawn dataset at a drawn batch, takes
+``state_dict()`` through JSON into a second batcher built on the same data (with another
+seed: the saved one must win), and compares what the second one yields with the rest of
+the first one's epoch. Restoring into a batcher of other data or arguments must fail,
+naming what differs.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, note
+from hypothesis import strategies as st
+
+import seqbatch
+from tests.encoded import encoded_series
+from tests.test_invariant import Case, cases
+
+FIELDS = ("x", "y", "sample_weight", "reset", "series", "position")
+
+
+def same(a: seqbatch.Batch, b: seqbatch.Batch) -> bool:
+    return all(
+        (getattr(a, f) is None and getattr(b, f) is None)
+        or np.array_equal(getattr(a, f), getattr(b, f))
+        for f in FIELDS
+    )
+
+
+def through_json(state: dict[str, Any]) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(json.dumps(state))
+    return loaded
+
+
+@given(cases(), st.data())
+def test_a_loop_resumed_from_its_state_reads_the_rest_of_the_epoch(
+    case: Case, data: st.DataObject
+) -> None:
+    if not case.fillable():
+        return
+    first = case.build()
+    first.set_epoch(case.epoch)
+    n = len(first)
+    stop = data.draw(st.integers(0, n - 1), label="stop after batch")
+    expected = [first[k] for k in range(n)]
+    for k, b in enumerate(first):
+        assert same(b, expected[k])
+        if k == stop:
+            state = through_json(first.state_dict())
+            break
+    note(repr(state))
+    if stop == n - 1:
+        assert (state["epoch"], state["next_batch"]) == (case.epoch + 1, 0)
+    else:
+        assert (state["epoch"], state["next_batch"]) == (case.epoch, stop + 1)
+    case.seed = (case.seed + 1) % 2**32  # built with another seed: the saved one is taken
+    second = case.build()
+    second.load_state_dict(state)
+    assert second.seed == first.seed and second.epoch == state["epoch"]
+    second.set_epoch(state["epoch"])  # what a loop does first: keeps the saved position
+    rest = list(second)
+    if stop < n - 1:
+        assert len(rest) == n - stop - 1
+        assert all(same(a, b) for a, b in zip(rest, expected[stop + 1 :], strict=True))
+    else:
+        first.set_epoch(case.epoch + 1)
+        assert all(same(a, b) for a, b in zip(rest, first, strict=True))
+    # The restored position serves one pass: the next starts at batch 0.
+    assert len(list(second)) == len(second)
+
+
+def test_the_position_is_counted_as_batches_are_handed_over() -> None:
+    batches = seqbatch.StreamBatcher(np.arange(40), batch_size=2, sequence_length=4)
+    assert (batches.state_dict()["epoch"], batches.state_dict()["next_batch"]) == (0, 0)
+    it = iter(batches)
+    next(it)
+    assert batches.state_dict()["next_batch"] == 1
+    next(it)
+    assert batches.state_dict()["next_batch"] == 2
+    # A new pass starts at batch 0 again; a pass run to its end points at the next epoch.
+    assert len(list(batches)) == len(batches) == 4
+    assert (batches.state_dict()["epoch"], batches.state_dict()["next_batch"]) == (1, 0)
+    batches.set_epoch(1)
+    assert batches.state_dict()["next_batch"] == 0
+    # An explicit position, for loops that read through an adapter.
+    assert batches.state_dict(epoch=7, next_batch=2)["epoch"] == 7
+    assert batches.state_dict(epoch=7, next_batch=4)["epoch"] == 8
+
+
+def test_the_epoch_counts_without_shuffle_too() -> None:
+    batches = seqbatch.StreamBatcher(np.arange(40), batch_size=2, sequence_length=4)
+    batches.set_epoch(3)
+    assert batches.epoch == 3 and batches.plan.epoch == 0
+    assert batches.state_dict()["epoch"] == 3
+    assert repr(batches).endswith("epoch 3)")
+
+
+def test_set_epoch_keeps_a_restored_position_only_for_its_epoch() -> None:
+    make = lambda: seqbatch.StreamBatcher(  # noqa: E731
+        np.arange(80), batch_size=2, sequence_length=4, shuffle=True, seed=5
+    )
+    saved = make().state_dict(epoch=2, next_batch=3)
+    batches = make()
+    batches.load_state_dict(saved)
+    assert batches.resume_batch == 3
+    batches.set_epoch(2)
+    assert batches.resume_batch == 3
+    batches.set_epoch(4)
+    assert batches.resume_batch == 0
+    batches.load_state_dict(saved)
+    resumed = [b.position[0] for b in batches]
+    assert resumed == [batches[k].position[0] for k in range(3, len(batches))]
+    assert batches.resume_batch == 0
+
+
+def table_of_changes() -> list[tuple[str, dict[str, Any], str]]:
+    """(what, arguments that differ from the base, the fingerprint key named)."""
+    return [
+        ("a longer series", {"data": np.arange(121.0)}, "lengths"),
+        ("another dtype", {"data": np.arange(120.0, dtype=np.float32)}, "x"),
+        ("features", {"data": np.arange(240.0).reshape(120, 2)}, "x"),
+        ("other values at the end", {"data": np.r_[np.arange(119.0), -1.0]}, "data"),
+        ("targets two steps ahead", {"targets": 2}, "targets"),
+        ("target arrays", {"targets": -np.arange(120.0)}, "target_arrays"),
+        ("batch_size", {"batch_size": 3}, "batch_size"),
+        ("sequence_length", {"sequence_length": 5}, "sequence_length"),
+        ("return_sequences", {"return_sequences": False}, "return_sequences"),
+        ("remainder", {"remainder": "pad"}, "remainder"),
+        ("align", {"align": "end"}, "align"),
+        ("shuffle", {"shuffle": False}, "shuffle"),
+    ]
+
+
+def base(**changes: Any) -> seqbatch.StreamBatcher:
+    kwargs: dict[str, Any] = dict(
+        data=np.arange(120.0),
+        targets="next",
+        batch_size=2,
+        sequence_length=4,
+        shuffle=True,
+        seed=0,
+    )
+    kwargs.update(changes)
+    return seqbatch.StreamBatcher(kwargs.pop("data"), kwargs.pop("targets"), **kwargs)
+
+
+@pytest.mark.parametrize(("what", "changes", "key"), table_of_changes())
+def test_a_state_of_other_data_or_arguments_is_refused(
+    what: str, changes: dict[str, Any], key: str
+) -> None:
+    saved = base().state_dict()
+    with pytest.raises(ValueError, match=rf"differs in .*\b{key}: saved"):
+        base(**changes).load_state_dict(saved)
+
+
+def test_the_refusal_names_every_difference() -> None:
+    saved = base().state_dict()
+    with pytest.raises(ValueError) as err:
+        base(sequence_length=5, batch_size=3).load_state_dict(saved)
+    assert str(err.value) == (
+        "`state` must come from a batcher of the same data and arguments: restored here, its "
+        "position would name other batches, and the streams would no longer line up. "
+        "Received: a state that differs in batch_size: saved 2, here 3; streams: saved "
+        "'[0, 2)', here '[0, 3)'; sequence_length: saved 4, here 5"
+    )
+
+
+def test_shards_and_series_are_fingerprinted() -> None:
+    series = [encoded_series(s, 30 + s, (), "float32") for s in range(6)]
+    whole = seqbatch.StreamBatcher(series, batch_size=4, sequence_length=3)
+    with pytest.raises(ValueError, match=r"differs in streams: saved '\[0, 2\)', here '\[2, 4\)'"):
+        whole.shard(1, 2).load_state_dict(whole.shard(0, 2).state_dict())
+    other = seqbatch.StreamBatcher(series[::-1], batch_size=4, sequence_length=3)
+    with pytest.raises(ValueError, match=r"differs in lengths: saved"):
+        other.load_state_dict(whole.state_dict())
+    joined = seqbatch.StreamBatcher(
+        series, batch_size=4, sequence_length=3, series_boundary="concat"
+    )
+    regrouped = seqbatch.StreamBatcher(
+        [np.concatenate(series[:2]), *series[2:]],
+        batch_size=4,
+        sequence_length=3,
+        series_boundary="concat",
+    )
+    with pytest.raises(ValueError, match=r"differs in series: saved 6, here 5; lengths"):
+        regrouped.load_state_dict(joined.state_dict())
+
+
+@pytest.mark.parametrize(
+    ("state", "message"),
+    [
+        (
+            [0, 1],
+            r"`state` must be a dict from StreamBatcher.state_dict\(\), with the keys epoch, "
+            r"next_batch, seed, fingerprint. Received: state with list",
+        ),
+        (
+            {"epoch": 0},
+            r"`state` must be a dict .* Received: state with \['epoch'\]",
+        ),
+        (
+            "next_batch",
+            r"`state\['next_batch'\]` must be less than the number of batches per epoch. "
+            r"Received: state\['next_batch'\]=14 for 14 batches",
+        ),
+        (
+            "epoch",
+            r"`state\['epoch'\]` must be a non-negative integer. Received: state\['epoch'\]=-1",
+        ),
+    ],
+)
+def test_a_malformed_state_is_refused(state: Any, message: str) -> None:
+    batches = base()
+    if state == "next_batch":
+        state = {**batches.state_dict(), "next_batch": len(batches)}
+    elif state == "epoch":
+        state = {**batches.state_dict(), "epoch": -1}
+    with pytest.raises(ValueError, match=message):
+        batches.load_state_dict(state)
+
+
+def test_a_torch_loader_resumes_from_a_restored_batcher() -> None:
+    torch = pytest.importorskip("torch", reason="the torch adapter needs torch")
+    from seqbatch.torch import StreamDataset
+
+    def batcher() -> seqbatch.StreamBatcher:
+        return seqbatch.StreamBatcher(
+            encoded_series(0, 200, (), "float32"),
+            batch_size=4,
+            sequence_length=5,
+            shuffle=True,
+            seed=None,
+        )
+
+    first = batcher()
+    dataset = StreamDataset(first)
+    dataset.set_epoch(1)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=None, sampler=dataset.sampler)
+    seen = [b.x.numpy().copy() for b in loader]
+    saved = through_json(first.state_dict(epoch=1, next_batch=4))
+    restored = batcher()
+    restored.load_state_dict(saved)
+    dataset = StreamDataset(restored, rank=1, world_size=2)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=None, sampler=dataset.sampler, num_workers=1
+    )
+    assert len(loader) == len(seen) - 4
+    rest = [b.x.numpy() for b in loader]
+    assert all(np.array_equal(a, b[2:]) for a, b in zip(rest, seen[4:], strict=True))
+    dataset.set_epoch(1)
+    assert len(list(loader)) == len(seen)  # the next pass is whole
+
+
+def test_a_jax_source_resumes_from_a_restored_batcher() -> None:
+    pytest.importorskip("jax", reason="the JAX adapter needs JAX")
+    from seqbatch.jax import StreamSource
+
+    series = [encoded_series(s, 20 + 3 * s, (), "float32") for s in range(7)]
+
+    def batcher() -> seqbatch.StreamBatcher:
+        return seqbatch.StreamBatcher(series, batch_size=3, sequence_length=4, shuffle=True)
+
+    first = batcher()
+    first.set_epoch(2)
+    source = StreamSource(first, epochs=2)
+    n = source.batches_per_epoch
+    record = source[n - 2]  # the last-but-one batch of epoch 2
+    saved = first.state_dict(epoch=int(record["epoch"]), next_batch=int(record["batch"]) + 1)
+    restored = batcher()
+    restored.load_state_dict(through_json(saved))
+    resumed = StreamSource(restored, epochs=2)
+    assert len(resumed) == len(source) - (n - 1)
+    records = list(resumed.in_order(resumed[i] for i in range(len(resumed))))
+    for i, r in enumerate(records):
+        expected = source[n - 1 + i]
+        assert (r["epoch"], r["batch"]) == (expected["epoch"], expected["batch"])
+        assert np.array_equal(r["x"], expected["x"])
+
+
+def test_a_tf_dataset_of_files_reads_a_restored_seed(tmp_path: Any) -> None:
+    pytest.importorskip("tensorflow", reason="the tf.data adapter needs TensorFlow")
+    path = tmp_path / "series.npy"
+    np.save(path, encoded_series(0, 300, (2,), "float32"))
+
+    def batcher(seed: int) -> seqbatch.StreamBatcher:
+        return seqbatch.StreamBatcher(
+            str(path), batch_size=4, sequence_length=5, shuffle=True, seed=seed
+        )
+
+    batches = batcher(seed=1)
+    dataset = batches.to_tf_dataset()
+    next(iter(dataset))  # a first pass (Keras's probe, say) reads epoch 0 with seed 1
+    batches.load_state_dict(batcher(seed=2).state_dict())
+    dataset.seqbatch_epochs.next = 0  # as StatefulTraining sets it for epoch 0
+    x = next(iter(dataset))[0].numpy()
+    assert np.array_equal(x, batcher(seed=2)[0].x)
