@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -22,7 +21,7 @@ from typing import Any
 
 from benchmarks.data import series
 from benchmarks.numpy_path import epoch
-from benchmarks.report import Row, speed_ratio
+from benchmarks.report import Row, on_backend, speed_ratio
 from benchmarks.sizes import FULL, QUICK, Sizes
 from benchmarks.timing import medians
 from seqbatch import StreamBatcher
@@ -87,25 +86,8 @@ def step_share(sizes: Sizes) -> dict[str, float]:
 def backend_rows(size_name: str) -> list[Row]:
     """One row per Keras backend, each measured in a process of its own."""
     rows = []
-    root = Path(__file__).resolve().parent.parent
     for backend in BACKENDS:
-        env = {
-            **os.environ,
-            "KERAS_BACKEND": backend,
-            "TF_CPP_MIN_LOG_LEVEL": "3",
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
-        }
-        done = subprocess.run(
-            [sys.executable, "-m", "benchmarks.keras_path", backend, size_name],
-            cwd=root,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"the {backend} step measurement failed:\n{done.stderr[-3000:]}")
-        got = json.loads(done.stdout.strip().splitlines()[-1])
+        got = on_backend("benchmarks.keras_path", backend, size_name)
         share = 100 * got["item"] / got["step"]
         rows.append(
             Row(

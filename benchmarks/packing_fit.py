@@ -24,15 +24,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from benchmarks.report import Row, speed_ratio
+from benchmarks.report import Row, on_backend, speed_ratio
 from benchmarks.sizes import FULL, QUICK, Sizes
 from seqbatch import StreamBatcher
 
@@ -215,25 +213,7 @@ def measure(backend: str, size_name: str) -> dict[str, Any]:
 
 def measured(backend: str, size_name: str) -> dict[str, Any]:
     """:func:`measure` on ``backend``, in a process of its own."""
-    root = Path(__file__).resolve().parent.parent
-    env = {
-        **os.environ,
-        "KERAS_BACKEND": backend,
-        "TF_CPP_MIN_LOG_LEVEL": "3",
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
-    }
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.packing_fit", backend, size_name],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"the {backend} packing fit failed:\n{done.stderr[-3000:]}")
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
+    return on_backend("benchmarks.packing_fit", backend, size_name)
 
 
 def rows(sizes: Sizes) -> list[Row]:

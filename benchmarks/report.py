@@ -7,10 +7,15 @@ seqbatch's time, or seqbatch's bandwidth over the peer's. Above 1, seqbatch is f
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from benchmarks.sizes import FULL, QUICK, Sizes
 
@@ -94,3 +99,28 @@ def run_alone(run: Callable[[Sizes, Path], list[Row]], argv: Sequence[str] | Non
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="seqbatch-benchmarks-") as tmp:
         print(rows_table(run(QUICK if args.quick else FULL, Path(tmp))))
+
+
+def on_backend(module: str, backend: str, *args: str) -> dict[str, Any]:
+    """Run ``python -m module backend *args`` with ``KERAS_BACKEND=backend``, in a process of
+    its own (Keras reads its backend once per process), and return the JSON of its last line.
+    """
+    root = Path(__file__).resolve().parent.parent
+    env = {
+        **os.environ,
+        "KERAS_BACKEND": backend,
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", module, backend, *args],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{module} on {backend} failed:\n{done.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
