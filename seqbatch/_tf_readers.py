@@ -1,0 +1,333 @@
+"""How the tf.data adapter reads batches: in the graph for in-memory data, by numpy otherwise.
+
+Used by :mod:`seqbatch.tf`; importing this module imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+
+import numpy as np
+import tensorflow as tf
+
+from seqbatch.batch import reset_flags
+from seqbatch.batcher import StreamBatcher
+from seqbatch.plan import Window
+
+
+class PassEpochs:
+    """The epoch that the next pass over a dataset lays out: one more at every pass.
+
+    ``seqbatch.keras.StatefulTraining`` sets ``next`` to ``fit()``'s epoch as each epoch
+    begins, so that ``fit(initial_epoch=e)`` lays out epochs ``e, e + 1, ...`` whatever
+    passes Keras made before (a probe, an iterator it made and dropped).
+    ``seqbatch.keras.BackupAndRestore`` sets ``first_batch`` to start the pass of a resumed
+    epoch at the batch that comes next: that pass alone is shorter.
+    """
+
+    def __init__(self, first: int) -> None:
+        self.next = first
+        self.first_batch = 0
+
+    def take(self) -> tuple[int, int]:
+        """The epoch and first batch of a new pass; the following pass gets the next epoch."""
+        taken = (self.next, self.first_batch)
+        self.next, self.first_batch = self.next + 1, 0
+        return taken
+
+
+def _epochs(epochs: PassEpochs, replicas: int) -> tf.data.Dataset:
+    """One element per pass over the dataset: the epoch it lays out, and its first element.
+
+    Each iterator over the dataset reads what ``epochs`` gives next (``batches.epoch + p``
+    for the ``p``-th pass, unless ``StatefulTraining`` sets it; from batch 0, unless
+    ``BackupAndRestore`` resumes the pass): one Python call per pass. Without ``shuffle``
+    every epoch has the same layout.
+    """
+
+    def next_pass(_: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        taken = tf.numpy_function(
+            lambda: np.array(epochs.take(), dtype=np.int64), [], tf.int64, stateful=True
+        )
+        taken = tf.ensure_shape(taken, (2,))
+        return taken[0], taken[1] * replicas
+
+    return tf.data.Dataset.from_tensors(0).map(next_pass)
+
+
+def _at_epoch(batches: StreamBatcher, epoch: int) -> StreamBatcher:
+    """``batches`` laid out as ``epoch``, leaving ``batches`` itself unchanged."""
+    other = copy.copy(batches)
+    other.set_epoch(epoch)
+    return other
+
+
+def carried_by(dtype: np.dtype, name: str) -> str:
+    """How tf.data carries data of ``dtype``: ``"gather"`` (in the graph) or ``"numpy"``.
+
+    TensorFlow knows some types of ml_dtypes without a kernel to gather them (int4,
+    float8_e4m3fnuz, ...): their in-memory batches are read like files, by numpy. A type that
+    tf.data cannot carry at all (float8_e5m2 in TensorFlow 2.21) is refused.
+    """
+    path = _tf_data_path(_tf_dtype(dtype, name))
+    if path is None:
+        raise TypeError(
+            f"`batches` must hold {name} of a dtype that tf.data can carry. Received: {name} "
+            f"of dtype {dtype} (TensorFlow has the type, but its tf.data pipelines fail on "
+            "it: cast the data to another dtype)"
+        )
+    return path
+
+
+@functools.cache
+def _tf_data_path(dtype: tf.DType) -> str | None:
+    """``"gather"``, ``"numpy"`` or None: tried once per dtype, on a one-element dataset."""
+    zeros = np.zeros(1, dtype.as_numpy_dtype)
+    index = tf.constant([0], tf.int64)
+
+    def works(ds: tf.data.Dataset) -> bool:
+        try:
+            next(iter(ds))
+        except tf.errors.OpError:
+            return False
+        return True
+
+    if works(tf.data.Dataset.from_tensors(tf.constant(zeros)).map(lambda t: tf.gather(t, index))):
+        return "gather"
+    read = tf.data.Dataset.range(1).map(
+        lambda i: tf.ensure_shape(tf.numpy_function(lambda _: zeros, [i], dtype), (1,))
+    )
+    return "numpy" if works(read) else None
+
+
+def _native(array: np.ndarray) -> np.ndarray:
+    """``array`` in the machine's byte order, as TensorFlow reads the bytes of an array."""
+    return array if array.dtype.isnative else array.astype(array.dtype.newbyteorder("="))
+
+
+def _tf_dtype(dtype: np.dtype, name: str) -> tf.DType:
+    try:
+        return tf.as_dtype(dtype.newbyteorder("="))
+    except TypeError as err:
+        raise TypeError(
+            f"`batches` must hold {name} of a dtype TensorFlow has. Received: {name} of "
+            f"dtype {dtype}"
+        ) from err
+
+
+class GraphReader:
+    """Reads in-memory batches with TensorFlow ops: one gather per batch, no Python.
+
+    Each of x and y is one buffer of all series end to end followed by a row of zeros, which
+    padding steps read: a single gather, with no mask to apply afterwards. The windows of an
+    epoch come from a table of ``len(batches) * batch_size`` rows of integers, made once
+    (or once per pass with ``shuffle``).
+    """
+
+    def __init__(self, batches: StreamBatcher, replicas: int, with_weight: bool) -> None:
+        self.batches = batches
+        self.rows = batches.batch_size // replicas
+        self.with_weight = with_weight
+        self.width = batches.sequence_length
+        self.shift = batches.shift
+        self.has_targets = batches.target_shape is not None
+        self.return_sequences = batches.return_sequences
+        self.x, self.x_offsets = self._flat(batches.sources, batches.dtype)
+        self.y, self.y_offsets = self.x, self.x_offsets
+        if self.has_targets and batches.target_sources is not batches.sources:
+            assert batches.target_dtype is not None
+            self.y, self.y_offsets = self._flat(batches.target_sources, batches.target_dtype)
+
+    @staticmethod
+    def _flat(sources: list[np.ndarray], dtype: np.dtype) -> tuple[tf.Tensor, np.ndarray]:
+        """The buffer, and where each series starts in it (and, last, the row of zeros)."""
+        zeros = np.zeros((1, *sources[0].shape[1:]), dtype)
+        offsets = np.cumsum([0] + [len(s) for s in sources])
+        return tf.constant(_native(np.concatenate([*sources, zeros]))), offsets
+
+    # The columns of an epoch's table: the first `constants` are the same for every element
+    # of a pass, each of the others has one row per element.
+    dtypes: tuple[tf.DType, ...] = (tf.int64, tf.bool, tf.int64, tf.int64)
+    constants = 0
+
+    def table(self, epoch: int) -> tuple[np.ndarray, ...]:
+        """Per element: real steps, reset, and the buffer index of its first x and y step."""
+        batches = self.batches
+        t = _at_epoch(batches, epoch).plan.table()
+        # Replica r of batch k holds rows [r*b, (r+1)*b) of the pipeline's batch k, so
+        # (batch, replica) order is the row-major reshape of the (batch, stream) table.
+        streams = slice(batches.streams.start, batches.streams.stop)
+        w = Window(*(a[:, streams].reshape(-1, self.rows) for a in t))
+        series = np.maximum(w.series, 0)  # an idle stream (-1) reads only zeros
+        x_first = self.x_offsets[series] + w.start
+        y_first = self.y_offsets[series] + w.start + self.shift
+        return w.length, w.reset, x_first, y_first
+
+    def shapes(self) -> list[tuple[int | None, ...]]:
+        """The shapes of the columns of :meth:`table`."""
+        return [(len(self.batches) * self.batches.batch_size // self.rows, self.rows)] * 4
+
+    def passes(self, epochs: PassEpochs) -> tf.data.Dataset:
+        """The columns of every element of one pass, each pass laying out its own epoch and
+        starting at its first element (batch 0, unless ``BackupAndRestore`` resumes it)."""
+        replicas = self.batches.batch_size // self.rows
+        if self.batches.shuffle:
+
+            def table(epoch: tf.Tensor, first: tf.Tensor) -> tuple[tf.Tensor, ...]:
+                out = tf.numpy_function(lambda e: self.table(int(e)), [epoch], list(self.dtypes))
+                shaped = (tf.ensure_shape(t, s) for t, s in zip(out, self.shapes(), strict=True))
+                return (*shaped, first)
+
+        else:
+            fixed = self.table(self.batches.epoch)
+
+            def table(epoch: tf.Tensor, first: tf.Tensor) -> tuple[tf.Tensor, ...]:
+                return (*fixed, first)
+
+        c = self.constants
+
+        def elements(*t: tf.Tensor) -> tf.data.Dataset:
+            columns, first = t[:-1], t[-1]
+            rows = tf.data.Dataset.from_tensor_slices(columns[c:]).skip(first)
+            return rows.map(lambda *row: (*columns[:c], *row)) if c else rows
+
+        return _epochs(epochs, replicas).map(table).flat_map(elements)
+
+    def steps(self, *columns: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+        """Of one element: which steps are real, the reset flags, and where every step of x
+        and of y lies in its buffer (anywhere on padding)."""
+        length, reset, x_first, y_first = columns
+        steps = tf.range(self.width, dtype=tf.int64)
+        real = steps < length[:, None]
+        return real, tf.cast(reset, tf.float32), x_first[:, None] + steps, y_first[:, None] + steps
+
+    def read(
+        self, *columns: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor | None, tf.Tensor, tf.Tensor | None]:
+        real, flags, x_at, y_at = self.steps(*columns)
+        x = tf.gather(self.x, tf.where(real, x_at, self.x_offsets[-1]))
+        if not self.has_targets:
+            return x, None, flags, None
+        if not self.return_sequences:
+            # The target of the window's last step, where that step is real.
+            real, y_at = real[:, -1], y_at[:, -1]
+        y = tf.gather(self.y, tf.where(real, y_at, self.y_offsets[-1]))
+        return x, y, flags, tf.cast(real, tf.float32) if self.with_weight else None
+
+
+class PackedGraphReader(GraphReader):
+    """Reads in-memory packed batches with TensorFlow ops: one search, one gather per batch.
+
+    The segments of the epoch (:meth:`seqbatch.StreamPlan.segments`) lie end to end on a line,
+    stream after stream, so that the window of a stream is a run of consecutive positions on
+    it. A pass holds the line: where each segment starts on it, and how far each segment's
+    steps lie from their place in the x and y buffers (24 bytes per segment); an element
+    holds the first position and the real steps of each of its windows (16 bytes per
+    window). A batch finds the segment of each of its steps with one sorted search, and
+    flags the steps that start a segment.
+    """
+
+    dtypes = (tf.int64,) * 5
+    constants = 3
+
+    def table(self, epoch: int) -> tuple[np.ndarray, ...]:
+        """The line's segment starts and offsets to the buffers; per element, first position
+        and real steps of each window."""
+        plan = _at_epoch(self.batches, epoch).plan
+        seg = plan.segments()
+        line = np.concatenate(([0], np.cumsum(seg.length)))
+        base = line[np.searchsorted(seg.stream, np.arange(plan.batch_size))]
+        held = np.bincount(seg.stream, seg.length, plan.batch_size).astype(np.int64)
+        to_x = self.x_offsets[seg.series] + seg.start - line[:-1]
+        to_y = self.y_offsets[seg.series] + seg.start + self.shift - line[:-1]
+        streams = slice(self.batches.streams.start, self.batches.streams.stop)
+        k = np.arange(len(plan))[:, None] * self.width
+        first = (base[streams] + k).reshape(-1, self.rows)
+        length = np.clip(held[streams] - k, 0, self.width).reshape(-1, self.rows)
+        return line, to_x, to_y, length, first
+
+    def shapes(self) -> list[tuple[int | None, ...]]:
+        return [(None,)] * 3 + super().shapes()[:2]
+
+    def steps(self, *columns: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+        line, to_x, to_y, length, first = columns
+        steps = tf.range(self.width, dtype=tf.int64)
+        at = first[:, None] + steps
+        real = steps < length[:, None]
+        found = tf.searchsorted(line, tf.reshape(at, [-1]), side="right", out_type=tf.int64)
+        # A padding step may lie past the line's end: it reads the last segment, masked.
+        last = tf.size(to_x, out_type=tf.int64) - 1
+        seg = tf.reshape(tf.minimum(found - 1, last), tf.shape(at))
+        flags = tf.cast(real & (at == tf.gather(line, seg)), tf.float32)
+        return real, flags, at + tf.gather(to_x, seg), at + tf.gather(to_y, seg)
+
+
+class NumpyReader:
+    """Reads batches from lazy sources: one ``tf.numpy_function`` call per element.
+
+    Element ``j`` of a pass is replica ``j % R`` of batch ``j // R`` of that pass's epoch:
+    the call asks the plan for those windows alone and reads them, so that memory holds a
+    few batches at a time, whatever the length of the data or of the epoch.
+    """
+
+    def __init__(self, batches: StreamBatcher, replicas: int, with_weight: bool) -> None:
+        self.batches = batches
+        self.replicas = replicas
+        self.with_weight = with_weight
+        rows, W = batches.batch_size // replicas, batches.sequence_length
+        specs = [(_tf_dtype(batches.dtype, "x"), (rows, W, *batches.feature_shape))]
+        self.has_targets = batches.target_shape is not None
+        if batches.target_shape is not None:
+            assert batches.target_dtype is not None
+            steps = (W,) if batches.return_sequences else ()
+            specs.append(
+                (_tf_dtype(batches.target_dtype, "y"), (rows, *steps, *batches.target_shape))
+            )
+        packed = batches.series_boundary == "pack"
+        specs.append((tf.float32, (rows, W) if packed else (rows,)))
+        if with_weight:
+            specs.append((tf.float32, (rows, W) if batches.return_sequences else (rows,)))
+        self.specs = specs
+
+    @functools.lru_cache(maxsize=2)  # noqa: B019 - one reader per dataset, two epochs at most
+    def shards(self, epoch: int, seed: int) -> list[StreamBatcher]:
+        """The batchers of each replica's rows in ``epoch``, made once per epoch and seed.
+
+        The seed is part of the key: ``load_state_dict`` may give the batcher the seed of a
+        checkpoint after a pass (Keras's probe) has read an epoch with the old one.
+        """
+        at_epoch = _at_epoch(self.batches, epoch)
+        return [at_epoch.shard(r, self.replicas) for r in range(self.replicas)]
+
+    def passes(self, epochs: PassEpochs) -> tf.data.Dataset:
+        """Per element of every pass: its epoch and its index in the pass."""
+        n = len(self.batches) * self.replicas
+        return _epochs(epochs, self.replicas).flat_map(
+            lambda epoch, first: tf.data.Dataset.range(first, n).map(lambda j: (epoch, j))
+        )
+
+    def read_numpy(self, epoch: np.int64, j: np.int64) -> list[np.ndarray]:
+        """Element ``j`` of ``epoch`` as arrays: x, y (with targets), reset, weight (if asked)."""
+        k, r = divmod(int(j), self.replicas)
+        b = self.shards(int(epoch), self.batches.seed)[r][k]
+        out = [_native(b.x)]
+        if b.y is not None:
+            out.append(_native(b.y))
+        out.append(reset_flags(b))
+        if self.with_weight:
+            out.append(b.sample_weight)
+        return out
+
+    def read(
+        self, epoch: tf.Tensor, j: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor | None, tf.Tensor, tf.Tensor | None]:
+        out = tf.numpy_function(
+            self.read_numpy, [epoch, j], [d for d, _ in self.specs], stateful=False
+        )
+        x, *rest = (
+            tf.ensure_shape(t, shape) for t, (_, shape) in zip(out, self.specs, strict=True)
+        )
+        y = rest.pop(0) if self.has_targets else None
+        flags = rest.pop(0)
+        return x, y, flags, (rest[0] if rest else None)
