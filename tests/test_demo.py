@@ -102,12 +102,7 @@ def test_demo_option_that_the_text_cannot_fill() -> None:
     assert "demo: error: `batch_size * sequence_length` must not exceed" in done.stderr
 
 
-@pytest.mark.xfail(
-    os.environ.get("KERAS_BACKEND") == "jax",
-    reason="Keras 3.15.1's JAX trainer carries no RNN state through fit() (DESIGN.md) until "
-    "seqbatch tracks the state variables: both models then train alike",
-    strict=True,
-)
+@pytest.mark.keras  # the gap must show on every Keras backend
 def test_tiny_demo_in_a_log_shows_the_gap_one_line_per_epoch() -> None:
     done = run_cli("demo", "--size", "tiny")
     assert done.returncode == 0, done.stderr
