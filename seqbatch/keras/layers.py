@@ -179,7 +179,10 @@ class StreamReset(keras.layers.Wrapper):
             ops.cast(reset, x.dtype), (*ops.shape(reset), *[1] * (len(x.shape) - 2))
         )
         flags = ops.broadcast_to(flags, (*ops.shape(x)[:-1], 1))
-        states = keras.tree.map_structure(ops.convert_to_tensor, list(layer.states))
+        # A copy, not the variables' own tensors: on torch those are the storage that the
+        # assignment below overwrites in place, while autograd still holds them for backward
+        # wherever the flags multiplying them depend on a trained input (a stacked layer).
+        states = keras.tree.map_structure(ops.copy, list(layer.states))
         # Dropout masks are drawn once per call, before the loop, as keras.layers.RNN does
         # for its own cell (a draw inside the loop would change the mask at every step).
         layer._maybe_config_dropout_masks(layer.cell, x[:, 0], states)
