@@ -73,6 +73,11 @@ class StreamReset(keras.layers.Wrapper):
     Feed it with ``StreamSequence(batches, reset_input=True)`` or the tf.data adapter's
     ``reset_input=True``. The weights and the state variables stay the wrapped layer's.
 
+    Padding only follows a series' last step, and a reset comes before the stream holds data
+    again, so padding never reaches the state of data. It does reach the state that a
+    stream holds after a pass: for the state at a series' last step (to forecast from it),
+    use ``with_batch_size(model, 1, series=[j], batches=batches)``.
+
     Args:
         layer: a stateful RNN layer (``LSTM(..., stateful=True)``, ``GRU``, ``SimpleRNN``,
             ``ConvLSTM1D``, ``keras.layers.RNN`` of a cell or of a list of cells) or, for
