@@ -13,6 +13,7 @@ import numpy as np
 from seqbatch import _checks
 from seqbatch import state as _state
 from seqbatch.batch import Batch
+from seqbatch.ends import SeriesEnd, series_end
 from seqbatch.outputs import by_series
 from seqbatch.plan import Align, Layout, StreamPlan, Window
 from seqbatch.source import (
@@ -510,6 +511,13 @@ class StreamBatcher:
         See :func:`seqbatch.outputs.by_series`.
         """
         return by_series(self, outputs)
+
+    def series_end(self, series: int) -> SeriesEnd:
+        """Where series ``series`` ends in this epoch's batches: the batch, stream and step.
+
+        See :func:`seqbatch.ends.series_end`.
+        """
+        return series_end(self, series)
 
     def batch(self, window: Window) -> Batch:
         """Read the batch that ``window`` (one batch of :attr:`plan`) describes.

@@ -73,6 +73,11 @@ class StreamReset(keras.layers.Wrapper):
     Feed it with ``StreamSequence(batches, reset_input=True)`` or the tf.data adapter's
     ``reset_input=True``. The weights and the state variables stay the wrapped layer's.
 
+    Padding only follows a series' last step, and a reset comes before the stream holds data
+    again, so padding never reaches the state of data. It does reach the state that a
+    stream holds after a pass: for the state at a series' last step (to forecast from it),
+    use ``with_batch_size(model, 1, series=[j], batches=batches)``.
+
     Args:
         layer: a stateful RNN layer (``LSTM(..., stateful=True)``, ``GRU``, ``SimpleRNN``,
             ``ConvLSTM1D``, ``keras.layers.RNN`` of a cell or of a list of cells) or, for
@@ -179,7 +184,10 @@ class StreamReset(keras.layers.Wrapper):
             ops.cast(reset, x.dtype), (*ops.shape(reset), *[1] * (len(x.shape) - 2))
         )
         flags = ops.broadcast_to(flags, (*ops.shape(x)[:-1], 1))
-        states = keras.tree.map_structure(ops.convert_to_tensor, list(layer.states))
+        # A copy, not the variables' own tensors: on torch those are the storage that the
+        # assignment below overwrites in place, while autograd still holds them for backward
+        # wherever the flags multiplying them depend on a trained input (a stacked layer).
+        states = keras.tree.map_structure(ops.copy, list(layer.states))
         # Dropout masks are drawn once per call, before the loop, as keras.layers.RNN does
         # for its own cell (a draw inside the loop would change the mask at every step).
         layer._maybe_config_dropout_masks(layer.cell, x[:, 0], states)
