@@ -15,13 +15,14 @@ from seqbatch import state as _state
 from seqbatch.batch import Batch
 from seqbatch.outputs import by_series
 from seqbatch.plan import Align, Layout, StreamPlan, Window
+from seqbatch.ragged import Ragged, gathered, lengths_of
 from seqbatch.source import (
     Joined,
     WindowReader,
     open_series_list,
     open_targets,
     parse_targets,
-    portable,
+    portable_list,
     strided_windows,
 )
 
@@ -154,13 +155,14 @@ class StreamBatcher:
         series, single = open_series_list(data, "data")
         target_series = None
         if target_data is not None:
-            target_series = open_targets(target_data, series, single)
+            target_series = gathered(open_targets(target_data, series, single))
+        series = gathered(series)
         self.n_series = len(series)
         if series_boundary == "concat" and len(series) > 1:
             series = [Joined(series)]
             if target_series is not None:
                 target_series = [Joined(target_series)]
-        lengths = np.array([s.shape[0] for s in series], dtype=np.int64) - self.shift
+        lengths = lengths_of(series) - self.shift
         if lengths.min() < 1:
             i = int(np.argmin(lengths))
             raise ValueError(
@@ -218,9 +220,9 @@ class StreamBatcher:
             for k, v in self.__dict__.items()
             if k not in ("_view_cache", "_ones_cache", "_x_reader", "_y_reader", "_plan")
         }
-        state["_sources"] = [portable(s) for s in self._sources]
+        state["_sources"] = portable_list(self._sources)
         if self._target_sources is not self._sources:
-            state["_target_sources"] = [portable(s) for s in self._target_sources]
+            state["_target_sources"] = portable_list(self._target_sources)
         else:
             state["_target_sources"] = state["_sources"]
         return state
@@ -305,7 +307,7 @@ class StreamBatcher:
     @property
     def in_memory(self) -> bool:
         """True when all data is in numpy arrays that are not memory-mapped files."""
-        sources = [*self._sources, *self._target_sources]
+        sources = [*_arrays_of(self._sources), *_arrays_of(self._target_sources)]
         return all(type(s) is np.ndarray for s in sources)
 
     def set_epoch(self, epoch: int) -> None:
@@ -555,14 +557,15 @@ class StreamBatcher:
         B = self.batch_size
         pieces = self._plan.pieces(k, self._streams)
         steps = pieces.steps(B, self.sequence_length)
-        weight = (steps.series >= 0).astype(np.float32)
+        full = bool(steps.series[:, -1].min() >= 0)
+        weight = self._ones if full else (steps.series >= 0).astype(np.float32)
         y = None
         if self._has_targets and self.return_sequences and self._y_reader is self._x_reader:
-            x, y = self._x_reader.read_pieces(pieces, B, (0, self.shift))
+            x, y = self._x_reader.read_packed(pieces, steps, (0, self.shift))
         else:
-            (x,) = self._x_reader.read_pieces(pieces, B)
+            (x,) = self._x_reader.read_packed(pieces, steps)
         if self._has_targets and self.return_sequences and y is None:
-            (y,) = self._y_reader.read_pieces(pieces, B)
+            (y,) = self._y_reader.read_packed(pieces, steps)
         elif self._has_targets and not self.return_sequences:
             last = steps.position[:, -1]
             held = (last >= 0).astype(np.int64)
@@ -647,3 +650,8 @@ class StreamBatcher:
         from seqbatch.keras import StreamSequence
 
         return StreamSequence(self, **kwargs)
+
+
+def _arrays_of(sources: Any) -> list[Any]:
+    """The arrays that hold ``sources``: a :class:`Ragged`'s one, or each series."""
+    return [sources.values] if isinstance(sources, Ragged) else list(sources)
