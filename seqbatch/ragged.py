@@ -78,17 +78,81 @@ def _end_to_end(series: Sequence[np.ndarray]) -> np.ndarray | None:
     return raw.view(series[0].dtype).reshape(-1, *series[0].shape[1:])
 
 
-def gathered(series: list[Any]) -> list[Any] | Ragged:
+def gathered(series: Sequence[Any]) -> Sequence[Any]:
     """``series`` as one :class:`Ragged` when they are all numpy arrays in memory.
 
     Slices of one array that lie end to end are kept as they are (no copy); other arrays are
     copied once into one array. Memory maps and lazy sources (h5py, zarr) stay a list: they are
     read one window at a time.
     """
-    if len(series) < 2 or not all(type(s) is np.ndarray for s in series):
+    if isinstance(series, Ragged) or len(series) < 2:
+        return series
+    if not all(type(s) is np.ndarray for s in series):
         return series
     offsets = np.concatenate(([0], np.cumsum([s.shape[0] for s in series]))).astype(np.int64)
     flat = _end_to_end(series)
     if flat is None:
         flat = np.concatenate(series)
     return Ragged(flat, offsets)
+
+
+def _integers(name: str, given: Any) -> np.ndarray:
+    """``given`` as a 1-D int64 array, or an error naming ``name``."""
+    array = np.asarray(given)
+    if array.ndim != 1 or not (array.dtype.kind in "iu" or array.size == 0):
+        raise TypeError(
+            f"`{name}` must be a 1-D array of integers. Received: {name} with dtype "
+            f"{array.dtype} and shape {array.shape}"
+        )
+    return array.astype(np.int64)
+
+
+def open_ragged(values: Any, offsets: Any, lengths: Any, name: str) -> Ragged:
+    """``values`` (opened as a series) cut by ``offsets`` or by ``lengths``, checked whole.
+
+    Raises:
+        ValueError: neither or both of ``offsets`` and ``lengths``; offsets that do not run
+            from 0 to the number of steps, or a series with no step.
+    """
+    from seqbatch.source import open_series
+
+    values = open_series(values, name)
+    n = int(values.shape[0])
+    if (offsets is None) == (lengths is None):
+        raise ValueError(
+            "Exactly one of `offsets` and `lengths` must be given. Received: "
+            f"offsets={'None' if offsets is None else '...'}, "
+            f"lengths={'None' if lengths is None else '...'}"
+        )
+    if offsets is None:
+        steps = _integers("lengths", lengths)
+        if steps.size == 0 or steps.min() < 1:
+            where = "no series" if steps.size == 0 else f"lengths[{int(np.argmin(steps))}]"
+            raise ValueError(
+                "`lengths` must hold at least one series, each of at least one step. "
+                f"Received: {where}{'' if steps.size == 0 else f'={int(steps.min())}'}"
+            )
+        if int(steps.sum()) != n:
+            raise ValueError(
+                f"`lengths` must add up to the steps of `{name}`, so that no step is left "
+                f"out. Received: lengths adding up to {int(steps.sum())} for {name} of {n} "
+                "steps"
+            )
+        cuts = np.concatenate(([0], np.cumsum(steps)))
+    else:
+        cuts = _integers("offsets", offsets)
+        if cuts.size < 2 or cuts[0] != 0 or cuts[-1] != n:
+            ends = "[]" if cuts.size == 0 else f"{int(cuts[0])} ... {int(cuts[-1])}"
+            raise ValueError(
+                f"`offsets` must run from 0 to the steps of `{name}` ({n}), so that no step "
+                f"is left out: series s is {name}[offsets[s]:offsets[s + 1]]. Received: "
+                f"offsets {ends} ({cuts.size} values)"
+            )
+        gaps = np.diff(cuts)
+        if gaps.min() < 1:
+            s = int(np.argmin(gaps))
+            raise ValueError(
+                "`offsets` must increase strictly: every series holds at least one step. "
+                f"Received: offsets[{s}]={int(cuts[s])} and offsets[{s + 1}]={int(cuts[s + 1])}"
+            )
+    return Ragged(values, cuts)
