@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> None:
         grid,
         keras_path,
         machine,
+        many_series,
         memory,
         numpy_path,
         packing,
@@ -58,7 +59,16 @@ def main(argv: list[str] | None = None) -> None:
 
     with tempfile.TemporaryDirectory(prefix="seqbatch-benchmarks-") as tmp:
         workdir = Path(tmp)
-        for section in (numpy_path, keras_path, tf_path, torch_path, memory, packing, plan_scale):
+        for section in (
+            numpy_path,
+            keras_path,
+            tf_path,
+            torch_path,
+            memory,
+            packing,
+            plan_scale,
+            many_series,
+        ):
             progress(section.__name__)
             rows += section.run(sizes, workdir)
         progress("benchmarks.scaling")

@@ -27,6 +27,9 @@ class Sizes:
         plan_series: numbers of series of the plan section; the largest meets the targets.
         plan_streams: streams of the plan section.
         plan_workers: workers that the plan section shards its streams to.
+        documents: documents of the many-series section (token streams).
+        documents_batch: streams and window of its token batches.
+        build_documents: documents whose batcher the many-series section builds.
     """
 
     batch_size: int
@@ -50,6 +53,9 @@ class Sizes:
     plan_series: tuple[int, ...]
     plan_streams: int
     plan_workers: int
+    documents: int
+    documents_batch: tuple[int, int]
+    build_documents: int
 
 
 FULL = Sizes(
@@ -74,6 +80,9 @@ FULL = Sizes(
     plan_series=(10**5, 10**6, 10**7),
     plan_streams=8192,
     plan_workers=1024,
+    documents=100_000,
+    documents_batch=(64, 256),
+    build_documents=1_000_000,
 )
 
 QUICK = Sizes(
@@ -98,4 +107,7 @@ QUICK = Sizes(
     plan_series=(10**3, 10**4),
     plan_streams=64,
     plan_workers=8,
+    documents=1_000,
+    documents_batch=(8, 32),
+    build_documents=10_000,
 )

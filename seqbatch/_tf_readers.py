@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import functools
+from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -14,6 +15,7 @@ import tensorflow as tf
 from seqbatch.batch import reset_flags
 from seqbatch.batcher import StreamBatcher
 from seqbatch.plan import Window
+from seqbatch.ragged import Ragged, lengths_of
 
 
 class PassEpochs:
@@ -140,11 +142,12 @@ class GraphReader:
             self.y, self.y_offsets = self._flat(batches.target_sources, batches.target_dtype)
 
     @staticmethod
-    def _flat(sources: list[np.ndarray], dtype: np.dtype) -> tuple[tf.Tensor, np.ndarray]:
+    def _flat(sources: Sequence[np.ndarray], dtype: np.dtype) -> tuple[tf.Tensor, np.ndarray]:
         """The buffer, and where each series starts in it (and, last, the row of zeros)."""
         zeros = np.zeros((1, *sources[0].shape[1:]), dtype)
-        offsets = np.cumsum([0] + [len(s) for s in sources])
-        return tf.constant(_native(np.concatenate([*sources, zeros]))), offsets
+        offsets = np.concatenate(([0], np.cumsum(lengths_of(sources))))
+        arrays = [sources.values] if isinstance(sources, Ragged) else list(sources)
+        return tf.constant(_native(np.concatenate([*arrays, zeros]))), offsets
 
     # The columns of an epoch's table: the first `constants` are the same for every element
     # of a pass, each of the others has one row per element.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import numbers
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
@@ -16,13 +16,15 @@ from seqbatch.batch import Batch
 from seqbatch.ends import SeriesEnd, series_end
 from seqbatch.outputs import by_series
 from seqbatch.plan import Align, Layout, StreamPlan, Window
+from seqbatch.ragged import Ragged, gathered, lengths_of, open_ragged
 from seqbatch.source import (
     Joined,
     WindowReader,
+    open_series,
     open_series_list,
     open_targets,
     parse_targets,
-    portable,
+    portable_list,
     strided_windows,
 )
 
@@ -152,16 +154,23 @@ class StreamBatcher:
         self.seed = _checks.non_negative_int("seed", seed)
         self.shift, target_data = parse_targets(targets)
 
-        series, single = open_series_list(data, "data")
-        target_series = None
+        series: Sequence[Any]
+        target_series: Sequence[Any] | None = None
+        if isinstance(data, Ragged):  # from_offsets: opened and checked there
+            series, single = data, False
+            if isinstance(target_data, Ragged):
+                target_series, target_data = target_data, None
+        else:
+            series, single = open_series_list(data, "data")
         if target_data is not None:
-            target_series = open_targets(target_data, series, single)
+            target_series = gathered(open_targets(target_data, list(series), single))
+        series = gathered(series)
         self.n_series = len(series)
         if series_boundary == "concat" and len(series) > 1:
             series = [Joined(series)]
             if target_series is not None:
                 target_series = [Joined(target_series)]
-        lengths = np.array([s.shape[0] for s in series], dtype=np.int64) - self.shift
+        lengths = lengths_of(series) - self.shift
         if lengths.min() < 1:
             i = int(np.argmin(lengths))
             raise ValueError(
@@ -187,6 +196,73 @@ class StreamBatcher:
         self._resume = False
         self._plan = self._make_plan(0)
         self._start_caches()
+
+    @classmethod
+    def from_offsets(
+        cls,
+        values: Any,
+        offsets: Any = None,
+        targets: Any = "next",
+        *,
+        lengths: Any = None,
+        **kwargs: Any,
+    ) -> StreamBatcher:
+        """The batcher of many series held end to end in one array, cut by integer offsets.
+
+        Series ``s`` is ``values[offsets[s]:offsets[s + 1]]``: a tokenized corpus, a log of
+        episodes, a long table sorted by series. Nothing is copied and no object is made per
+        series, so a million documents build in a fraction of a second; every batch is one
+        gather from ``values`` (a memory map is read only where the batch lies). The batches
+        are those of the list of the same series: ``StreamBatcher(list_of_series, ...)``.
+
+        Args:
+            values: ``(N, *features)``: an array, an ``np.memmap``, a ``.npy`` path (opened as
+                a memory map) or anything with ``shape``, ``dtype`` and slicing.
+            offsets: ``(S + 1,)`` integers from 0 to ``N``, strictly increasing.
+            targets: as for :class:`StreamBatcher` (``None``, ``"next"``, steps ahead), or a
+                second flat array ``(N, *target_features)`` on the same offsets.
+            lengths: ``(S,)`` positive integers adding up to ``N``, instead of ``offsets``.
+            **kwargs: the keyword arguments of :class:`StreamBatcher`.
+
+        Raises:
+            ValueError: neither or both of ``offsets`` and ``lengths``, offsets that leave
+                steps out or make an empty series, target arrays of another length, and the
+                errors of :class:`StreamBatcher`.
+
+        Examples:
+            Documents that end with an end-of-document token (99 here), end to end:
+
+            >>> import numpy as np, seqbatch
+            >>> tokens = np.array([5, 6, 99, 7, 8, 9, 99, 3, 99])
+            >>> offsets = np.r_[0, np.flatnonzero(tokens == 99) + 1]
+            >>> offsets.tolist()
+            [0, 3, 7, 9]
+            >>> batches = seqbatch.StreamBatcher.from_offsets(
+            ...     tokens, offsets, targets=None, batch_size=2, sequence_length=2,
+            ...     remainder="pad")
+            >>> [(b.x.tolist(), b.reset.tolist()) for b in batches]
+            [([[5, 6], [7, 8]], [True, True]), ([[99, 0], [9, 99]], [False, False]), ([[3, 99], [0, 0]], [True, False])]
+
+            Episodes given by their lengths, with a target array on the same steps:
+
+            >>> obs, reward = np.arange(6), np.arange(6) * 10
+            >>> batches = seqbatch.StreamBatcher.from_offsets(
+            ...     obs, targets=reward, lengths=[2, 4], batch_size=2, sequence_length=2)
+            >>> b = batches[0]
+            >>> b.x.tolist(), b.y.tolist()
+            ([[2, 3], [0, 1]], [[20, 30], [0, 10]])
+        """
+        series = open_ragged(values, offsets, lengths, "values")
+        if not (targets is None or isinstance(targets, (str, numbers.Number))):
+            steps = open_series(targets, "targets")
+            if steps.shape[0] != series.values.shape[0]:
+                raise ValueError(
+                    "`targets` must have as many steps as `values` when given as an array: "
+                    f"it is cut by the same offsets. Received: targets of {steps.shape[0]} "
+                    f"steps for values of {series.values.shape[0]}"
+                )
+            targets = Ragged(steps, series.offsets)
+        return cls(series, targets, **kwargs)
 
     def _start_caches(self) -> None:
         """Empty the caches derived from the data: built on first use, never pickled."""
@@ -219,9 +295,9 @@ class StreamBatcher:
             for k, v in self.__dict__.items()
             if k not in ("_view_cache", "_ones_cache", "_x_reader", "_y_reader", "_plan")
         }
-        state["_sources"] = [portable(s) for s in self._sources]
+        state["_sources"] = portable_list(self._sources)
         if self._target_sources is not self._sources:
-            state["_target_sources"] = [portable(s) for s in self._target_sources]
+            state["_target_sources"] = portable_list(self._target_sources)
         else:
             state["_target_sources"] = state["_sources"]
         return state
@@ -271,7 +347,7 @@ class StreamBatcher:
         return range(self._streams.start, self._streams.stop)
 
     @property
-    def sources(self) -> list[Any]:
+    def sources(self) -> Sequence[Any]:
         """The series the windows are read from: one per series of :attr:`plan`.
 
         With ``series_boundary="concat"`` that is one :class:`seqbatch.source.Joined`.
@@ -279,7 +355,7 @@ class StreamBatcher:
         return self._sources
 
     @property
-    def target_sources(self) -> list[Any]:
+    def target_sources(self) -> Sequence[Any]:
         """The series ``y`` is read from: :attr:`sources` itself for steps-ahead targets."""
         return self._target_sources
 
@@ -306,7 +382,7 @@ class StreamBatcher:
     @property
     def in_memory(self) -> bool:
         """True when all data is in numpy arrays that are not memory-mapped files."""
-        sources = [*self._sources, *self._target_sources]
+        sources = [*_arrays_of(self._sources), *_arrays_of(self._target_sources)]
         return all(type(s) is np.ndarray for s in sources)
 
     def set_epoch(self, epoch: int) -> None:
@@ -563,14 +639,15 @@ class StreamBatcher:
         B = self.batch_size
         pieces = self._plan.pieces(k, self._streams)
         steps = pieces.steps(B, self.sequence_length)
-        weight = (steps.series >= 0).astype(np.float32)
+        full = bool(steps.series[:, -1].min() >= 0)
+        weight = self._ones if full else (steps.series >= 0).astype(np.float32)
         y = None
         if self._has_targets and self.return_sequences and self._y_reader is self._x_reader:
-            x, y = self._x_reader.read_pieces(pieces, B, (0, self.shift))
+            x, y = self._x_reader.read_packed(pieces, steps, (0, self.shift))
         else:
-            (x,) = self._x_reader.read_pieces(pieces, B)
+            (x,) = self._x_reader.read_packed(pieces, steps)
         if self._has_targets and self.return_sequences and y is None:
-            (y,) = self._y_reader.read_pieces(pieces, B)
+            (y,) = self._y_reader.read_packed(pieces, steps)
         elif self._has_targets and not self.return_sequences:
             last = steps.position[:, -1]
             held = (last >= 0).astype(np.int64)
@@ -655,3 +732,8 @@ class StreamBatcher:
         from seqbatch.keras import StreamSequence
 
         return StreamSequence(self, **kwargs)
+
+
+def _arrays_of(sources: Any) -> list[Any]:
+    """The arrays that hold ``sources``: a :class:`Ragged`'s one, or each series."""
+    return [sources.values] if isinstance(sources, Ragged) else list(sources)

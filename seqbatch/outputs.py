@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from seqbatch.ragged import lengths_of
+
 if TYPE_CHECKING:
     from seqbatch.batcher import StreamBatcher
 
@@ -70,7 +72,7 @@ def by_series(batches: StreamBatcher, outputs: Any) -> list[np.ma.MaskedArray]:
         series, position = series[:, :, -1], position[:, :, -1]
     held = series >= 0
     # All series end to end: one scatter fills every series at once.
-    sizes = np.array([s.shape[0] for s in batches.sources], dtype=np.int64)
+    sizes = lengths_of(batches.sources)
     offsets = np.concatenate(([0], np.cumsum(sizes)))
     where = offsets[series[held]] + position[held]
     data = np.zeros((int(offsets[-1]), *values.shape[series.ndim :]), dtype=values.dtype)

@@ -71,16 +71,20 @@ class Pieces(NamedTuple):
             >>> s.reset.tolist()
             [[False, False, True], [False, False, False]]
         """
-        series = np.full((rows, width), -1, dtype=np.int64)
-        position = np.full((rows, width), -1, dtype=np.int64)
-        reset = np.zeros((rows, width), dtype=bool)
         # The pieces fill each row's first columns in order: in row-major order, the real
         # steps of the batch are the pieces' steps one after another.
         real = np.bincount(self.row, weights=self.length, minlength=rows).astype(np.int64)
-        held = np.arange(width) < real[:, None]
         before = np.cumsum(self.length) - self.length
-        series[held] = np.repeat(self.series, self.length)
-        position[held] = np.arange(int(real.sum())) + np.repeat(self.start - before, self.length)
+        run_series = np.repeat(self.series, self.length)
+        run_position = np.arange(int(real.sum())) + np.repeat(self.start - before, self.length)
+        if run_series.size == rows * width:
+            series, position = run_series.reshape(rows, width), run_position.reshape(rows, width)
+        else:
+            held = np.arange(width) < real[:, None]
+            series = np.full((rows, width), -1, dtype=np.int64)
+            position = np.full((rows, width), -1, dtype=np.int64)
+            series[held], position[held] = run_series, run_position
+        reset = np.zeros((rows, width), dtype=bool)
         reset.ravel()[(self.row * width + self.column)[self.reset]] = True
         return Steps(series, position, reset)
 

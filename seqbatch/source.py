@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from seqbatch.ragged import Ragged, lengths_of
+
 if TYPE_CHECKING:
-    from seqbatch.plan import Pieces
+    from seqbatch.packing import Pieces, Steps
 
 _NUMERIC_KINDS = "biufc"
 
@@ -207,6 +209,13 @@ def portable(series: Any) -> Any:
     return series
 
 
+def portable_list(sources: Sequence[Any]) -> Any:
+    """A list of series (or a :class:`Ragged`) as it should be pickled; see :func:`portable`."""
+    if isinstance(sources, Ragged):
+        return Ragged(portable(sources.values), sources.offsets)
+    return [portable(s) for s in sources]
+
+
 class _MappedFile:
     """Where the elements of a memory map lie in its file; pickles as a call that maps them."""
 
@@ -273,8 +282,9 @@ class Joined:
     """
 
     def __init__(self, parts: Sequence[Any]) -> None:
-        self.parts = list(parts)
-        self.ends = np.cumsum([p.shape[0] for p in self.parts])
+        # Series already end to end in one array are kept so: a slice is a slice of it.
+        self.parts = parts if isinstance(parts, Ragged) else list(parts)
+        self.ends = np.cumsum(lengths_of(self.parts))
         self.shape = (int(self.ends[-1]), *self.parts[0].shape[1:])
         self.dtype = np.dtype(self.parts[0].dtype)
 
@@ -282,10 +292,12 @@ class Joined:
         return self.shape[0]
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "parts": [portable(p) for p in self.parts]}
+        return {**self.__dict__, "parts": portable_list(self.parts)}
 
     def __getitem__(self, key: slice) -> np.ndarray:
         start, stop, _ = key.indices(self.shape[0])
+        if isinstance(self.parts, Ragged):
+            return np.asarray(self.parts.values[start:stop])
         first = int(np.searchsorted(self.ends, start, side="right"))
         pieces = []
         while start < stop:
@@ -328,9 +340,10 @@ def strided_windows(
 class WindowReader:
     """Reads one window of ``width`` steps per stream from ``sources`` into a new array.
 
-    A single numpy source (memmaps included) is read by one vectorised gather over a view of
-    all its windows, built once; windows that would run past its end, and other sources, are
-    sliced once per stream.
+    Series in one array, in memory or memory-mapped (one series, a :class:`Ragged`, or a
+    :class:`Joined` of a :class:`Ragged`), are read by one vectorised gather per batch, over
+    a view of every window of that array, built once. Other sources (several memory maps,
+    h5py, zarr) are sliced once per window or run of steps: only what a batch holds is read.
 
     Args:
         sources: the series, sharing feature shape and dtype.
@@ -348,9 +361,11 @@ class WindowReader:
         src = sources[0]
         self.shape = (width, *src.shape[1:])
         self.dtype = np.dtype(src.dtype)
+        self.values, self.offsets = _flat(sources)
         self.windows: np.ndarray | None = None
-        if len(sources) == 1 and isinstance(src, np.ndarray) and src.shape[0] >= width:
-            self.windows = strided_windows(src, 0, (src.shape[0] - width + 1, 1, width), 0, 1)[:, 0]
+        if self.values is not None and self.values.shape[0] >= width:
+            n = self.values.shape[0] - width + 1
+            self.windows = strided_windows(self.values, 0, (n, 1, width), 0, 1)[:, 0]
 
     def read(
         self, series: np.ndarray, start: np.ndarray, length: np.ndarray, full: bool
@@ -368,32 +383,39 @@ class WindowReader:
         """
         width = self.width
         if self.windows is not None:
+            assert self.offsets is not None
+            first = self.offsets[np.maximum(series, 0)] + start
             if full:
-                return self.windows[start]
-            # A window that would run past the end (or an idle stream's, start -1) is
-            # partial: it is cleared, and its real steps read again below.
-            out = self.windows[np.minimum(start, len(self.windows) - 1)]
-            partial = np.flatnonzero(length < width)
-            out[partial] = 0
-            sliced = partial[length[partial] > 0]
-        else:
-            out = (np.empty if full else np.zeros)((len(start), *self.shape), self.dtype)
-            sliced = np.flatnonzero(length)
-        for i in sliced.tolist():
+                return self.windows[first]
+            # A window that would run past the end of the array (an idle stream's too) is
+            # read from the last window, and its real steps moved into place below.
+            last = len(self.windows) - 1
+            out = self.windows[np.minimum(first, last)]
+            late = np.flatnonzero((first > last) & (length > 0))
+            if len(late):
+                cols = np.arange(width)
+                src = np.minimum(first[late, None] - last + cols, width - 1)
+                out[late] = out[late[:, None], src]
+            out[np.arange(width) >= length[:, None]] = 0
+            return out
+        out = (np.empty if full else np.zeros)((len(start), *self.shape), self.dtype)
+        for i in np.flatnonzero(length).tolist():
             s, n = int(start[i]), int(length[i])
             out[i, :n] = self.sources[int(series[i])][s : s + n]
         return out
 
-    def read_pieces(
-        self, pieces: Pieces, rows: int, shifts: tuple[int, ...] = (0,)
+    def read_packed(
+        self, pieces: Pieces, steps: Steps, shifts: tuple[int, ...] = (0,)
     ) -> list[np.ndarray]:
-        """Each piece's steps at its row and columns, zeros elsewhere: once per shift.
+        """The steps of a packed batch, zeros on its padding: once per shift.
 
-        One slice of each piece's series covers every shift, so a lazy source is read once.
+        Series in one array are read by one gather of every step for every shift, from
+        ``steps``; other sources by one slice per piece that covers every shift, so that a
+        lazy source is read once.
 
         Args:
             pieces: the runs of steps of one batch (:class:`seqbatch.packing.Pieces`).
-            rows: the rows of the batch.
+            steps: the same batch step by step (:meth:`~seqbatch.packing.Pieces.steps`).
             shifts: non-negative; for each ``shift``, read steps ``[start + shift, start +
                 shift + length)`` of each piece's series (``shift`` steps ahead: the targets).
 
@@ -404,22 +426,51 @@ class WindowReader:
             >>> from seqbatch.packing import Pieces
             >>> p = Pieces(*(np.array(c) for c in ([0, 0], [0, 2], [0, 1], [4, 0], [2, 1])),
             ...            np.array([False, True]))
-            >>> reader = WindowReader([np.arange(10), 100 + np.arange(5)], 3)
-            >>> [a.tolist() for a in reader.read_pieces(p, 1, (0, 1))]
+            >>> for sources in ([np.arange(10), 100 + np.arange(5)], Ragged(
+            ...         np.r_[np.arange(10), 100 + np.arange(5)], np.array([0, 10, 15]))):
+            ...     reader = WindowReader(sources, 3)
+            ...     print([a.tolist() for a in reader.read_packed(p, p.steps(1, 3), (0, 1))])
+            [[[4, 5, 100]], [[5, 6, 101]]]
             [[[4, 5, 100]], [[5, 6, 101]]]
         """
-        # One allocation for every shift, not one each: freeing two large blocks can make
-        # malloc return them to the system, and the next batch then faults its pages in anew.
-        outs = np.empty((len(shifts), rows, *self.shape), self.dtype)
-        # Rows of steps, one after another: a piece is one run of them.
-        flat = outs.reshape(len(shifts), rows * self.width, *self.shape[1:])
-        extra = max(shifts)
-        first = pieces.row * self.width + pieces.column
-        runs = (a.tolist() for a in (first, pieces.series, pieces.start, pieces.length))
-        for at, series, start, length in zip(*runs, strict=True):
-            steps = self.sources[series][start : start + length + extra]
-            for out, shift in zip(flat, shifts, strict=True):
-                out[at : at + length] = steps[shift : shift + length]
-        real = np.bincount(pieces.row, weights=pieces.length, minlength=rows)
-        outs[:, np.arange(self.width) >= real[:, None]] = 0
+        rows = steps.series.shape[0]
+        padding = steps.series < 0
+        if self.values is not None:
+            assert self.offsets is not None
+            at = self.offsets[steps.series] + steps.position
+            if padding.any():
+                at[padding] = 0
+            outs = self.values[at[None] + np.asarray(shifts)[:, None, None]]
+        else:
+            # One allocation for every shift, not one each: freeing two large blocks can make
+            # malloc return them to the system, and the next batch then faults its pages in
+            # anew.
+            outs = np.empty((len(shifts), rows, *self.shape), self.dtype)
+            # Rows of steps, one after another: a piece is one run of them.
+            flat = outs.reshape(len(shifts), rows * self.width, *self.shape[1:])
+            extra = max(shifts)
+            first = pieces.row * self.width + pieces.column
+            runs = (a.tolist() for a in (first, pieces.series, pieces.start, pieces.length))
+            for at_, series, start, length in zip(*runs, strict=True):
+                run = self.sources[series][start : start + length + extra]
+                for out, shift in zip(flat, shifts, strict=True):
+                    out[at_ : at_ + length] = run[shift : shift + length]
+        if padding.any():
+            outs[:, padding] = 0
         return list(outs)
+
+
+def _flat(sources: Sequence[Any]) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The one numpy array that every series of ``sources`` lies in, and their offsets.
+
+    ``(None, None)`` where the series lie in several arrays or in a lazy source.
+    """
+    if isinstance(sources, Ragged) and isinstance(sources.values, np.ndarray):
+        return sources.values, sources.offsets
+    if len(sources) == 1:
+        src = sources[0]
+        if isinstance(src, Joined) and isinstance(src.parts, Ragged):
+            src = src.parts.values
+        if isinstance(src, np.ndarray):
+            return src, np.array([0, src.shape[0]], dtype=np.int64)
+    return None, None

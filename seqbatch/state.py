@@ -18,11 +18,13 @@ noticed.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from seqbatch import _checks
+from seqbatch.ragged import lengths_of
 
 if TYPE_CHECKING:
     from seqbatch.batcher import StreamBatcher
@@ -39,7 +41,7 @@ def _digest(*arrays: Any) -> str:
     return h.hexdigest()
 
 
-def _ends(sources: list[Any]) -> list[np.ndarray]:
+def _ends(sources: Sequence[Any]) -> list[np.ndarray]:
     """The first and last step of the first and last series: what the fingerprint reads."""
     steps = []
     for s in (sources[0], sources[-1]):
@@ -51,7 +53,7 @@ def _ends(sources: list[Any]) -> list[np.ndarray]:
 def fingerprint(batches: StreamBatcher) -> dict[str, Any]:
     """What a batcher reads and how it lays it out, in a few JSON-friendly values."""
     sources = batches.sources
-    lengths = [np.asarray([s.shape[0] for s in sources], dtype=np.int64)]
+    lengths = [lengths_of(sources)]
     parts = getattr(sources[0], "ends", None)  # the series that series_boundary="concat" joined
     if parts is not None:
         lengths.append(np.asarray(parts, dtype=np.int64))

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks import packing, packing_fit, plan_scale
+from benchmarks import many_series, packing, packing_fit, plan_scale
 from benchmarks.sizes import QUICK
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,6 +41,7 @@ def test_quick_run_prints_every_row_and_draws_the_figure(tmp_path: Path) -> None
             "memory",
             "packing",
             "plan",
+            "many series",
             "scaling",
             "grid",
         )
@@ -59,6 +60,8 @@ def test_quick_run_prints_every_row_and_draws_the_figure(tmp_path: Path) -> None
         + 3 * len(packing_fit.FIT_BACKENDS) * len(packing.DISTRIBUTIONS),
         # Build time and memory, and one lookup, per number of series; two shard rows.
         "plan": len(plan_scale.LAYOUTS) * (3 * len(QUICK.plan_series) + 2),
+        # A batch per layout of tokens and of features, then two build rows.
+        "many series": 2 * len(many_series.BOUNDARIES) + 2,
         "scaling": 2 * len(QUICK.series_lengths),
         # No quick cell reaches 64 KB, so only the two tf.data worst-cell rows.
         "grid": 2,

@@ -18,22 +18,10 @@ from hypothesis import strategies as st
 
 import seqbatch
 from tests.encoded import check_epoch, encoded_series
+from tests.lazy import SliceOnly
 
 FEATURES = [(), (1,), (3,), (2, 2)]
 DTYPES = ["int64", "float32", "float64", "int32"]
-
-
-class SliceOnly:
-    """A series that supports only ``shape``, ``dtype`` and slicing, like an h5py dataset."""
-
-    def __init__(self, array: np.ndarray) -> None:
-        self._array = array
-        self.shape = array.shape
-        self.dtype = array.dtype
-
-    def __getitem__(self, key: slice) -> np.ndarray:
-        assert isinstance(key, slice) and key.step is None, key
-        return self._array[key].copy()
 
 
 @dataclass

@@ -26,9 +26,9 @@ import seqbatch
 from seqbatch.keras import StreamSequence
 from seqbatch.tf import to_dataset
 from tests.encoded import encoded_series
+from tests.lazy import SliceOnly
 from tests.replay import from_keras, from_torch, lstm_replay
 from tests.test_docs import blocks
-from tests.test_invariant import SliceOnly
 from tests.test_pack import PackCase, packed_cases
 from tests.test_tf_dataset import assert_static_spec, assert_yields, rows_of
 from tests.weights import element_weight, real_step_weight
