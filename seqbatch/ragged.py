@@ -92,7 +92,10 @@ def gathered(series: Sequence[Any]) -> Sequence[Any]:
     offsets = np.concatenate(([0], np.cumsum([s.shape[0] for s in series]))).astype(np.int64)
     flat = _end_to_end(series)
     if flat is None:
-        flat = np.concatenate(series)
+        # Into an array of the series' own dtype: concatenate alone would make the byte
+        # order native, and the data's dtype is kept, never cast.
+        flat = np.empty((int(offsets[-1]), *series[0].shape[1:]), series[0].dtype)
+        np.concatenate(series, out=flat)
     return Ragged(flat, offsets)
 
 
