@@ -234,9 +234,11 @@ def to_dataset(
         .with_options(options)
     )
     # For seqbatch.keras.StatefulTraining: it checks fit()'s model and arguments against the
-    # batches, and sets the epoch of each pass to fit()'s.
+    # batches, and sets the epoch of each pass to fit()'s. It finds them through the user's
+    # transformations (seqbatch._tf_found).
     dataset.seqbatch_batches = batches
     dataset.seqbatch_epochs = epochs
+    dataset.seqbatch_replicas = replicas
     return dataset
 
 
