@@ -69,6 +69,13 @@ def to_dataset(
     instead, probes or not, so that ``fit(initial_epoch=e)`` resumes exactly. One Python call
     per pass counts the passes.
 
+    Extending the dataset: in ``fit()``, ``StatefulTraining`` finds it under the
+    transformations that pass its batches on one for one and in order (``prefetch``,
+    ``map``, deterministic when parallel, ``with_options``, ``apply`` of these, ``cache()``
+    of unshuffled batches, whose passes are all the same) and under ``tf.distribute``, and
+    refuses before the first step any other (``shuffle``, ``batch``, ``take``, ...) and a
+    ``cache`` of shuffled batches, which would replay one epoch's layout in every epoch.
+
     ``tf.distribute``: ``strategy.experimental_distribute_dataset`` (what Keras does with a
     dataset under ``strategy.scope()``) cuts each global batch into contiguous row blocks,
     one per replica, so every stream stays on its replica. Build the model with the

@@ -18,19 +18,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import keras
 import numpy as np
 import pytest
 
+import seqbatch
+from seqbatch.keras import BackupAndRestore, StatefulTraining
+from tests.encoded import encoded_series
+from tests.keras_models import first_steps, order_model
+from tests.test_backup import Interrupt, StopAt, batcher
+from tests.test_keras_fit import shuffled
+
+# After Keras: on the torch backend, torch must load before TensorFlow (the other order
+# crashes in torch.optim).
 tf = pytest.importorskip("tensorflow", reason="the tf.data adapter needs TensorFlow")
-
-import keras  # noqa: E402 - after TensorFlow, which is needed
-
-import seqbatch  # noqa: E402
-from seqbatch.keras import BackupAndRestore, StatefulTraining  # noqa: E402
-from tests.encoded import encoded_series  # noqa: E402
-from tests.keras_models import first_steps, order_model  # noqa: E402
-from tests.test_backup import Interrupt, StopAt, batcher  # noqa: E402
-from tests.test_keras_fit import shuffled  # noqa: E402
 
 pytestmark = [pytest.mark.keras, pytest.mark.needs_tensorflow]
 
