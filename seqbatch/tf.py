@@ -69,6 +69,13 @@ def to_dataset(
     instead, probes or not, so that ``fit(initial_epoch=e)`` resumes exactly. One Python call
     per pass counts the passes.
 
+    Extending the dataset: in ``fit()``, ``StatefulTraining`` finds it under the
+    transformations that pass its batches on one for one and in order (``prefetch``,
+    ``map``, deterministic when parallel, ``with_options``, ``apply`` of these, ``cache()``
+    of unshuffled batches, whose passes are all the same) and under ``tf.distribute``, and
+    refuses before the first step any other (``shuffle``, ``batch``, ``take``, ...) and a
+    ``cache`` of shuffled batches, which would replay one epoch's layout in every epoch.
+
     ``tf.distribute``: ``strategy.experimental_distribute_dataset`` (what Keras does with a
     dataset under ``strategy.scope()``) cuts each global batch into contiguous row blocks,
     one per replica, so every stream stays on its replica. Build the model with the
@@ -234,9 +241,11 @@ def to_dataset(
         .with_options(options)
     )
     # For seqbatch.keras.StatefulTraining: it checks fit()'s model and arguments against the
-    # batches, and sets the epoch of each pass to fit()'s.
+    # batches, and sets the epoch of each pass to fit()'s. It finds them through the user's
+    # transformations (seqbatch._tf_found).
     dataset.seqbatch_batches = batches
     dataset.seqbatch_epochs = epochs
+    dataset.seqbatch_replicas = replicas
     return dataset
 
 

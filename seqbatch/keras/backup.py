@@ -15,6 +15,7 @@ from seqbatch import _checks
 from seqbatch.batcher import StreamBatcher
 from seqbatch.keras.run import running_call
 from seqbatch.keras.states import _CarriedState, _state_variables, _sync_jax_state, carry_states
+from seqbatch.keras.tf_data import fed_by
 
 _FILE = "seqbatch-backup.npz"
 _FORMAT = 1
@@ -125,7 +126,7 @@ class BackupAndRestore(keras.callbacks.Callback):
         call = running_call()
         arguments = call.arguments if call is not None else {}
         x = arguments.get("x")
-        batches = _batches_of(x)
+        batches = _batches_of(x, "x")
         if batches is None:
             raise ValueError(
                 "`x` of fit() must be a seqbatch.keras.StreamSequence or a dataset of "
@@ -159,7 +160,9 @@ class BackupAndRestore(keras.callbacks.Callback):
         if hasattr(x, "_start_pass_at"):
             x._start_pass_at(first)
         else:
-            x.seqbatch_epochs.next, x.seqbatch_epochs.first_batch = epoch, first
+            fed = fed_by(x, "x")
+            assert fed is not None  # on_train_begin refused anything else
+            fed.start_epoch(epoch, first)
         iterator = self._fit["epoch_iterator"]
         if iterator is not None:
             # This epoch has fewer steps. Keras reads their number once per fit(), and with
@@ -262,7 +265,7 @@ class BackupAndRestore(keras.callbacks.Callback):
             "batchers": {},
         }
         for name in ("x", "validation_data"):
-            batches = _batches_of(self._fit[name])
+            batches = _batches_of(self._fit[name], name)
             if batches is not None:
                 position = {"epoch": epoch, "next_batch": next_batch} if name == "x" else {}
                 meta["batchers"][name] = batches.state_dict(**position)
@@ -304,7 +307,7 @@ class BackupAndRestore(keras.callbacks.Callback):
                 f"{_entry(meta['variables'], first)}, here {_entry(here, first)}"
             )
         for name, state in meta["batchers"].items():
-            batches = _batches_of(self._fit[name])
+            batches = _batches_of(self._fit[name], name)
             if batches is None:
                 raise ValueError(
                     f"`{name}` of fit() must be seqbatch batches, as when the checkpoint in "
@@ -330,13 +333,24 @@ class BackupAndRestore(keras.callbacks.Callback):
             self._resume, self._states = (epoch, next_batch), states
 
 
-def _batches_of(dataset: Any) -> StreamBatcher | None:
-    """The batcher behind a StreamSequence or a dataset of seqbatch.tf.to_dataset, or None."""
+def _batches_of(dataset: Any, name: str) -> StreamBatcher | None:
+    """The batcher behind a StreamSequence or a dataset of seqbatch.tf.to_dataset (through
+    the user's transformations), or None: also for ``distribute_datasets_from_function``,
+    whose pipelines each hold a shard of the batcher."""
     batches = getattr(dataset, "batches", None)
     if hasattr(dataset, "_start_pass_at") and isinstance(batches, StreamBatcher):
         return batches
-    batches = getattr(dataset, "seqbatch_batches", None)
-    return batches if isinstance(batches, StreamBatcher) else None
+    fed = fed_by(dataset, name)
+    if fed is None or fed.pipelines:
+        return None
+    if fed.cached:
+        raise ValueError(
+            f"`{name}` of fit() must not read its seqbatch dataset through `cache` for "
+            "seqbatch.keras.BackupAndRestore: the pass of an epoch resumed mid-way serves "
+            "only its remaining batches, and a cache would keep that shorter pass for the "
+            f"epochs after. Received: {name} made with cache() (remove the cache)"
+        )
+    return fed.batches
 
 
 def _describe(group: str, variable: Any) -> list[Any]:

@@ -10,6 +10,7 @@ import numpy as np
 from seqbatch.keras.checks import check_call
 from seqbatch.keras.run import KerasCall, running_call
 from seqbatch.keras.states import _state_variables, _sync_jax_state, carry_states, reset_states
+from seqbatch.keras.tf_data import fed_by
 
 
 class StatefulTraining(keras.callbacks.Callback):
@@ -23,12 +24,14 @@ class StatefulTraining(keras.callbacks.Callback):
       validation batches run through the same state variables and leave them holding the
       end of the validation data.
     * It makes the model carry its states on every Keras backend (:func:`carry_states`).
-    * On the tf.data path (:func:`seqbatch.tf.to_dataset`, as it returns the dataset),
-      where no seqbatch code runs during ``fit()`` otherwise, it also refuses, before the
-      first step, a model whose batch size or output does not fit the batches, and a
-      ``steps_per_epoch`` other than the number of batches; and it makes epoch ``e`` of
-      ``fit()`` lay out epoch ``e`` of a shuffled batcher, so that ``fit(initial_epoch=e)``
-      resumes exactly. :class:`StreamSequence` does all of that by itself.
+    * On the tf.data path (:func:`seqbatch.tf.to_dataset`, as it returns the dataset or
+      after ``prefetch``, ``map``, ``with_options``, ``apply`` or ``cache``, and through
+      ``tf.distribute``), where no seqbatch code runs during ``fit()`` otherwise, it also
+      refuses, before the first step, a model whose batch size or output does not fit the
+      batches, a ``steps_per_epoch`` other than the number of batches, and a transformation
+      that would misalign the streams; and it makes epoch ``e`` of ``fit()`` lay out epoch
+      ``e`` of a shuffled batcher, so that ``fit(initial_epoch=e)`` resumes exactly.
+      :class:`StreamSequence` does all of that by itself.
 
     Validation data must be batched like training data: a :class:`StreamSequence` (or the
     tf.data adapter) of a batcher with the model's batch size, and ``shuffle`` plays no part
@@ -69,8 +72,8 @@ class StatefulTraining(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         reset_states(self.model)
-        for dataset in self._datasets:
-            dataset.seqbatch_epochs.next = epoch
+        for fed in self._datasets:
+            fed.start_epoch(epoch)
 
     def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
         call = running_call()
@@ -101,19 +104,14 @@ class StatefulTraining(keras.callbacks.Callback):
         if call.method == "fit":
             given.append(("validation_data", _validation(call)))
         for name, reader in given:
-            dataset: Any = call.arguments.get(name)
-            if getattr(dataset, "seqbatch_batches", None) is None:
+            fed = fed_by(call.arguments.get(name), name)
+            if fed is None:
                 continue
-            spec = dataset.element_spec
-            inputs = spec[0] if isinstance(spec[0], tuple) else (spec[0],)
             check_call(
-                reader,
-                input_shapes=[tuple(t.shape) for t in inputs],
-                y_shape=tuple(spec[1].shape) if len(spec) > 1 else None,
-                steps=int(dataset.cardinality()),
+                reader, input_shapes=fed.input_shapes, y_shape=fed.y_shape, steps=len(fed.batches)
             )
             if call.method == "fit":
-                self._datasets.append(dataset)
+                self._datasets.append(fed)
 
 
 def _validation(fit: KerasCall) -> KerasCall:
