@@ -37,12 +37,10 @@ def through_json(state: dict[str, Any]) -> dict[str, Any]:
     return loaded
 
 
-@given(cases(), st.data())
+@given(cases(fill=True), st.data())
 def test_a_loop_resumed_from_its_state_reads_the_rest_of_the_epoch(
     case: Case, data: st.DataObject
 ) -> None:
-    if not case.fillable():
-        return
     first = case.build()
     first.set_epoch(case.epoch)
     n = len(first)
@@ -116,6 +114,96 @@ def test_set_epoch_keeps_a_restored_position_only_for_its_epoch() -> None:
     resumed = [b.position[0] for b in batches]
     assert resumed == [batches[k].position[0] for k in range(3, len(batches))]
     assert batches.resume_batch == 0
+
+
+def restored(m: int, **kwargs: Any) -> seqbatch.StreamBatcher:
+    """A batcher of 80 steps (9 batches of 2 streams x 4 steps) restored at batch ``m``."""
+    make = lambda: seqbatch.StreamBatcher(  # noqa: E731
+        encoded_series(0, 80, (), "int64"), batch_size=2, sequence_length=4, **kwargs
+    )
+    batches = make()
+    batches.load_state_dict(through_json(make().state_dict(next_batch=m)))
+    return batches
+
+
+def firsts(batches: Any) -> list[int]:
+    """The first step of stream 0 in each batch of a pass: batch k starts at step 4 * k."""
+    return [int(b.position[0]) for b in batches]
+
+
+def test_a_peek_at_a_restored_batcher_keeps_its_position() -> None:
+    batches = restored(6)
+    peeked = next(iter(batches))
+    assert int(peeked.position[0]) == 24
+    assert batches.resume_batch == 6
+    # A loop that breaks keeps it too: passes start at the saved batch until one ends.
+    for _ in batches:
+        break
+    assert batches.resume_batch == 6
+    assert firsts(batches) == [24, 28, 32]
+    assert batches.resume_batch == 0
+    assert firsts(batches) == [4 * k for k in range(9)]
+
+
+def test_the_position_holds_until_a_pass_hands_over_the_last_batch() -> None:
+    batches = restored(6, shuffle=True, seed=3)
+    it = iter(batches)
+    next(it), next(it)
+    assert batches.resume_batch == 6  # batches 6 and 7 handed over, not the last one
+    assert batches.state_dict()["next_batch"] == 8  # where that pass stands
+    next(it)
+    assert batches.resume_batch == 0
+    assert (batches.state_dict()["epoch"], batches.state_dict()["next_batch"]) == (1, 0)
+    batches.set_epoch(0)
+    assert len(list(batches)) == 9
+
+
+@given(cases(fill=True), st.data())
+def test_passes_left_early_start_again_at_the_restored_batch(
+    case: Case, data: st.DataObject
+) -> None:
+    first = case.build()
+    first.set_epoch(case.epoch)
+    n = len(first)
+    expected = [first[k] for k in range(n)]
+    m = data.draw(st.integers(0, n - 1), label="restored at")
+    second = case.build()
+    second.load_state_dict(first.state_dict(next_batch=m))
+    for _ in range(data.draw(st.integers(0, 3), label="passes left early")):
+        taken = data.draw(st.integers(0, n - m - 1), label="batches taken")
+        it = iter(second)
+        for k in range(taken):
+            assert same(next(it), expected[m + k])
+        assert second.resume_batch == m
+    rest = list(second)
+    assert len(rest) == n - m
+    assert all(same(a, b) for a, b in zip(rest, expected[m:], strict=True))
+    assert second.resume_batch == 0 and len(list(second)) == n
+
+
+def test_the_torch_sampler_and_the_batcher_keep_a_position_alike() -> None:
+    pytest.importorskip("torch", reason="the torch adapter needs torch")
+    from seqbatch.torch import StreamDataset
+
+    batches = restored(6)
+    next(iter(batches))  # a peek, before the loader is built
+    dataset = StreamDataset(batches)
+    sampler = dataset.sampler
+    assert next(iter(sampler)) == (0, 6)  # the sampler's own peek keeps its position too
+    assert [int(dataset[key].position[0]) for key in sampler] == firsts(batches) == [24, 28, 32]
+    assert len(list(sampler)) == len(firsts(batches)) == 9  # the next passes are whole
+
+
+def test_a_jax_source_built_after_a_peek_starts_at_the_restored_batch() -> None:
+    pytest.importorskip("jax", reason="the JAX adapter needs JAX")
+    from seqbatch.jax import StreamSource
+
+    batches = restored(6)
+    next(iter(batches))
+    source = StreamSource(batches, epochs=2)
+    assert len(source) == 18 - 6
+    assert [int(source[i]["position"][0]) for i in range(4)] == [24, 28, 32, 0]
+    assert [int(source[i]["batch"]) for i in range(4)] == [6, 7, 8, 0]
 
 
 def table_of_changes() -> list[tuple[str, dict[str, Any], str]]:
