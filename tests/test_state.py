@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 import seqbatch
 from tests.encoded import encoded_series
 from tests.test_invariant import Case, cases
+from tests.test_sources import CountingSource
 
 FIELDS = ("x", "y", "sample_weight", "reset", "series", "position")
 
@@ -277,6 +278,54 @@ def test_shards_and_series_are_fingerprinted() -> None:
     )
     with pytest.raises(ValueError, match=r"differs in series: saved 6, here 5; lengths"):
         regrouped.load_state_dict(joined.state_dict())
+
+
+def sampled(total: int) -> list[int]:
+    """The steps the fingerprint reads, as its documentation says: ``i * (T - 1) // 63``."""
+    return sorted({i * (total - 1) // 63 for i in range(64)})
+
+
+@pytest.mark.parametrize("split", [None, 3000])
+def test_a_change_in_the_middle_of_the_data_is_caught_at_a_sampled_step(split: int | None) -> None:
+    data = encoded_series(0, 6301, (2,), "float32")  # sampled: steps 0, 100, ..., 6300
+
+    def batcher(values: np.ndarray) -> seqbatch.StreamBatcher:
+        series = values if split is None else [values[:split], values[split:]]
+        return seqbatch.StreamBatcher(series, -values if split is None else None, batch_size=2)
+
+    assert sampled(6301) == list(range(0, 6301, 100))
+    saved = batcher(data).state_dict()
+    changed = data.copy()
+    changed[3100, 1] += 1  # a sampled step, in the middle (series 1, step 100, when split)
+    with pytest.raises(ValueError, match=r"differs in data: saved '\w+', here '\w+'$"):
+        batcher(changed).load_state_dict(saved)
+    # What it does not catch: a change between the sampled steps, lengths unchanged.
+    between = data.copy()
+    between[3150] = 0
+    batcher(between).load_state_dict(saved)
+
+
+def test_a_change_in_the_middle_of_target_arrays_is_caught() -> None:
+    data = encoded_series(0, 6301, (), "float32")
+    targets = -data
+    saved = seqbatch.StreamBatcher(data, targets, batch_size=2).state_dict()
+    targets[6300 // 63 * 20] += 1
+    with pytest.raises(ValueError, match=r"differs in data: saved"):
+        seqbatch.StreamBatcher(data, targets, batch_size=2).load_state_dict(saved)
+
+
+def test_the_fingerprint_of_a_1_gb_memmap_reads_only_the_sampled_steps(tmp_path: Any) -> None:
+    steps = 2**28  # float32: 1 GiB, a sparse file that is never written
+    path = tmp_path / "big.npy"
+    np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(steps,)).flush()
+    source = CountingSource(np.load(path, mmap_mode="r"))
+    batches = seqbatch.StreamBatcher(source, batch_size=64, sequence_length=100)
+    assert source.reads == []
+    state = batches.state_dict()
+    assert source.reads == [(t, t + 1) for t in sampled(steps)]
+    source.reads.clear()
+    batches.load_state_dict(state)
+    assert source.reads == [(t, t + 1) for t in sampled(steps)]
 
 
 @pytest.mark.parametrize(
