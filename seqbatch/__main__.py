@@ -135,7 +135,19 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument(
         "--targets", type=_targets, default="next", help="none, next (default) or steps ahead"
     )
+    plan.add_argument(
+        "--return-sequences",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="a target per step (default); --no-return-sequences: per window's last step",
+    )
     plan.add_argument("--remainder", choices=("drop", "pad"), default="drop")
+    plan.add_argument(
+        "--align",
+        choices=("start", "end"),
+        default="start",
+        help="start (default): windows from each series' first step; end: to its newest step",
+    )
     plan.add_argument("--series-boundary", choices=("reset", "concat", "pack"), default="reset")
     plan.add_argument("--shuffle", action="store_true", help="a new layout every epoch")
     plan.add_argument("--seed", type=_non_negative_int, default=0, help="shuffle seed (0)")
@@ -155,7 +167,9 @@ def _plan(args: argparse.Namespace) -> str:
         args.targets,
         batch_size=args.batch_size,
         sequence_length=args.sequence_length,
+        return_sequences=args.return_sequences,
         remainder=args.remainder,
+        align=args.align,
         series_boundary=args.series_boundary,
         shuffle=args.shuffle,
         seed=args.seed,
@@ -173,6 +187,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         layout: one series cut into contiguous streams (epoch 0)
         batches: 24 of 4 streams x 10 steps; resets: 4
         steps: 1000 in the data = 960 used + 1 without target + 0 before the offset + 39 dropped (remainder='drop')
+        padding: 0 of 960 batch slots (0.0%)
+        0
+
+        Windows that end at the newest step, with a target for each window's last step:
+
+        >>> main(["plan", "--steps", "1000", "--batch-size", "4", "--sequence-length", "10",
+        ...       "--align", "end", "--no-return-sequences"])
+        data: 1 series, x (4, 10) float32, y (4,) float32
+        layout: one series cut into contiguous streams (epoch 0)
+        batches: 24 of 4 streams x 10 steps; resets: 4
+        steps: 1000 in the data = 960 used + 1 without target + 39 before the offset + 0 dropped (remainder='drop')
         padding: 0 of 960 batch slots (0.0%)
         0
     """

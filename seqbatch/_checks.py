@@ -28,6 +28,24 @@ def non_negative_int(name: str, value: Any) -> int:
     return int(value)
 
 
+SEED_BOUND = 2**63
+
+
+def seed(name: str, value: Any) -> int:
+    """Return ``value`` as an ``int`` if it is an integer in ``[0, 2**63)``, else raise.
+
+    A seed is saved with the batcher's state: below ``2**63`` it fits the signed 64-bit
+    integer that numpy arrays, torch tensors and checkpoint formats store integers in.
+    """
+    value = non_negative_int(name, value)
+    if value >= SEED_BOUND:
+        raise ValueError(
+            f"`{name}` must be less than 2**63, so that a checkpoint's int64 holds it. "
+            f"Received: {name}={value}"
+        )
+    return value
+
+
 def one_of(name: str, value: Any, allowed: tuple[str, ...]) -> str:
     """Return ``value`` if it is one of the ``allowed`` strings, else raise."""
     if not isinstance(value, str) or value not in allowed:

@@ -77,7 +77,7 @@ class StreamBatcher:
             unshuffled one (the steps left out are counted in ``plan.accounting``).
             ``describe()`` says what varies. Windows are never shuffled: continuity holds
             within every epoch.
-        seed: seed of the shuffle, a non-negative int; None draws one at construction.
+        seed: seed of the shuffle, an int in ``[0, 2**63)``; None draws one at construction.
 
     Raises:
         TypeError: an argument of the wrong type, or data that is not numeric.
@@ -151,7 +151,7 @@ class StreamBatcher:
         self.shuffle = _checks.boolean("shuffle", shuffle)
         if seed is None:
             seed = int(np.random.SeedSequence().generate_state(1)[0])
-        self.seed = _checks.non_negative_int("seed", seed)
+        self.seed = _checks.seed("seed", seed)
         self.shift, target_data = parse_targets(targets)
 
         series: Sequence[Any]
@@ -190,10 +190,11 @@ class StreamBatcher:
         self._total_streams = self.batch_size
         self._streams = slice(0, self.batch_size)
         self._epoch = 0
-        # Where iteration stands: the batch that comes next, and whether the next iter()
-        # starts there (after load_state_dict) rather than at batch 0.
+        # Where iteration stands (the batch after the last one handed over), and the batch
+        # that every pass over this epoch starts at: 0, or a restored position until a pass
+        # has handed over the epoch's last batch.
         self._next_batch = 0
-        self._resume = False
+        self._resume_at = 0
         self._plan = self._make_plan(0)
         self._start_caches()
 
@@ -396,7 +397,7 @@ class StreamBatcher:
         """
         epoch = _checks.non_negative_int("epoch", epoch)
         if epoch != self._epoch:
-            self._epoch, self._next_batch, self._resume = epoch, 0, False
+            self._epoch, self._next_batch, self._resume_at = epoch, 0, 0
         if self.shuffle and epoch != self._plan.epoch:
             self._plan = self._make_plan(epoch)
 
@@ -496,26 +497,44 @@ class StreamBatcher:
         return views
 
     def __iter__(self) -> Iterator[Batch]:
-        first = self._next_batch if self._resume else 0
-        self._next_batch, self._resume = first, False
-        return self._from(first)
+        self._next_batch = self._resume_at
+        return self._from(self._resume_at)
 
     def _from(self, first: int) -> Iterator[Batch]:
-        for k in range(first, len(self)):
+        last = len(self) - 1
+        for k in range(first, last + 1):
             # Counted as the batch is handed over: a checkpoint taken while the loop holds
             # batch k goes on at k + 1.
             self._next_batch = k + 1
+            if k == last:
+                # The restored position has been served to the end of its epoch. Not
+                # before: a pass left early (a peek at the first batch, a loop that breaks)
+                # leaves the next pass to start there again, as the torch sampler does.
+                self._resume_at = 0
             yield self[k]
 
     @property
     def resume_batch(self) -> int:
-        """The batch that the next pass over this epoch starts at: 0 unless resumed.
+        """The batch that every pass over this epoch starts at: 0 unless restored.
 
-        After :meth:`load_state_dict`, the saved batch, until a pass starts (``iter(self)``)
-        or :meth:`set_epoch` moves to another epoch. The torch and JAX adapters built on a
-        restored batcher start their first pass there.
+        After :meth:`load_state_dict`, the saved batch, until a pass hands over the epoch's
+        last batch or :meth:`set_epoch` moves to another epoch. A pass left before its end (a
+        peek with ``next(iter(batches))``, a loop that breaks) keeps it: the next pass starts
+        at the saved batch again. The torch sampler follows the same rule, and the torch and
+        JAX adapters built on a restored batcher start there.
+
+        Examples:
+            >>> import numpy as np, seqbatch
+            >>> batches = seqbatch.StreamBatcher(np.arange(80), batch_size=2, sequence_length=4)
+            >>> len(batches)
+            9
+            >>> batches.load_state_dict(batches.state_dict(next_batch=6))
+            >>> int(next(iter(batches)).position[0]), batches.resume_batch  # a peek
+            (24, 6)
+            >>> [int(b.position[0]) for b in batches], batches.resume_batch
+            ([24, 28, 32], 0)
         """
-        return self._next_batch if self._resume else 0
+        return self._resume_at
 
     def state_dict(
         self, *, epoch: int | None = None, next_batch: int | None = None
@@ -531,10 +550,14 @@ class StreamBatcher:
             epoch: the epoch to record instead of :attr:`epoch`.
             next_batch: the batch that comes next in that epoch, instead of where iteration
                 over this batcher stands: for loops that read the batches through an
-                adapter (a torch ``DataLoader``, a grain pipeline), which know it.
+                adapter (a torch ``DataLoader``, a grain pipeline), which know it. At most
+                ``len(self)``, which means the epoch is over.
 
         Returns:
             A new dict.
+
+        Raises:
+            ValueError: ``next_batch`` is greater than ``len(self)``.
 
         Examples:
             >>> import numpy as np, seqbatch
@@ -549,21 +572,31 @@ class StreamBatcher:
             >>> [b.position.tolist() for b in other]
             [[8, 24], [12, 28]]
         """
+        if epoch is not None:
+            epoch = _checks.non_negative_int("epoch", epoch)
+        if next_batch is not None:
+            next_batch = _checks.non_negative_int("next_batch", next_batch)
+            if next_batch > len(self):
+                # Past the end is never the next epoch's batch: a wrong count of the loop's.
+                raise ValueError(
+                    "`next_batch` must be at most the number of batches per epoch (that "
+                    "number itself means the epoch is over). Received: "
+                    f"next_batch={next_batch} for {len(self)} batches"
+                )
         return _state.state_dict(
             self,
-            self._epoch if epoch is None else _checks.non_negative_int("epoch", epoch),
-            self._next_batch
-            if next_batch is None
-            else _checks.non_negative_int("next_batch", next_batch),
+            self._epoch if epoch is None else epoch,
+            self._next_batch if next_batch is None else next_batch,
         )
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Go on where :meth:`state_dict` was taken: its epoch, seed, and next batch.
 
-        The next ``iter(self)`` starts at the saved batch; later ones at batch 0, as
-        after any epoch. :meth:`set_epoch` with the saved epoch keeps that position, so a
-        loop of ``set_epoch(e)`` then ``for b in batches`` resumes as it is. Random access
-        (``batches[k]``) is not affected.
+        Every pass over the saved epoch starts at the saved batch (:attr:`resume_batch`)
+        until one hands over the epoch's last batch; later passes start at batch 0, as after
+        any epoch. :meth:`set_epoch` with the saved epoch keeps that position, so a loop of
+        ``set_epoch(e)`` then ``for b in batches`` resumes as it is, also after a peek at
+        the first batch. Random access (``batches[k]``) is not affected.
 
         Args:
             state_dict: a dict from :meth:`state_dict` of a batcher built on the same data
@@ -579,7 +612,7 @@ class StreamBatcher:
             if self.shuffle:
                 self._plan = self._make_plan(epoch)
         self.set_epoch(epoch)
-        self._next_batch, self._resume = next_batch, True
+        self._next_batch = self._resume_at = next_batch
 
     def by_series(self, outputs: Any) -> list[np.ma.MaskedArray]:
         """Model outputs over this epoch's batches, back in per-series arrays in time order.

@@ -41,7 +41,9 @@ def by_series(batches: StreamBatcher, outputs: Any) -> list[np.ma.MaskedArray]:
         steps gives ``(T_s, *out)`` with the dtype of ``outputs``.
 
     Raises:
-        ValueError: ``outputs`` has another number of rows, batches or steps.
+        ValueError: ``outputs`` has another number of rows, batches or steps, or has a time
+            axis of ``sequence_length`` steps (a model with ``return_sequences=True``) where
+            the batches have ``return_sequences=False``.
 
     Examples:
         Outputs equal to the inputs come back as the series, with the dropped steps (and
@@ -67,6 +69,14 @@ def by_series(batches: StreamBatcher, outputs: Any) -> list[np.ma.MaskedArray]:
             f"batches have return_sequences=True. Received: outputs of shape {values.shape[1:]} "
             f"per batch for sequence_length={W}"
         )
+    if not batches.return_sequences and _has_time_axis(values, W, batches.target_shape):
+        raise ValueError(
+            "`outputs` must have one output per window, without a time axis, as the batches "
+            "have return_sequences=False. Received: outputs of shape "
+            f"{values.shape[1:]} per batch, whose axis 1 has sequence_length={W} steps (pass "
+            "outputs[:, -1], the output at each window's last step, or build the batcher "
+            "with return_sequences=True)"
+        )
     series, position = _provenance(batches, n)
     if not batches.return_sequences:
         series, position = series[:, :, -1], position[:, :, -1]
@@ -87,6 +97,16 @@ def by_series(batches: StreamBatcher, outputs: Any) -> list[np.ma.MaskedArray]:
         np.ma.MaskedArray(d, m)
         for d, m in zip(np.split(data, cuts), np.split(mask, cuts), strict=True)
     ]
+
+
+def _has_time_axis(values: np.ndarray, W: int, target_shape: tuple[int, ...] | None) -> bool:
+    """Whether ``(n, B, ...)`` outputs hold ``W`` steps per row, as return_sequences=True gives.
+
+    An output whose first axis has ``W`` entries is taken for steps, unless the targets have
+    that shape too (a model that predicts ``W`` values per window).
+    """
+    per_row = tuple(values.shape[2:])
+    return len(per_row) >= 2 and per_row[0] == W and per_row != target_shape
 
 
 def _per_batch(outputs: Any, n: int, B: int) -> np.ndarray:

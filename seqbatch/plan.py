@@ -127,7 +127,7 @@ class StreamPlan:
         shuffle: draw a new layout for every epoch from ``(seed, epoch)``: with
             ``layout="split"``, the cut offset, uniform in ``[0, sequence_length)``; with
             ``layout="whole"``, which stream holds which series and in what order.
-        seed: the seed of the shuffle.
+        seed: the seed of the shuffle, an int in ``[0, 2**63)``.
         epoch: the epoch this plan lays out.
 
     Attributes:
@@ -205,7 +205,7 @@ class StreamPlan:
                 f"remainder={self.remainder!r}, layout={self.layout!r}"
             )
         self.shuffle = _checks.boolean("shuffle", shuffle)
-        self.seed = _checks.non_negative_int("seed", seed)
+        self.seed = _checks.seed("seed", seed)
         self.epoch = _checks.non_negative_int("epoch", epoch)
         self.no_target = _checks.non_negative_int("no_target", no_target)
         given = np.asarray(lengths)

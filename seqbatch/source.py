@@ -1,8 +1,11 @@
 """Data sources: the arrays behind a plan, read one window at a time.
 
 A series is anything with ``shape``, ``dtype`` and slicing along its first axis: a numpy array,
-an ``np.memmap``, a ``.npy`` path (opened as a memmap), an h5py or zarr dataset. Python lists
-and other array-likes are converted with ``np.asarray``. Nothing here reads a whole series.
+an ``np.memmap``, a ``.npy`` path (opened as a memmap), an h5py or zarr dataset, a JAX array.
+A torch or TensorFlow tensor in host memory is read as a numpy array over the same memory
+(a ``tf.Variable`` is copied once); a tensor on a GPU is refused, with the call that copies
+it to host memory. Python lists and other array-likes are converted with ``np.asarray``.
+Nothing here reads a whole series.
 A memory map pickles as the name of its file and where its elements lie in it
 (:func:`portable`), never as a copy of its data.
 """
@@ -12,7 +15,8 @@ from __future__ import annotations
 import mmap
 import numbers
 import os
-from collections.abc import Sequence
+import re
+from collections.abc import Iterator, Mapping, Sequence, Set
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -49,6 +53,57 @@ def _numpy_dtype(obj: Any, name: str) -> np.dtype:
         ) from err
 
 
+# What a user may hold instead of series, and what to pass instead.
+_NOT_SERIES = (
+    (Mapping, "pass list({name}.values()), its values as series in the dict's order"),
+    (Iterator, "it is read once, and batches are read by index: pass list({name})"),
+    (Set, "it has no order: pass a list"),
+)
+
+# A tensor's framework, known by its class's module: no framework is imported to tell.
+_FRAMEWORKS = {"torch": "torch", "tensorflow": "TensorFlow"}
+
+
+def _framework(obj: Any) -> str | None:
+    """``"torch"`` or ``"TensorFlow"`` for a tensor (or variable) of that framework, else None."""
+    framework = _FRAMEWORKS.get(type(obj).__module__.split(".")[0])
+    if framework is None or not (hasattr(obj, "shape") and hasattr(obj, "device")):
+        return None  # not a tensor: a tf.data.Dataset, a torch Dataset, ...
+    return framework
+
+
+def _device(obj: Any) -> tuple[str, str]:
+    """The kind of device a tensor is on (``"cpu"``, ``"cuda"``, ``"gpu"``...) and its name."""
+    device = obj.device
+    kind = getattr(device, "type", None)  # a torch.device
+    if kind is None:
+        # TensorFlow names it: "/job:localhost/replica:0/task:0/device:GPU:0"; "" in a graph.
+        found = re.search(r"device:([A-Za-z_]+):", str(device))
+        kind = found.group(1) if found else "cpu"
+    return str(kind).lower(), str(device)
+
+
+def _host_array(obj: Any, name: str, framework: str) -> np.ndarray:
+    """A host tensor as a numpy array over its memory; a device tensor refused with the fix."""
+    kind, device = _device(obj)
+    kind_of = f"{framework} {type(obj).__name__}"
+    if kind != "cpu":
+        fix = f"{name}.cpu()" if framework == "torch" else f"{name}.numpy()"
+        raise TypeError(
+            f"`{name}` must be a tensor in host memory, which the batcher reads in place. "
+            f"Received: {name}, a {kind_of} on {device} (pass {fix}, which copies it to host "
+            "memory once)"
+        )
+    try:
+        # torch's .numpy() and TensorFlow's __array__ view the tensor's memory, not a copy.
+        return obj.detach().numpy() if framework == "torch" else np.asarray(obj)
+    except (TypeError, RuntimeError, NotImplementedError) as err:
+        raise TypeError(
+            f"`{name}` must be a tensor that numpy can read. Received: {name}, a {kind_of} "
+            f"with dtype {obj.dtype} ({err})"
+        ) from err
+
+
 def open_series(obj: Any, name: str) -> Any:
     """Return ``obj`` as a sliceable series, checking its dtype and rank; read nothing."""
     if isinstance(obj, (str, os.PathLike)):
@@ -72,7 +127,16 @@ def open_series(obj: Any, name: str) -> Any:
             f"{name}.filled(value), or the unmasked stretches as separate series with "
             "remainder='pad')"
         )
+    elif (framework := _framework(obj)) is not None:
+        obj = _host_array(obj, name, framework)
     elif not (hasattr(obj, "shape") and hasattr(obj, "dtype") and hasattr(obj, "__getitem__")):
+        for kind, fix in _NOT_SERIES:
+            if isinstance(obj, kind):
+                raise TypeError(
+                    f"`{name}` must be an array, or a list or tuple of arrays with one series "
+                    f"each. Received: {name} of type {type(obj).__name__}, which is not "
+                    f"supported ({fix.format(name=name)})"
+                )
         obj = np.asarray(obj)
     dtype = _numpy_dtype(obj, name)
     if not _numeric(dtype):

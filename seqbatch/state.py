@@ -10,9 +10,12 @@ strings (JSON, ``torch.save`` and orbax all keep it). It follows torchdata's
 
 The fingerprint is cheap: the number of series and a hash of their lengths, the shapes and
 dtypes of ``x`` and ``y``, the targets, every argument of the layout, the streams of a shard,
-and a hash of the first and last step of the first and last series (``x`` and ``y``). Nothing
-else of the data is read: data changed in its middle, with the same shapes and ends, is not
-noticed.
+and a hash of 64 steps sampled from the data (:func:`sampled_steps`; of target arrays too),
+each read alone, so that it costs 64 small reads whatever the size of a memory map or a file.
+What it does not catch: values changed only between the sampled steps, with the lengths,
+shapes and dtypes unchanged (a few values corrected, a file rewritten in part). Data
+rewritten as a whole (rescaled, filtered, another recording of the same length) changes the
+sampled steps too and is refused.
 """
 
 from __future__ import annotations
@@ -41,13 +44,35 @@ def _digest(*arrays: Any) -> str:
     return h.hexdigest()
 
 
-def _ends(sources: Sequence[Any]) -> list[np.ndarray]:
-    """The first and last step of the first and last series: what the fingerprint reads."""
-    steps = []
-    for s in (sources[0], sources[-1]):
-        n = int(s.shape[0])
-        steps += [np.asarray(s[0:1]), np.asarray(s[n - 1 : n])]
-    return steps
+SAMPLED_STEPS = 64
+
+
+def sampled_steps(lengths: list[int] | np.ndarray) -> list[tuple[int, int]]:
+    """The ``(series, step)`` pairs that the fingerprint reads: 64 steps evenly spaced.
+
+    With all series end to end, ``T`` steps in all, they are steps ``i * (T - 1) // 63`` for
+    ``i`` in ``[0, 64)``: the first and the last step of the data among them, every step
+    when ``T <= 64``.
+
+    Examples:
+        >>> sampled_steps([3, 2])
+        [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)]
+        >>> pairs = sampled_steps([1000, 261])
+        >>> len(pairs), pairs[:3], pairs[-2:]
+        (64, [(0, 0), (0, 20), (0, 40)], [(1, 240), (1, 260)])
+    """
+    sizes = np.asarray(lengths, dtype=np.int64)
+    ends = np.cumsum(sizes)
+    flat = np.unique(np.arange(SAMPLED_STEPS) * (int(ends[-1]) - 1) // (SAMPLED_STEPS - 1))
+    series = np.searchsorted(ends, flat, side="right")
+    steps = flat - (ends[series] - sizes[series])
+    return list(zip(series.tolist(), steps.tolist(), strict=True))
+
+
+def _sampled(sources: Sequence[Any]) -> list[np.ndarray]:
+    """The sampled steps of ``sources``, each read by a slice of one step."""
+    pairs = sampled_steps(lengths_of(sources))
+    return [np.asarray(sources[s][t : t + 1]) for s, t in pairs]
 
 
 def fingerprint(batches: StreamBatcher) -> dict[str, Any]:
@@ -57,9 +82,9 @@ def fingerprint(batches: StreamBatcher) -> dict[str, Any]:
     parts = getattr(sources[0], "ends", None)  # the series that series_boundary="concat" joined
     if parts is not None:
         lengths.append(np.asarray(parts, dtype=np.int64))
-    data = _ends(sources)
+    data = _sampled(sources)
     if batches.target_sources is not sources:
-        data += _ends(batches.target_sources)
+        data += _sampled(batches.target_sources)
     return {
         "series": batches.n_series,
         "lengths": _digest(*lengths),
@@ -114,7 +139,7 @@ def check_state(batches: StreamBatcher, state: Any) -> tuple[int, int, int]:
             f"Received: a state that differs in {what}"
         )
     epoch = _checks.non_negative_int("state['epoch']", state["epoch"])
-    seed = _checks.non_negative_int("state['seed']", state["seed"])
+    seed = _checks.seed("state['seed']", state["seed"])
     next_batch = _checks.non_negative_int("state['next_batch']", state["next_batch"])
     if next_batch >= len(batches):
         raise ValueError(

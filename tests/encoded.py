@@ -7,7 +7,7 @@ wrong slice, a wrong series or a wrong shift shows up as a wrong number.
 
 The checker reads only what a user sees in the batches (``x``, ``y``, ``sample_weight``,
 ``reset``, ``series``, ``position``), decodes every real step and asserts every clause of the
-invariant in DESIGN.md against the decoded positions, not against the plan.
+invariant (docs/concepts.md, "The invariant") against the decoded positions, not against the plan.
 """
 
 from __future__ import annotations
@@ -250,7 +250,7 @@ def check_packed_epoch(
     target_arrays: bool,
     single: bool,
 ) -> dict[str, int]:
-    """Assert the invariant of packed batches (DESIGN.md, "Packed layouts") over one epoch.
+    """Assert the invariant of packed batches (docs/concepts.md, "The invariant") over one epoch.
 
     Everything is decoded from what a user sees: ``x``, ``y``, ``sample_weight`` and the
     per-window and per-step provenance and resets of each batch. Each stream is walked step by

@@ -75,6 +75,19 @@ CASES: list[tuple[str, dict[str, Any], type[Exception], str]] = [
         "`seed` must be a non-negative integer. Received: seed=-1",
     ),
     (
+        "a seed of 2**64",
+        {"seed": 2**64},
+        ValueError,
+        "`seed` must be less than 2**63, so that a checkpoint's int64 holds it. Received: "
+        f"seed={2**64}",
+    ),
+    (
+        "a seed of 2**63",
+        {"seed": 2**63},
+        ValueError,
+        f"`seed` must be less than 2**63, so that a checkpoint's int64 holds it. Received: seed={2**63}",
+    ),
+    (
         "return_sequences not a bool",
         {"return_sequences": "yes"},
         TypeError,
@@ -285,6 +298,44 @@ CASES: list[tuple[str, dict[str, Any], type[Exception], str]] = [
         "stream needs at least one step. Received: batch_size=46, sequence_length=5",
     ),
     (
+        "a generator of series",
+        {"data": (SERIES[i::2] for i in range(2)), "batch_size": 2, "sequence_length": 2},
+        TypeError,
+        "`data` must be an array, or a list or tuple of arrays with one series each. Received: "
+        "data of type generator, which is not supported (it is read once, and batches are read "
+        "by index: pass list(data))",
+    ),
+    (
+        "a dict of series",
+        {"data": {"a": SERIES, "b": SERIES}, "batch_size": 2, "sequence_length": 2},
+        TypeError,
+        "`data` must be an array, or a list or tuple of arrays with one series each. Received: "
+        "data of type dict, which is not supported (pass list(data.values()), its values as "
+        "series in the dict's order)",
+    ),
+    (
+        "a dict among the series",
+        {"data": [SERIES, {"b": SERIES}], "batch_size": 2, "sequence_length": 2},
+        TypeError,
+        "`data[1]` must be an array, or a list or tuple of arrays with one series each. "
+        "Received: data[1] of type dict, which is not supported (pass list(data[1].values()), "
+        "its values as series in the dict's order)",
+    ),
+    (
+        "a set of series",
+        {"data": {1.0, 2.0}},
+        TypeError,
+        "Received: data of type set, which is not supported (it has no order: pass a list)",
+    ),
+    (
+        "targets as a map object",
+        {"targets": map(np.negative, [SERIES])},
+        TypeError,
+        "`targets` must be an array, or a list or tuple of arrays with one series each. "
+        "Received: targets of type map, which is not supported (it is read once, and batches "
+        "are read by index: pass list(targets))",
+    ),
+    (
         "a path that is not a .npy file",
         {"data": "/nonexistent/series.npy"},
         ValueError,
@@ -347,22 +398,80 @@ def test_an_archive_is_not_a_series(tmp_path: Any) -> None:
         seqbatch.StreamBatcher(str(path))
 
 
-@pytest.mark.parametrize("framework", ["tensorflow", "torch"])
-def test_a_framework_tensor_is_refused_with_its_numpy_method(framework: str) -> None:
-    if framework == "tensorflow":
-        tf = pytest.importorskip("tensorflow", reason="TensorFlow is in the test extra")
-        tensor, type_name, dtype = tf.constant(SERIES), "EagerTensor", "tf.float64"
-    else:
-        torch = pytest.importorskip("torch", reason="torch is in the test extra")
-        tensor, type_name, dtype = torch.tensor(SERIES), "Tensor", "torch.float64"
+class OtherTensor:
+    """A tensor of a framework that seqbatch does not know: its own dtype, and .numpy()."""
+
+    shape = (50, 2)
+    dtype = "other.float64"
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        return SERIES[key]
+
+    def numpy(self) -> np.ndarray:
+        return SERIES
+
+
+def test_a_tensor_of_another_framework_is_refused_with_its_numpy_method() -> None:
+    # torch and TensorFlow tensors are read in place (tests/test_tensors.py); others are not.
     message = (
-        f"`data` must have a numpy dtype. Received: data of type {type_name} with dtype "
-        f"{dtype} (pass data.numpy())"
+        "`data` must have a numpy dtype. Received: data of type OtherTensor with dtype "
+        "'other.float64' (pass data.numpy())"
     )
     with pytest.raises(TypeError, match=re.escape(message)):
-        seqbatch.StreamBatcher(tensor, batch_size=4, sequence_length=5)
+        seqbatch.StreamBatcher(OtherTensor(), batch_size=4, sequence_length=5)
     with pytest.raises(TypeError, match=re.escape(message.replace("data", "data[1]"))):
-        seqbatch.StreamBatcher([SERIES, tensor], batch_size=2, sequence_length=5)
+        seqbatch.StreamBatcher([SERIES, OtherTensor()], batch_size=2, sequence_length=5)
+
+
+@pytest.mark.parametrize("next_batch", [13, 14, 10**6])
+def test_a_position_past_the_end_of_the_epoch_is_refused(next_batch: int) -> None:
+    batches = seqbatch.StreamBatcher(SERIES, batch_size=4, sequence_length=1)
+    assert len(batches) == 12
+    with pytest.raises(ValueError) as err:
+        batches.state_dict(next_batch=next_batch)
+    assert str(err.value) == (
+        "`next_batch` must be at most the number of batches per epoch (that number itself "
+        f"means the epoch is over). Received: next_batch={next_batch} for 12 batches"
+    )
+    # The number of batches itself is the end of the epoch: the next one starts at 0.
+    at_end = batches.state_dict(epoch=2, next_batch=12)
+    assert (at_end["epoch"], at_end["next_batch"]) == (3, 0)
+
+
+def test_the_largest_seed_is_kept_and_a_saved_seed_past_it_is_refused() -> None:
+    batches = seqbatch.StreamBatcher(SERIES, batch_size=4, sequence_length=5, seed=2**63 - 1)
+    state = batches.state_dict()
+    assert state["seed"] == 2**63 - 1
+    with pytest.raises(ValueError) as err:
+        batches.load_state_dict({**state, "seed": 2**64})
+    assert str(err.value) == (
+        "`state['seed']` must be less than 2**63, so that a checkpoint's int64 holds it. "
+        f"Received: state['seed']={2**64}"
+    )
+
+
+def test_outputs_with_a_time_axis_are_refused_for_last_step_batches() -> None:
+    batches = seqbatch.StreamBatcher(
+        np.arange(30.0)[:, None], batch_size=2, sequence_length=3, return_sequences=False
+    )
+    n = len(batches) * 2
+    with pytest.raises(ValueError) as err:
+        batches.by_series(np.zeros((n, 3, 1)))  # a model with return_sequences=True
+    assert str(err.value) == (
+        "`outputs` must have one output per window, without a time axis, as the batches have "
+        "return_sequences=False. Received: outputs of shape (2, 3, 1) per batch, whose axis 1 "
+        "has sequence_length=3 steps (pass outputs[:, -1], the output at each window's last "
+        "step, or build the batcher with return_sequences=True)"
+    )
+    # The fix it names: the output of each window's last step goes to that step.
+    steps = np.arange(n * 3, dtype=float).reshape(n, 3, 1)
+    out = batches.by_series(steps[:, -1])[0]
+    assert out.shape == (30, 1) and int((~out.mask).sum()) == n
+    # Outputs shaped as the targets are kept, even when their first axis has W entries.
+    wide = seqbatch.StreamBatcher(
+        np.zeros((30, 3, 1)), batch_size=2, sequence_length=3, return_sequences=False
+    )
+    assert wide.by_series(np.zeros((len(wide) * 2, 3, 1)))[0].shape == (30, 3, 1)
 
 
 def test_plan_arguments_are_integers() -> None:

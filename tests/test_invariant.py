@@ -1,9 +1,11 @@
-"""Property-based proof of the alignment invariant (DESIGN.md), clause by clause.
+"""Property-based proof of the alignment invariant (docs/concepts.md, "The invariant"), clause by clause.
 
 Each example draws a dataset (one series, or many series of unequal lengths, reset or
-concat), the batch size, window, targets, remainder, return_sequences, shuffle seed and epoch,
-decides independently whether the data can fill the streams, and then either expects a
-ValueError at construction or walks a whole epoch through ``check_epoch``.
+concat), the batch size, window, targets, remainder, return_sequences, shuffle seed and epoch.
+The properties of the batches draw data that fills the streams (``cases(fill=True)``, its
+lengths drawn from the rules, never from the code) and walk whole epochs through
+``check_epoch``; one property draws data that cannot fill them and expects the documented
+error, decided from the same rules.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import event, given, note
+from hypothesis import given, note
 from hypothesis import strategies as st
 
 import seqbatch
@@ -106,6 +108,49 @@ class Case:
             return max(usable) >= W  # a window longer than every series is refused
         return min(usable) >= W
 
+    def refusal(self) -> str:
+        """The start of the error that data which cannot fill the streams is refused with.
+
+        Decided from the rules, in the order the batcher checks them.
+        """
+        B, W = self.batch_size, self.sequence_length
+        one = self.single or self.concat
+        usable = [sum(self.lengths) - self.shift] if one else [n - self.shift for n in self.lengths]
+        if min(usable) < 1:
+            return (
+                "Every series must be longer than `targets` steps ahead, or no step has a "
+                f"target. Received: targets={self.shift}, but series "
+            )
+        if self.align == "end" and self.remainder == "pad":
+            return "`align='end'` needs remainder='drop' and a layout other than packing"
+        if self.remainder == "pad" and max(usable) < W:
+            return (
+                "`sequence_length` must not exceed the longest series when remainder='pad'. "
+                f"Received: sequence_length={W} for series of at most {max(usable)} usable steps"
+            )
+        if one:
+            more = " + sequence_length - 1" if self.shuffle else ""
+            if self.remainder == "drop":
+                return (
+                    f"`batch_size * sequence_length{more}` must not exceed the usable steps of "
+                    f"the series ({usable[0]}) when remainder='drop'"
+                )
+            return (
+                f"`batch_size{more}` must not exceed the usable steps of the series ({usable[0]})"
+            )
+        if len(usable) < B:
+            return (
+                "`batch_size` must not exceed the number of series when series_boundary='reset', "
+                f"since a series never leaves its stream. Received: batch_size={B} for "
+                f"{len(usable)} series"
+            )
+        short = next(i for i, n in enumerate(usable) if n < W)
+        return (
+            "Every series must have at least `sequence_length` usable steps when "
+            f"remainder='drop'. Received: sequence_length={W}, but series {short} has "
+            f"{usable[short]} usable steps"
+        )
+
     def check(self, batches: seqbatch.StreamBatcher) -> dict[str, int]:
         return check_epoch(
             batches,
@@ -117,14 +162,53 @@ class Case:
         )
 
 
-@st.composite
-def cases(draw: st.DrawFn, layouts: tuple[str, ...] = ("single", "reset", "concat")) -> Case:
-    layout = draw(st.sampled_from(layouts))
-    if layout == "single":
-        lengths = [draw(st.integers(1, 400))]
-    else:
+def filling_lengths(
+    draw: st.DrawFn,
+    layout: str,
+    B: int,
+    W: int,
+    shift: int,
+    remainder: str,
+    shuffle: bool,
+    longest: int = 400,
+) -> list[int]:
+    """Lengths of series that fill ``B`` streams of ``W`` steps, drawn from the rules.
+
+    One series is at most ``longest`` steps long, unless the streams need more.
+    """
+    if layout in ("single", "concat"):
+        # A shuffled cut starts up to W - 1 steps in; padded, each stream needs one step.
+        slack = W - 1 if shuffle else 0
+        need = shift + (B * W + slack if remainder == "drop" else max(W, B + slack))
+        if layout == "single":
+            return [draw(st.integers(need, max(need, longest)))]
         lengths = draw(st.lists(st.integers(1, 60), min_size=1, max_size=9))
-    return Case(
+        lengths[-1] += max(0, need - sum(lengths))
+        return lengths
+    # A series per stream at least, each with a usable step; dropped, each a whole window.
+    low = shift + (W if remainder == "drop" else 1)
+    lengths = draw(st.lists(st.integers(low, max(low, 60)), min_size=B, max_size=max(B, 9)))
+    if remainder == "pad" and max(lengths) - shift < W:
+        lengths[draw(st.integers(0, len(lengths) - 1))] = shift + W  # one window fits
+    return lengths
+
+
+@st.composite
+def cases(
+    draw: st.DrawFn,
+    layouts: tuple[str, ...] = ("single", "reset", "concat"),
+    *,
+    fill: bool = False,
+    shuffle: bool | None = None,
+) -> Case:
+    """A dataset and the batcher's arguments; with ``fill``, data that fills the streams."""
+    layout = draw(st.sampled_from(layouts))
+    lengths: list[int] = []  # with fill, drawn below from the sizes
+    if not fill and layout == "single":
+        lengths = [draw(st.integers(1, 400))]
+    elif not fill:
+        lengths = draw(st.lists(st.integers(1, 60), min_size=1, max_size=9))
+    case = Case(
         lengths=lengths,
         single=layout == "single",
         concat=layout == "concat",
@@ -135,23 +219,32 @@ def cases(draw: st.DrawFn, layouts: tuple[str, ...] = ("single", "reset", "conca
         targets=draw(st.sampled_from([None, "next", 1, 2, 3, "arrays"])),
         remainder=draw(st.sampled_from(["drop", "pad"])),
         return_sequences=draw(st.booleans()),
-        shuffle=draw(st.booleans()),
+        shuffle=draw(st.booleans()) if shuffle is None else shuffle,
         seed=draw(st.integers(0, 2**32 - 1)),
         epoch=draw(st.integers(0, 5)),
         lazy=draw(st.booleans()),
         byte_order=draw(st.sampled_from(["=", "<", ">"])),
         align=draw(st.sampled_from(["start", "end"])),
     )
+    if fill:
+        if case.remainder == "pad":
+            case.align = "start"  # aligned to the end, padding would precede the data
+        case.lengths = filling_lengths(
+            draw,
+            layout,
+            case.batch_size,
+            case.sequence_length,
+            case.shift,
+            case.remainder,
+            case.shuffle,
+        )
+        assert case.fillable(), "filling_lengths and fillable() disagree on the rules"
+    return case
 
 
-@given(cases())
+@given(cases(fill=True))
 def test_every_epoch_keeps_the_invariant(case: Case) -> None:
     note(repr(case))
-    event("fillable" if case.fillable() else "cannot fill the streams")
-    if not case.fillable():
-        with pytest.raises(ValueError, match="Received"):
-            case.build()
-        return
     batches = case.build()
     batches.set_epoch(case.epoch)
     assert batches.epoch == case.epoch
@@ -164,10 +257,19 @@ def test_every_epoch_keeps_the_invariant(case: Case) -> None:
     note(repr(counts))
 
 
-@given(cases(("reset",)))
+@given(cases().filter(lambda case: not case.fillable()))
+def test_data_that_cannot_fill_the_streams_is_refused_with_the_documented_error(
+    case: Case,
+) -> None:
+    note(repr(case))
+    with pytest.raises(ValueError) as err:
+        case.build()
+    assert str(err.value).startswith(case.refusal()), str(err.value)
+    assert "Received: " in str(err.value)
+
+
+@given(cases(("reset",), fill=True))
 def test_a_series_never_leaves_its_stream_and_streams_are_balanced(case: Case) -> None:
-    if not case.fillable():
-        return
     batches = case.build()
     batches.set_epoch(case.epoch)
     stream_of: dict[int, set[int]] = {}
@@ -192,10 +294,8 @@ def test_a_series_never_leaves_its_stream_and_streams_are_balanced(case: Case) -
     assert len(batches) >= max(windows.max(), -(-windows.sum() // case.batch_size))
 
 
-@given(cases(), st.data())
+@given(cases(fill=True), st.data())
 def test_shards_are_disjoint_and_their_union_is_the_batch(case: Case, data: st.DataObject) -> None:
-    if not case.fillable():
-        return
     batches = case.build()
     divisors = [c for c in range(1, case.batch_size + 1) if case.batch_size % c == 0]
     count = data.draw(st.sampled_from(divisors))
@@ -221,11 +321,9 @@ def test_shards_are_disjoint_and_their_union_is_the_batch(case: Case, data: st.D
         case.check(s)
 
 
-@given(cases(), st.data())
+@given(cases(fill=True), st.data())
 def test_a_batch_is_a_pure_function_of_its_index(case: Case, data: st.DataObject) -> None:
     """7. Determinism: random access, a second batcher and a resumed run see the same batch."""
-    if not case.fillable():
-        return
     first = case.build()
     first.set_epoch(case.epoch)
     n = len(first)
@@ -242,11 +340,8 @@ def test_a_batch_is_a_pure_function_of_its_index(case: Case, data: st.DataObject
     assert first[-1].position.tolist() == in_order[-1].position.tolist()
 
 
-@given(cases(("single", "reset")), st.integers(0, 50))
+@given(cases(("single", "reset"), fill=True, shuffle=True), st.integers(0, 50))
 def test_shuffle_keeps_the_number_of_batches_and_changes_the_layout(case: Case, other: int) -> None:
-    case.shuffle = True
-    if not case.fillable():
-        return
     batches = case.build()
     sizes = set()
     for epoch in (0, 1, other):

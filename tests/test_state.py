@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 import seqbatch
 from tests.encoded import encoded_series
 from tests.test_invariant import Case, cases
+from tests.test_sources import CountingSource
 
 FIELDS = ("x", "y", "sample_weight", "reset", "series", "position")
 
@@ -37,12 +38,10 @@ def through_json(state: dict[str, Any]) -> dict[str, Any]:
     return loaded
 
 
-@given(cases(), st.data())
+@given(cases(fill=True), st.data())
 def test_a_loop_resumed_from_its_state_reads_the_rest_of_the_epoch(
     case: Case, data: st.DataObject
 ) -> None:
-    if not case.fillable():
-        return
     first = case.build()
     first.set_epoch(case.epoch)
     n = len(first)
@@ -118,6 +117,96 @@ def test_set_epoch_keeps_a_restored_position_only_for_its_epoch() -> None:
     assert batches.resume_batch == 0
 
 
+def restored(m: int, **kwargs: Any) -> seqbatch.StreamBatcher:
+    """A batcher of 80 steps (9 batches of 2 streams x 4 steps) restored at batch ``m``."""
+    make = lambda: seqbatch.StreamBatcher(  # noqa: E731
+        encoded_series(0, 80, (), "int64"), batch_size=2, sequence_length=4, **kwargs
+    )
+    batches = make()
+    batches.load_state_dict(through_json(make().state_dict(next_batch=m)))
+    return batches
+
+
+def firsts(batches: Any) -> list[int]:
+    """The first step of stream 0 in each batch of a pass: batch k starts at step 4 * k."""
+    return [int(b.position[0]) for b in batches]
+
+
+def test_a_peek_at_a_restored_batcher_keeps_its_position() -> None:
+    batches = restored(6)
+    peeked = next(iter(batches))
+    assert int(peeked.position[0]) == 24
+    assert batches.resume_batch == 6
+    # A loop that breaks keeps it too: passes start at the saved batch until one ends.
+    for _ in batches:
+        break
+    assert batches.resume_batch == 6
+    assert firsts(batches) == [24, 28, 32]
+    assert batches.resume_batch == 0
+    assert firsts(batches) == [4 * k for k in range(9)]
+
+
+def test_the_position_holds_until_a_pass_hands_over_the_last_batch() -> None:
+    batches = restored(6, shuffle=True, seed=3)
+    it = iter(batches)
+    next(it), next(it)
+    assert batches.resume_batch == 6  # batches 6 and 7 handed over, not the last one
+    assert batches.state_dict()["next_batch"] == 8  # where that pass stands
+    next(it)
+    assert batches.resume_batch == 0
+    assert (batches.state_dict()["epoch"], batches.state_dict()["next_batch"]) == (1, 0)
+    batches.set_epoch(0)
+    assert len(list(batches)) == 9
+
+
+@given(cases(fill=True), st.data())
+def test_passes_left_early_start_again_at_the_restored_batch(
+    case: Case, data: st.DataObject
+) -> None:
+    first = case.build()
+    first.set_epoch(case.epoch)
+    n = len(first)
+    expected = [first[k] for k in range(n)]
+    m = data.draw(st.integers(0, n - 1), label="restored at")
+    second = case.build()
+    second.load_state_dict(first.state_dict(next_batch=m))
+    for _ in range(data.draw(st.integers(0, 3), label="passes left early")):
+        taken = data.draw(st.integers(0, n - m - 1), label="batches taken")
+        it = iter(second)
+        for k in range(taken):
+            assert same(next(it), expected[m + k])
+        assert second.resume_batch == m
+    rest = list(second)
+    assert len(rest) == n - m
+    assert all(same(a, b) for a, b in zip(rest, expected[m:], strict=True))
+    assert second.resume_batch == 0 and len(list(second)) == n
+
+
+def test_the_torch_sampler_and_the_batcher_keep_a_position_alike() -> None:
+    pytest.importorskip("torch", reason="the torch adapter needs torch")
+    from seqbatch.torch import StreamDataset
+
+    batches = restored(6)
+    next(iter(batches))  # a peek, before the loader is built
+    dataset = StreamDataset(batches)
+    sampler = dataset.sampler
+    assert next(iter(sampler)) == (0, 6)  # the sampler's own peek keeps its position too
+    assert [int(dataset[key].position[0]) for key in sampler] == firsts(batches) == [24, 28, 32]
+    assert len(list(sampler)) == len(firsts(batches)) == 9  # the next passes are whole
+
+
+def test_a_jax_source_built_after_a_peek_starts_at_the_restored_batch() -> None:
+    pytest.importorskip("jax", reason="the JAX adapter needs JAX")
+    from seqbatch.jax import StreamSource
+
+    batches = restored(6)
+    next(iter(batches))
+    source = StreamSource(batches, epochs=2)
+    assert len(source) == 18 - 6
+    assert [int(source[i]["position"][0]) for i in range(4)] == [24, 28, 32, 0]
+    assert [int(source[i]["batch"]) for i in range(4)] == [6, 7, 8, 0]
+
+
 def table_of_changes() -> list[tuple[str, dict[str, Any], str]]:
     """(what, arguments that differ from the base, the fingerprint key named)."""
     return [
@@ -189,6 +278,54 @@ def test_shards_and_series_are_fingerprinted() -> None:
     )
     with pytest.raises(ValueError, match=r"differs in series: saved 6, here 5; lengths"):
         regrouped.load_state_dict(joined.state_dict())
+
+
+def sampled(total: int) -> list[int]:
+    """The steps the fingerprint reads, as its documentation says: ``i * (T - 1) // 63``."""
+    return sorted({i * (total - 1) // 63 for i in range(64)})
+
+
+@pytest.mark.parametrize("split", [None, 3000])
+def test_a_change_in_the_middle_of_the_data_is_caught_at_a_sampled_step(split: int | None) -> None:
+    data = encoded_series(0, 6301, (2,), "float32")  # sampled: steps 0, 100, ..., 6300
+
+    def batcher(values: np.ndarray) -> seqbatch.StreamBatcher:
+        series = values if split is None else [values[:split], values[split:]]
+        return seqbatch.StreamBatcher(series, -values if split is None else None, batch_size=2)
+
+    assert sampled(6301) == list(range(0, 6301, 100))
+    saved = batcher(data).state_dict()
+    changed = data.copy()
+    changed[3100, 1] += 1  # a sampled step, in the middle (series 1, step 100, when split)
+    with pytest.raises(ValueError, match=r"differs in data: saved '\w+', here '\w+'$"):
+        batcher(changed).load_state_dict(saved)
+    # What it does not catch: a change between the sampled steps, lengths unchanged.
+    between = data.copy()
+    between[3150] = 0
+    batcher(between).load_state_dict(saved)
+
+
+def test_a_change_in_the_middle_of_target_arrays_is_caught() -> None:
+    data = encoded_series(0, 6301, (), "float32")
+    targets = -data
+    saved = seqbatch.StreamBatcher(data, targets, batch_size=2).state_dict()
+    targets[6300 // 63 * 20] += 1
+    with pytest.raises(ValueError, match=r"differs in data: saved"):
+        seqbatch.StreamBatcher(data, targets, batch_size=2).load_state_dict(saved)
+
+
+def test_the_fingerprint_of_a_1_gb_memmap_reads_only_the_sampled_steps(tmp_path: Any) -> None:
+    steps = 2**28  # float32: 1 GiB, a sparse file that is never written
+    path = tmp_path / "big.npy"
+    np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(steps,)).flush()
+    source = CountingSource(np.load(path, mmap_mode="r"))
+    batches = seqbatch.StreamBatcher(source, batch_size=64, sequence_length=100)
+    assert source.reads == []
+    state = batches.state_dict()
+    assert source.reads == [(t, t + 1) for t in sampled(steps)]
+    source.reads.clear()
+    batches.load_state_dict(state)
+    assert source.reads == [(t, t + 1) for t in sampled(steps)]
 
 
 @pytest.mark.parametrize(
