@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import numbers
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -23,6 +25,13 @@ from seqbatch._epochs import EpochBatchers
 from seqbatch.batcher import Batch, StreamBatcher
 
 _ALIGN = 16  # bytes: every dtype's tensor view of a shared block starts on a multiple of it
+
+# torch's DataLoader tells a dataset neither its options nor who reads an item. The checks
+# below recognise the two of its functions that call into seqbatch by their code objects;
+# tests/test_torch_order.py fails if a torch release renames them.
+_FETCH = torch.utils.data._utils.fetch._MapDatasetFetcher.fetch.__code__
+_NEXT_INDEX = torch.utils.data.dataloader._BaseDataLoaderIter._next_index.__code__
+_PASSES = itertools.count()  # one id per pass of any StreamSampler of this process
 
 
 @functools.cache
@@ -78,16 +87,21 @@ class TensorBatch:
             None: zero the stream's state right before each flagged step.
         step_series: ``(B, W)`` int64 for packed batches, else None: the series of each step.
         step_position: ``(B, W)`` int64 for packed batches, else None: the step of that series.
+        epoch: the epoch of the batch, an int, as :class:`StreamDataset` serves it (None from
+            :meth:`from_batch` without ``epoch``).
+        index: the batch's index ``k`` in its epoch, an int (None likewise). A loop checks
+            what it was served with ``(b.epoch, b.index)``, and saves
+            ``batches.state_dict(epoch=b.epoch, next_batch=b.index + 1)`` after training on it.
 
     Examples:
         >>> import numpy as np, seqbatch
         >>> batches = seqbatch.StreamBatcher(np.arange(12.0), batch_size=2, sequence_length=3)
-        >>> b = TensorBatch.from_batch(batches[0])
+        >>> b = TensorBatch.from_batch(batches[0], epoch=0, index=0)
         >>> b.x
         tensor([[0., 1., 2.],
                 [3., 4., 5.]], dtype=torch.float64)
-        >>> b.reset
-        tensor([True, True])
+        >>> b.reset, b.epoch, b.index
+        (tensor([True, True]), 0, 0)
     """
 
     x: torch.Tensor
@@ -99,9 +113,18 @@ class TensorBatch:
     step_reset: torch.Tensor | None = None
     step_series: torch.Tensor | None = None
     step_position: torch.Tensor | None = None
+    epoch: int | None = None
+    index: int | None = None
 
     @classmethod
-    def from_batch(cls, batch: Batch, *, shared: bool = False) -> TensorBatch:
+    def from_batch(
+        cls,
+        batch: Batch,
+        *,
+        shared: bool = False,
+        epoch: int | None = None,
+        index: int | None = None,
+    ) -> TensorBatch:
         """The tensors of a numpy :class:`~seqbatch.Batch`, sharing only memory made for it.
 
         Args:
@@ -110,6 +133,8 @@ class TensorBatch:
                 another process (what :class:`StreamDataset` does in ``DataLoader``
                 workers). Otherwise a field that the batch made for itself is shared, not
                 copied.
+            epoch: the batch's epoch, kept as :attr:`epoch`.
+            index: the batch's index in its epoch, kept as :attr:`index`.
         """
         arrays = {f.name: getattr(batch, f.name) for f in dataclasses.fields(batch)}
         present = {k: a for k, a in arrays.items() if a is not None}
@@ -120,7 +145,7 @@ class TensorBatch:
         )
         made: dict[str, Any] = {"y": None}  # y and the step fields may be absent
         made.update(zip(present, tensors, strict=True))
-        return cls(**made)
+        return cls(**made, epoch=epoch, index=index)
 
     def to(self, device: torch.device | str, *, non_blocking: bool = False) -> TensorBatch:
         """Every tensor moved to ``device``, as ``torch.Tensor.to`` moves one."""
@@ -132,7 +157,43 @@ class TensorBatch:
 
     def _map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> TensorBatch:
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        return dataclasses.replace(self, **{k: fn(v) for k, v in values.items() if v is not None})
+        tensors = {k: fn(v) for k, v in values.items() if isinstance(v, torch.Tensor)}
+        return dataclasses.replace(self, **tensors)
+
+
+class _Key(tuple):  # type: ignore[type-arg]
+    """A key ``(epoch, k)`` as a StreamSampler yields it, with its place in the pass.
+
+    It is the plain pair to anything that reads it; the dataset reads the place as well, to
+    refuse keys that reach it in another order than the sampler yielded them.
+    """
+
+    pass_id: int
+    place: int
+
+    def __new__(cls, epoch: int, k: int, pass_id: int, place: int) -> _Key:
+        key = super().__new__(cls, (epoch, k))
+        key.pass_id, key.place = pass_id, place
+        return key
+
+    def __reduce__(self) -> tuple[type[_Key], tuple[int, int, int, int]]:
+        return _Key, (self[0], self[1], self.pass_id, self.place)
+
+
+def _loader_iterator() -> Any:
+    """The DataLoader iterator that asks a sampler for its next key, or None.
+
+    Called in the sampler's generator: within a few frames up sits the loader's
+    ``_next_index``, directly or through a sampler that wraps this one (``BatchSampler``).
+    """
+    frame = sys._getframe(2)
+    for _ in range(4):
+        if frame is None:
+            return None
+        if frame.f_code is _NEXT_INDEX:
+            return frame.f_locals.get("self")
+        frame = frame.f_back
+    return None
 
 
 class StreamSampler(torch.utils.data.Sampler[tuple[int, int]]):
@@ -142,6 +203,10 @@ class StreamSampler(torch.utils.data.Sampler[tuple[int, int]]):
     (when the ``DataLoader`` is iterated): call it before each epoch, as with
     ``torch.utils.data.DistributedSampler``. A resumed epoch's first pass starts at
     ``first_batch`` (and is that much shorter); later passes start at batch 0.
+
+    A ``DataLoader`` must keep the order of the keys: one built with ``in_order=False``,
+    which yields each batch as soon as some worker has read it, is refused when its pass
+    starts, before any batch is read.
 
     Args:
         num_batches: the batches of one epoch.
@@ -186,7 +251,17 @@ class StreamSampler(torch.utils.data.Sampler[tuple[int, int]]):
         return self._keys(self.epoch, self.first_batch)
 
     def _keys(self, epoch: int, first: int) -> Iterator[tuple[int, int]]:
-        yield from ((epoch, k) for k in range(first, self.num_batches))
+        loader = _loader_iterator()
+        if loader is not None and getattr(loader, "_in_order", True) is False:
+            raise ValueError(
+                "A DataLoader over a StreamDataset must serve the batches in the order of its "
+                "sampler, so that row i of each batch continues row i of the batch before: "
+                "with in_order=False it yields each batch as soon as a worker has read it. "
+                "Build the loader with in_order=True, its default. Received: in_order=False"
+            )
+        pass_id = next(_PASSES)
+        for place, k in enumerate(range(first, self.num_batches)):
+            yield _Key(epoch, k, pass_id, place)
         # The resumed pass is over. Not before: a DataLoader with workers makes an iterator
         # that it drops unread before the one it reads.
         self.first_batch = 0
@@ -204,9 +279,13 @@ class StreamDataset(torch.utils.data.Dataset[TensorBatch]):
     Items are read only by such keys. Any other sampler yields plain integers (the
     ``DataLoader``'s own, its ``shuffle=True``, a ``RandomSampler`` or a
     ``DistributedSampler``): the first item read then raises ``TypeError``, before the first
-    training step, rather than let the loader reorder the batches or lose the epoch. Keep
-    ``batch_size=None``: a batch of items is refused by torch's ``default_collate``. Keep the
-    ``DataLoader``'s ``in_order=True``, its default.
+    training step, rather than let the loader reorder the batches or lose the epoch. So does
+    a sampler of its own that yields pairs, and the dataset's keys reach it in the order the
+    sampler yielded them or not at all (``ValueError``): a list of them reordered, or read
+    twice. The ``DataLoader`` must keep ``batch_size=None`` (its default, 1, is refused with
+    ``TypeError``) and ``in_order=True``, its default (``in_order=False`` is refused with
+    ``ValueError``). Each item says which batch it is: :attr:`TensorBatch.epoch` and
+    :attr:`TensorBatch.index`.
 
     Sharding: under ``torch.distributed`` each rank gets its own streams, as
     :meth:`seqbatch.StreamBatcher.shard` deals them: rank ``r`` of
@@ -271,6 +350,9 @@ class StreamDataset(torch.utils.data.Dataset[TensorBatch]):
         self.batches = batches.shard(self.rank, self.world_size)
         self._epochs = EpochBatchers(self.batches)
         self.sampler = StreamSampler(len(self.batches), batches.epoch, batches.resume_batch)
+        # The pass whose keys this copy (of the training process, or of one worker) reads,
+        # and the place of the next key due from it.
+        self._pass, self._due = -1, 0
 
     @property
     def epoch(self) -> int:
@@ -299,8 +381,50 @@ class StreamDataset(torch.utils.data.Dataset[TensorBatch]):
                 f"Received: key={key!r}"
             )
         epoch = _checks.non_negative_int("epoch", key[0])
-        in_worker = torch.utils.data.get_worker_info() is not None
-        return TensorBatch.from_batch(self._epochs[epoch][key[1]], shared=in_worker)
+        worker = torch.utils.data.get_worker_info()
+        caller = sys._getframe(1).f_code
+        if caller is _FETCH:
+            self._check_order(key, worker)
+        batch = self._epochs[epoch][key[1]]
+        return TensorBatch.from_batch(
+            batch, shared=worker is not None, epoch=epoch, index=int(key[1]) % len(self)
+        )
+
+    def __getitems__(self, keys: list[Any]) -> list[TensorBatch]:
+        # A DataLoader with a batch size reads a list of keys through this: refused.
+        raise TypeError(
+            "`batch_size` must be None in a DataLoader over a StreamDataset: every item is a "
+            "whole batch already (a TensorBatch), and the DataLoader's default batch_size=1 "
+            "would stack items into batches of batches. Build the loader as DataLoader("
+            f"dataset, batch_size=None, sampler=dataset.sampler). Received: {len(keys)} keys "
+            "read together"
+        )
+
+    def _check_order(self, key: tuple[int, int], worker: Any) -> None:
+        """Refuse a key that a DataLoader reads out of the order the sampler yielded it in.
+
+        Worker ``w`` of ``n`` reads keys ``w, w + n, ...`` of each pass: a ``DataLoader``
+        that keeps the order deals them round-robin from worker 0 at every pass.
+        """
+        if not isinstance(key, _Key):
+            raise TypeError(
+                "`sampler` must be the StreamDataset's own sampler: build the loader as "
+                "DataLoader(dataset, batch_size=None, sampler=dataset.sampler). Another "
+                "sampler's keys may come in any order, and the dataset cannot check that row "
+                "i of each batch continues row i of the batch before. Received: key="
+                f"{key!r} from another sampler"
+            )
+        first, step = (0, 1) if worker is None else (worker.id, worker.num_workers)
+        if key.pass_id > self._pass:
+            self._pass, self._due = key.pass_id, first
+        if key.pass_id != self._pass or key.place != self._due:
+            raise ValueError(
+                "Keys must reach a StreamDataset in the order its sampler yields them, each "
+                "once, so that row i of each batch continues row i of the batch before: pass "
+                "sampler=dataset.sampler itself to the DataLoader, never its keys reordered or "
+                f"kept for another pass. Received: key {tuple(key)} out of order"
+            )
+        self._due += step
 
 
 def _rank_and_world_size(
