@@ -15,6 +15,7 @@ import itertools
 import numbers
 import sys
 from collections.abc import Callable, Iterator
+from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -157,11 +158,13 @@ class TensorBatch:
 
     def _map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> TensorBatch:
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        tensors = {k: fn(v) for k, v in values.items() if isinstance(v, torch.Tensor)}
+        tensors: dict[str, Any] = {
+            k: fn(v) for k, v in values.items() if isinstance(v, torch.Tensor)
+        }
         return dataclasses.replace(self, **tensors)
 
 
-class _Key(tuple):  # type: ignore[type-arg]
+class _Key(tuple):
     """A key ``(epoch, k)`` as a StreamSampler yields it, with its place in the pass.
 
     It is the plain pair to anything that reads it; the dataset reads the place as well, to
@@ -186,7 +189,7 @@ def _loader_iterator() -> Any:
     Called in the sampler's generator: within a few frames up sits the loader's
     ``_next_index``, directly or through a sampler that wraps this one (``BatchSampler``).
     """
-    frame = sys._getframe(2)
+    frame: FrameType | None = sys._getframe(2)
     for _ in range(4):
         if frame is None:
             return None
