@@ -134,8 +134,8 @@ class TensorBatch:
                 another process (what :class:`StreamDataset` does in ``DataLoader``
                 workers). Otherwise a field that the batch made for itself is shared, not
                 copied.
-            epoch: the batch's epoch, kept as :attr:`epoch`.
-            index: the batch's index in its epoch, kept as :attr:`index`.
+            epoch: the batch's epoch, kept as ``TensorBatch.epoch``.
+            index: the batch's index in its epoch, kept as ``TensorBatch.index``.
         """
         arrays = {f.name: getattr(batch, f.name) for f in dataclasses.fields(batch)}
         present = {k: a for k, a in arrays.items() if a is not None}
@@ -287,8 +287,7 @@ class StreamDataset(torch.utils.data.Dataset[TensorBatch]):
     sampler yielded them or not at all (``ValueError``): a list of them reordered, or read
     twice. The ``DataLoader`` must keep ``batch_size=None`` (its default, 1, is refused with
     ``TypeError``) and ``in_order=True``, its default (``in_order=False`` is refused with
-    ``ValueError``). Each item says which batch it is: :attr:`TensorBatch.epoch` and
-    :attr:`TensorBatch.index`.
+    ``ValueError``). Each item says which batch it is: its ``epoch`` and ``index``.
 
     Sharding: under ``torch.distributed`` each rank gets its own streams, as
     :meth:`seqbatch.StreamBatcher.shard` deals them: rank ``r`` of
