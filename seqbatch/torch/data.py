@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import itertools
 import numbers
 import sys
 from collections.abc import Callable, Iterator
-from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -24,15 +22,9 @@ import torch
 from seqbatch import _checks
 from seqbatch._epochs import EpochBatchers
 from seqbatch.batcher import Batch, StreamBatcher
+from seqbatch.torch import _order
 
 _ALIGN = 16  # bytes: every dtype's tensor view of a shared block starts on a multiple of it
-
-# torch's DataLoader tells a dataset neither its options nor who reads an item. The checks
-# below recognise the two of its functions that call into seqbatch by their code objects;
-# tests/test_torch_order.py fails if a torch release renames them.
-_FETCH = torch.utils.data._utils.fetch._MapDatasetFetcher.fetch.__code__
-_NEXT_INDEX = torch.utils.data.dataloader._BaseDataLoaderIter._next_index.__code__
-_PASSES = itertools.count()  # one id per pass of any StreamSampler of this process
 
 
 @functools.cache
@@ -164,41 +156,6 @@ class TensorBatch:
         return dataclasses.replace(self, **tensors)
 
 
-class _Key(tuple):
-    """A key ``(epoch, k)`` as a StreamSampler yields it, with its place in the pass.
-
-    It is the plain pair to anything that reads it; the dataset reads the place as well, to
-    refuse keys that reach it in another order than the sampler yielded them.
-    """
-
-    pass_id: int
-    place: int
-
-    def __new__(cls, epoch: int, k: int, pass_id: int, place: int) -> _Key:
-        key = super().__new__(cls, (epoch, k))
-        key.pass_id, key.place = pass_id, place
-        return key
-
-    def __reduce__(self) -> tuple[type[_Key], tuple[int, int, int, int]]:
-        return _Key, (self[0], self[1], self.pass_id, self.place)
-
-
-def _loader_iterator() -> Any:
-    """The DataLoader iterator that asks a sampler for its next key, or None.
-
-    Called in the sampler's generator: within a few frames up sits the loader's
-    ``_next_index``, directly or through a sampler that wraps this one (``BatchSampler``).
-    """
-    frame: FrameType | None = sys._getframe(2)
-    for _ in range(4):
-        if frame is None:
-            return None
-        if frame.f_code is _NEXT_INDEX:
-            return frame.f_locals.get("self")
-        frame = frame.f_back
-    return None
-
-
 class StreamSampler(torch.utils.data.Sampler[tuple[int, int]]):
     """Yields the keys ``(epoch, 0), (epoch, 1), ...`` of one epoch of a :class:`StreamDataset`.
 
@@ -254,17 +211,10 @@ class StreamSampler(torch.utils.data.Sampler[tuple[int, int]]):
         return self._keys(self.epoch, self.first_batch)
 
     def _keys(self, epoch: int, first: int) -> Iterator[tuple[int, int]]:
-        loader = _loader_iterator()
-        if loader is not None and getattr(loader, "_in_order", True) is False:
-            raise ValueError(
-                "A DataLoader over a StreamDataset must serve the batches in the order of its "
-                "sampler, so that row i of each batch continues row i of the batch before: "
-                "with in_order=False it yields each batch as soon as a worker has read it. "
-                "Build the loader with in_order=True, its default. Received: in_order=False"
-            )
-        pass_id = next(_PASSES)
+        _order.refuse_unordered_loader(sys._getframe(1))
+        pass_id = _order.new_pass()
         for place, k in enumerate(range(first, self.num_batches)):
-            yield _Key(epoch, k, pass_id, place)
+            yield _order.Key(epoch, k, pass_id, place)
         # The resumed pass is over. Not before: a DataLoader with workers makes an iterator
         # that it drops unread before the one it reads.
         self.first_batch = 0
@@ -352,9 +302,7 @@ class StreamDataset(torch.utils.data.Dataset[TensorBatch]):
         self.batches = batches.shard(self.rank, self.world_size)
         self._epochs = EpochBatchers(self.batches)
         self.sampler = StreamSampler(len(self.batches), batches.epoch, batches.resume_batch)
-        # The pass whose keys this copy (of the training process, or of one worker) reads,
-        # and the place of the next key due from it.
-        self._pass, self._due = -1, 0
+        self._order = _order.KeyOrder()
 
     @property
     def epoch(self) -> int:
@@ -384,9 +332,8 @@ class StreamDataset(torch.utils.data.Dataset[TensorBatch]):
             )
         epoch = _checks.non_negative_int("epoch", key[0])
         worker = torch.utils.data.get_worker_info()
-        caller = sys._getframe(1).f_code
-        if caller is _FETCH:
-            self._check_order(key, worker)
+        if _order.read_by_loader(sys._getframe(1)):
+            self._order.check(key, worker)
         batch = self._epochs[epoch][key[1]]
         return TensorBatch.from_batch(
             batch, shared=worker is not None, epoch=epoch, index=int(key[1]) % len(self)
@@ -401,32 +348,6 @@ class StreamDataset(torch.utils.data.Dataset[TensorBatch]):
             f"dataset, batch_size=None, sampler=dataset.sampler). Received: {len(keys)} keys "
             "read together"
         )
-
-    def _check_order(self, key: tuple[int, int], worker: Any) -> None:
-        """Refuse a key that a DataLoader reads out of the order the sampler yielded it in.
-
-        Worker ``w`` of ``n`` reads keys ``w, w + n, ...`` of each pass: a ``DataLoader``
-        that keeps the order deals them round-robin from worker 0 at every pass.
-        """
-        if not isinstance(key, _Key):
-            raise TypeError(
-                "`sampler` must be the StreamDataset's own sampler: build the loader as "
-                "DataLoader(dataset, batch_size=None, sampler=dataset.sampler). Another "
-                "sampler's keys may come in any order, and the dataset cannot check that row "
-                "i of each batch continues row i of the batch before. Received: key="
-                f"{key!r} from another sampler"
-            )
-        first, step = (0, 1) if worker is None else (worker.id, worker.num_workers)
-        if key.pass_id > self._pass:
-            self._pass, self._due = key.pass_id, first
-        if key.pass_id != self._pass or key.place != self._due:
-            raise ValueError(
-                "Keys must reach a StreamDataset in the order its sampler yields them, each "
-                "once, so that row i of each batch continues row i of the batch before: pass "
-                "sampler=dataset.sampler itself to the DataLoader, never its keys reordered or "
-                f"kept for another pass. Received: key {tuple(key)} out of order"
-            )
-        self._due += step
 
 
 def _rank_and_world_size(
