@@ -92,35 +92,49 @@ def replay_states(
     carry: bool = True,
     resets: bool = True,
     permute: bool = False,
+    hold: bool = False,
 ) -> list[np.ndarray]:
     """``h`` after each batch, replayed with the weights of that step.
 
     ``carry=False`` starts every batch from zeros, ``resets=False`` ignores the flags and
     ``permute=True`` moves rows to other streams: each breaks one rule, for a test to show
-    that its comparison would catch it.
+    that its comparison would catch it. ``hold=True`` keeps the state through padding.
     """
     state = None
     out = []
     for step, (w, b) in enumerate(zip(weights, batches, strict=True)):
         x, reset = b.x, b.reset if resets else np.zeros_like(b.reset)
+        weight = b.sample_weight
         if permute:
             order = np.random.default_rng(step).permutation(len(x))
-            x, reset = x[order], reset[order]
-        _, state = lstm_replay(w, [(x, reset)], state if carry else None)
+            x, reset, weight = x[order], reset[order], weight[order]
+        window = (x, reset, weight) if hold else (x, reset)
+        _, state = lstm_replay(w, [window], state if carry else None)
         out.append(state[0])
     return out
 
 
 def assert_trained_states_replay(
-    states: list[np.ndarray], weights: list[LSTMWeights], batches: list[seqbatch.Batch]
+    states: list[np.ndarray],
+    weights: list[LSTMWeights],
+    batches: list[seqbatch.Batch],
+    *,
+    hold: bool = False,
 ) -> None:
-    """The framework's ``h`` after each step equals the replay's, and only the right replay's."""
+    """The framework's ``h`` after each step equals the replay's, and only the right replay's.
+
+    ``hold=True``: the model keeps each row's state through padding, and running through
+    the padding instead must disagree.
+    """
     assert len(states) == len(weights) == len(batches)
     assert not np.allclose(weights[0].kernel, weights[-1].kernel), "the model did not train"
-    for step, (got, want) in enumerate(zip(states, replay_states(weights, batches), strict=True)):
+    replayed = replay_states(weights, batches, hold=hold)
+    for step, (got, want) in enumerate(zip(states, replayed, strict=True)):
         np.testing.assert_allclose(got, want, atol=2e-5, err_msg=f"step {step}")
-    # The comparison has teeth: no carry, no resets, or rows in other streams all disagree.
-    for broken in ({"carry": False}, {"resets": False}, {"permute": True}):
-        replayed = replay_states(weights, batches, **broken)
+    # The comparison has teeth: no carry, no resets, rows in other streams, or (where the
+    # model holds) a state run through the padding all disagree.
+    breaks: list[dict[str, bool]] = [{"carry": False}, {"resets": False}, {"permute": True}]
+    for broken in breaks + ([{"hold": False}] if hold else []):
+        replayed = replay_states(weights, batches, **{"hold": hold, **broken})
         gap = max(float(np.abs(g - w).max()) for g, w in zip(states, replayed, strict=True))
         assert gap > 1e-2, f"a replay with {broken} agrees too: the test has no power"

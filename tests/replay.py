@@ -68,7 +68,7 @@ def lstm_step(
 
 def lstm_replay(
     weights: LSTMWeights,
-    batches: list[tuple[np.ndarray, np.ndarray]],
+    batches: list[tuple[np.ndarray, ...]],
     state: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[list[np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """Run ``batches`` through the LSTM, carrying each row's state to the same row of the next.
@@ -77,7 +77,9 @@ def lstm_replay(
         weights: the LSTM's weights.
         batches: ``(x, reset)`` pairs in the order trained, ``x`` of shape ``(B, W, F)``;
             ``reset`` either ``(B,)`` (zero row ``i``'s state before the window) or ``(B, W)``
-            (zero it before each flagged step: packed windows).
+            (zero it before each flagged step: packed windows). A third element, the
+            ``(B, W)`` sample weight, holds the state through the steps it weights 0: the
+            output and state of a padded step are those of the step before it.
         state: ``(h, c)``, each ``(B, U)``, before the first batch; zeros if None.
 
     Returns:
@@ -91,10 +93,11 @@ def lstm_replay(
     else:
         h, c = (np.array(s, dtype=np.float64) for s in state)
     outputs = []
-    for x, reset in batches:
+    for x, reset, *weight in batches:
         x = np.asarray(x, dtype=np.float64).reshape(B, x.shape[1], -1)
         reset = np.asarray(reset, dtype=bool)
         W = x.shape[1]
+        real = np.asarray(weight[0]).reshape(B, W) > 0 if weight else np.ones((B, W), bool)
         per_step = reset.reshape(B, W) if reset.ndim == 2 else np.zeros((B, W), bool)
         if reset.ndim == 1:
             per_step[:, 0] = reset
@@ -103,7 +106,8 @@ def lstm_replay(
             for t in range(W):
                 if per_step[i, t]:
                     h[i], c[i] = 0.0, 0.0
-                h[i], c[i] = lstm_step(weights, x[i, t], h[i], c[i])
+                if real[i, t]:
+                    h[i], c[i] = lstm_step(weights, x[i, t], h[i], c[i])
                 out[i, t] = h[i]
         outputs.append(out)
     return outputs, (h, c)

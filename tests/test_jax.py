@@ -8,6 +8,7 @@ through ``tests.replay``, a numpy LSTM that carries state row by row.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -21,8 +22,10 @@ import numpy as np
 import pytest
 
 import seqbatch
-from seqbatch.jax import StreamSource, reset_rows, weighted_mean
+from seqbatch.jax import StreamSource, hold, reset_rows, weighted_mean
 from tests.carried import (
+    FEATURES,
+    LENGTHS,
     assert_served,
     assert_served_epoch,
     assert_trained_states_replay,
@@ -30,7 +33,9 @@ from tests.carried import (
     distinct_layouts,
     many_series,
 )
-from tests.replay import LSTMWeights
+from tests.encoded import encoded_series
+from tests.replay import LSTMWeights, lstm_step
+from tests.series_alone import expected_states, padded_rows
 from tests.test_docs import blocks
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -289,7 +294,9 @@ def test_the_guides_scan_lstm_carries_each_rows_state() -> None:
     batches = many_series()
     data_scale = 1e-4  # the codes are in the thousands: keep the gates out of saturation
     source = StreamSource(batches, epochs=3)
-    params = init_params(jax.random.key(1), features=2, units=3)
+    # Weights under which a replay without resets drifts far from the right one, now that
+    # the state a new series would inherit is the last real step's, not the padding's.
+    params = init_params(jax.random.key(0), features=2, units=3)
     state = (jnp.zeros((4, 3)), jnp.zeros((4, 3)))
     weights, states = [], []
     for record in source.in_order(source):
@@ -311,7 +318,146 @@ def test_the_guides_scan_lstm_carries_each_rows_state() -> None:
         for epoch in range(3)
         for b in at_epoch(batches, epoch)
     ]
-    assert_trained_states_replay(states, weights, expected)
+    # The guide's scan holds each row's state through padding: so must the replay.
+    assert_trained_states_replay(states, weights, expected, hold=True)
+
+
+def test_the_guides_scan_ends_each_stream_at_its_last_real_step() -> None:
+    guide = guide_namespace()
+    data = [encoded_series(s, n, FEATURES, "float32") * 1e-4 for s, n in enumerate(LENGTHS)]
+    inputs = [d[:-1] for d in data]  # targets="next": the last step is a target only
+    batches = seqbatch.StreamBatcher(
+        data, batch_size=4, sequence_length=5, remainder="pad", shuffle=True, seed=7
+    )
+    source = StreamSource(batches, epochs=2)
+    params = guide["init_params"](jax.random.key(2), features=2, units=3)
+    weights = LSTMWeights(
+        *(np.asarray(params[k], np.float64) for k in ("kernel", "recurrent", "bias"))
+    )
+
+    def state_of(steps: np.ndarray) -> np.ndarray:
+        h, c = np.zeros(3), np.zeros(3)
+        for x_t in steps:
+            h, c = lstm_step(weights, x_t, h, c)
+        return h
+
+    state = (jnp.zeros((4, 3)), jnp.zeros((4, 3)))
+    got: dict[int, list[np.ndarray]] = {0: [], 1: []}
+    for record in source.in_order(source):
+        batch = {k: record[k] for k in ("x", "y", "sample_weight", "reset")}
+        params, state, _ = guide["train_step"](params, state, batch, 0.0)  # weights kept
+        got[int(record["epoch"])].append(np.asarray(state[0]))
+    for epoch, states in got.items():
+        reference = at_epoch(batches, epoch)
+        assert padded_rows(reference) >= 8  # series end mid-window again and again
+        want = expected_states(reference, inputs, state_of, units=3)
+        assert len(states) == len(want) == len(reference)
+        for k, (g, w) in enumerate(zip(states, want, strict=True)):
+            np.testing.assert_allclose(g, w, atol=2e-5, err_msg=f"epoch {epoch} batch {k}")
+        # In words: after the epoch, each stream holds its last series' state, run alone.
+        last = {i: s for b in reference for i, s in enumerate(b.series.tolist()) if s >= 0}
+        for i, s in last.items():
+            np.testing.assert_allclose(states[-1][i], state_of(inputs[s]), atol=2e-5)
+
+
+def test_hold_keeps_the_old_state_in_padded_rows_under_jit() -> None:
+    real = jnp.array([True, False, True])
+    old = {"h": jnp.zeros((3, 2)), "conv": jnp.zeros((2, 3)), "none": None}
+    new = {"h": jnp.ones((3, 2)), "conv": jnp.ones((2, 3)), "none": None}
+    held = jax.jit(
+        lambda n, o: {
+            "h": hold(n["h"], o["h"], real, axis=0),
+            "conv": hold(n["conv"], o["conv"], real, axis=-1),
+            "none": hold(n["none"], o["none"], real, axis=0),
+        }
+    )(new, old)
+    assert held["none"] is None
+    np.testing.assert_array_equal(held["h"], [[1, 1], [0, 0], [1, 1]])
+    np.testing.assert_array_equal(held["conv"], [[1, 0, 1], [1, 0, 1]])
+    # Gradients reach the new state in real rows and the old one in padded rows.
+    grad_new, grad_old = jax.grad(lambda n, o: hold(n, o, real, axis=0).sum(), argnums=(0, 1))(
+        jnp.ones((3, 2)), jnp.ones((3, 2))
+    )
+    np.testing.assert_array_equal(grad_new, [[1, 1], [0, 0], [1, 1]])
+    np.testing.assert_array_equal(grad_old, [[0, 0], [1, 1], [0, 0]])
+
+
+def test_hold_checks_its_arguments() -> None:
+    h = jnp.ones((4, 3))
+    flags = jnp.ones(4, bool)
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "`real` must hold one bool flag per stream, shape (B,). Received: real of dtype "
+            "float32 and shape (4,)"
+        ),
+    ):
+        hold(h, h, jnp.ones(4), axis=0)
+    with pytest.raises(ValueError, match="must be pytrees of the same structure"):
+        hold((h, h), h, flags, axis=0)
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "`new_state` and `old_state` must have the same shapes, with an axis 0. "
+            "Received: leaves of shapes (4, 3) and (4, 2)"
+        ),
+    ):
+        hold(h, jnp.ones((4, 2)), flags, axis=0)
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "`state` must have one row per stream along axis=1. Received: a state of shape "
+            "(4, 3) and 4 flags"
+        ),
+    ):
+        hold(h, h, flags, axis=1)
+
+
+# --- The guide's grain script: worker processes that import it again -------------------------
+
+
+def guide_script(tmp_path: Path, edit: tuple[str, str] = ("", "")) -> subprocess.CompletedProcess:
+    """Run the JAX guide's ``train.py`` as a script (``edit`` replaces one line first)."""
+    (code,) = [
+        b.code for b in blocks(GUIDE.read_text(encoding="utf-8")) if b.code.startswith("# train.py")
+    ]
+    old, new = edit
+    assert old in code
+    script = tmp_path / "train.py"
+    script.write_text(code.replace(old, new), encoding="utf-8")
+    return subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=240,  # two epochs through two worker processes take seconds
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+
+
+def test_the_guides_grain_script_reads_through_worker_processes_quietly(tmp_path: Path) -> None:
+    pytest.importorskip("grain", reason="grain is optional: pip install grain")
+    done = guide_script(tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    batches = seqbatch.StreamBatcher(
+        [np.zeros(n) for n in range(60, 200, 7)], batch_size=8, sequence_length=20, remainder="pad"
+    )
+    assert done.stdout == f"{2 * len(batches)} records read through 2 worker processes\n"
+    assert "leaked shared_memory" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_guides_grain_script_explains_both_of_its_lines(tmp_path: Path) -> None:
+    # What the guide says happens without them: the workers' own pipelines, then the warning.
+    pytest.importorskip("grain", reason="grain is optional: pip install grain")
+    unguarded = guide_script(tmp_path, ('if __name__ == "__main__":', "if True:"))
+    assert unguarded.returncode != 0
+    assert "Worker process was terminated unexpectedly" in unguarded.stderr
+    uncollected = guide_script(tmp_path, ("    gc.collect()", "    pass"))
+    assert uncollected.returncode == 0, uncollected.stderr[-3000:]
+    assert re.search(
+        r"There appear to be 12 leaked shared_memory objects to clean up at shutdown",
+        uncollected.stderr,
+    )
 
 
 # --- Imports ---------------------------------------------------------------------------------

@@ -57,8 +57,11 @@ def no_tensor_from_read_only_arrays(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def fields_of(obj: Any) -> list[Any]:
-    """The fields of a dataclass instance, themselves (``dataclasses.astuple`` copies them)."""
-    return [getattr(obj, f.name) for f in dataclasses.fields(obj)]
+    """The array fields of a batch, themselves (``dataclasses.astuple`` copies them).
+
+    A TensorBatch has the fields of a numpy Batch, then its ``epoch`` and ``index``.
+    """
+    return [getattr(obj, f.name) for f in dataclasses.fields(seqbatch.Batch)]
 
 
 def as_numpy(item: TensorBatch) -> seqbatch.Batch:
@@ -232,7 +235,7 @@ def test_tensors_are_writable_and_writing_them_changes_nothing_else(
     dataset = StreamDataset(batches)
     items = [dataset[0, k] for k in range(len(dataset))]
     for item in items:
-        for field in dataclasses.fields(item):
+        for field in dataclasses.fields(seqbatch.Batch):
             tensor = getattr(item, field.name)
             if tensor is not None:
                 tensor.fill_(True if tensor.dtype == torch.bool else 99)
@@ -250,15 +253,17 @@ def test_to_and_pin_memory_move_every_tensor(monkeypatch: pytest.MonkeyPatch) ->
         seqbatch.StreamBatcher(np.arange(60.0), None, batch_size=2, sequence_length=5)
     )[0, 1]
     moved = item.to("cpu", non_blocking=True)
-    for field in dataclasses.fields(item):
+    for field in dataclasses.fields(seqbatch.Batch):
         got, want = getattr(moved, field.name), getattr(item, field.name)
         assert got is None if want is None else torch.equal(got, want)
+    assert (moved.epoch, moved.index) == (0, 1)
     # Pinning needs an accelerator; what DataLoader(pin_memory=True) calls is checked here.
     pinned: list[torch.Tensor] = []
     monkeypatch.setattr(torch.Tensor, "pin_memory", lambda t: pinned.append(t) or t + 0)
     out = torch.utils.data._utils.pin_memory.pin_memory(item)
     assert isinstance(out, TensorBatch) and out.y is None
     assert len(pinned) == 5 and torch.equal(out.x, item.x)
+    assert (out.epoch, out.index) == (0, 1)
 
 
 # --- Sharding by rank ------------------------------------------------------------------------

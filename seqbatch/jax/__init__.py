@@ -5,7 +5,9 @@
   ``RandomAccessDataSource`` protocol; grain itself is optional), each epoch with its own
   layout, and :meth:`seqbatch.jax.StreamSource.in_order` refuses any pipeline that reorders them.
 * :func:`reset_rows` zeroes the carried state of exactly the streams that start a new series,
-  inside a jitted step; :func:`weighted_mean` averages a loss over real steps only.
+  inside a jitted step; :func:`hold` keeps a row's state through padded steps, so that the
+  state after a window is its state after its last real step; :func:`weighted_mean`
+  averages a loss over real steps only.
 
 Importing this module imports JAX; ``import seqbatch`` does not.
 """
@@ -13,6 +15,6 @@ Importing this module imports JAX; ``import seqbatch`` does not.
 from __future__ import annotations
 
 from seqbatch.jax.source import StreamSource
-from seqbatch.jax.state import reset_rows, weighted_mean
+from seqbatch.jax.state import hold, reset_rows, weighted_mean
 
-__all__ = ["StreamSource", "reset_rows", "weighted_mean"]
+__all__ = ["StreamSource", "hold", "reset_rows", "weighted_mean"]

@@ -1,6 +1,6 @@
-"""A recurrent state carried through ``jax.lax.scan``, window after window: resets and the loss.
+"""A recurrent state carried through ``jax.lax.scan``, window after window: resets, padding, loss.
 
-A state is any pytree of arrays (an LSTM's ``(h, c)``, a dict, a Flax carry). Both helpers
+A state is any pytree of arrays (an LSTM's ``(h, c)``, a dict, a Flax carry). The helpers
 are pure and trace under ``jax.jit``.
 """
 
@@ -63,6 +63,65 @@ def reset_rows(state: Any, reset: Any, *, axis: int) -> Any:
         return jnp.where(flags.reshape(shape), jnp.zeros((), leaf.dtype), leaf)
 
     return jax.tree.map(zero_flagged, state)
+
+
+def hold(new_state: Any, old_state: Any, real: Any, *, axis: int) -> Any:
+    """The new state in the rows whose step is real, the old state in the others.
+
+    Apply it inside the scan's step, after the cell, with that step's column of
+    ``sample_weight > 0``: a row then keeps the state of its last real step through the
+    padding after it, and the state after the window is each row's after its last real
+    step, never a state that ran through padding (padding only follows real steps).
+
+    Args:
+        new_state: the state after the step, a pytree of arrays.
+        old_state: the state before it, the same pytree.
+        real: ``(B,)`` bool, the step is real.
+        axis: the batch axis of each leaf; negative counts from the end.
+
+    Returns:
+        A pytree of the structure of ``new_state``.
+
+    Raises:
+        ValueError: ``real`` is not ``(B,)`` bool, the states differ in structure, or a leaf
+            has not one row per flag along ``axis``.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> old, new = jnp.zeros((2, 3)), jnp.ones((2, 3))
+        >>> hold(new, old, jnp.array([True, False]), axis=0).tolist()
+        [[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]]
+    """
+    flags = jnp.asarray(real)
+    if flags.dtype != jnp.bool_ or flags.ndim != 1:
+        raise ValueError(
+            "`real` must hold one bool flag per stream, shape (B,). Received: real of dtype "
+            f"{flags.dtype} and shape {tuple(flags.shape)}"
+        )
+    structures: list[Any] = [jax.tree.structure(new_state), jax.tree.structure(old_state)]
+    if structures[0] != structures[1]:
+        raise ValueError(
+            "`new_state` and `old_state` must be pytrees of the same structure. Received: "
+            f"{structures[0]} and {structures[1]}"
+        )
+
+    def keep_padded(new: Any, old: Any) -> Any:
+        new, old = jnp.asarray(new), jnp.asarray(old)
+        if new.shape != old.shape or not -new.ndim <= axis < new.ndim:
+            raise ValueError(
+                f"`new_state` and `old_state` must have the same shapes, with an axis {axis}. "
+                f"Received: leaves of shapes {new.shape} and {old.shape}"
+            )
+        if new.shape[axis] != flags.shape[0]:
+            raise ValueError(
+                f"`state` must have one row per stream along axis={axis}. Received: a state of "
+                f"shape {new.shape} and {flags.shape[0]} flags"
+            )
+        shape = [1] * new.ndim
+        shape[axis] = -1
+        return jnp.where(flags.reshape(shape), new, old)
+
+    return jax.tree.map(keep_padded, new_state, old_state)
 
 
 def weighted_mean(values: Any, sample_weight: Any) -> jax.Array:

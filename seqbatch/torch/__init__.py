@@ -8,7 +8,10 @@ state-space models) needs three things from its data and its loop:
   :class:`TensorBatch` per batch, each rank of ``torch.distributed`` with its own streams;
 * the state of exactly the streams that start a new series set to zero before a window
   (:func:`reset_rows`), and the state cut from the graph after it (:func:`detach`);
-* a loss that counts real steps only (:func:`weighted_mean`).
+* a loss that counts real steps only (:func:`weighted_mean`);
+* the state of each stream after its last real step, never after padding: an RNN module run
+  over the real steps only (:func:`run_rnn`, with :func:`real_lengths`), or a cell's state
+  held at padded steps (:func:`hold`).
 
 Importing this module imports torch; ``import seqbatch`` does not.
 """
@@ -16,6 +19,7 @@ Importing this module imports torch; ``import seqbatch`` does not.
 from __future__ import annotations
 
 from seqbatch.torch.data import StreamDataset, StreamSampler, TensorBatch
+from seqbatch.torch.padding import hold, real_lengths, run_rnn
 from seqbatch.torch.state import detach, reset_rows, weighted_mean
 
 __all__ = [
@@ -23,6 +27,9 @@ __all__ = [
     "StreamSampler",
     "TensorBatch",
     "detach",
+    "hold",
+    "real_lengths",
     "reset_rows",
+    "run_rnn",
     "weighted_mean",
 ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import numbers
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -21,6 +22,7 @@ import torch
 from seqbatch import _checks
 from seqbatch._epochs import EpochBatchers
 from seqbatch.batcher import Batch, StreamBatcher
+from seqbatch.torch import _order
 
 _ALIGN = 16  # bytes: every dtype's tensor view of a shared block starts on a multiple of it
 
@@ -78,16 +80,21 @@ class TensorBatch:
             None: zero the stream's state right before each flagged step.
         step_series: ``(B, W)`` int64 for packed batches, else None: the series of each step.
         step_position: ``(B, W)`` int64 for packed batches, else None: the step of that series.
+        epoch: the epoch of the batch, an int, as :class:`StreamDataset` serves it (None from
+            :meth:`from_batch` without ``epoch``).
+        index: the batch's index ``k`` in its epoch, an int (None likewise). A loop checks
+            what it was served with ``(b.epoch, b.index)``, and saves
+            ``batches.state_dict(epoch=b.epoch, next_batch=b.index + 1)`` after training on it.
 
     Examples:
         >>> import numpy as np, seqbatch
         >>> batches = seqbatch.StreamBatcher(np.arange(12.0), batch_size=2, sequence_length=3)
-        >>> b = TensorBatch.from_batch(batches[0])
+        >>> b = TensorBatch.from_batch(batches[0], epoch=0, index=0)
         >>> b.x
         tensor([[0., 1., 2.],
                 [3., 4., 5.]], dtype=torch.float64)
-        >>> b.reset
-        tensor([True, True])
+        >>> b.reset, b.epoch, b.index
+        (tensor([True, True]), 0, 0)
     """
 
     x: torch.Tensor
@@ -99,9 +106,18 @@ class TensorBatch:
     step_reset: torch.Tensor | None = None
     step_series: torch.Tensor | None = None
     step_position: torch.Tensor | None = None
+    epoch: int | None = None
+    index: int | None = None
 
     @classmethod
-    def from_batch(cls, batch: Batch, *, shared: bool = False) -> TensorBatch:
+    def from_batch(
+        cls,
+        batch: Batch,
+        *,
+        shared: bool = False,
+        epoch: int | None = None,
+        index: int | None = None,
+    ) -> TensorBatch:
         """The tensors of a numpy :class:`~seqbatch.Batch`, sharing only memory made for it.
 
         Args:
@@ -110,6 +126,8 @@ class TensorBatch:
                 another process (what :class:`StreamDataset` does in ``DataLoader``
                 workers). Otherwise a field that the batch made for itself is shared, not
                 copied.
+            epoch: the batch's epoch, kept as ``TensorBatch.epoch``.
+            index: the batch's index in its epoch, kept as ``TensorBatch.index``.
         """
         arrays = {f.name: getattr(batch, f.name) for f in dataclasses.fields(batch)}
         present = {k: a for k, a in arrays.items() if a is not None}
@@ -120,7 +138,7 @@ class TensorBatch:
         )
         made: dict[str, Any] = {"y": None}  # y and the step fields may be absent
         made.update(zip(present, tensors, strict=True))
-        return cls(**made)
+        return cls(**made, epoch=epoch, index=index)
 
     def to(self, device: torch.device | str, *, non_blocking: bool = False) -> TensorBatch:
         """Every tensor moved to ``device``, as ``torch.Tensor.to`` moves one."""
@@ -132,7 +150,10 @@ class TensorBatch:
 
     def _map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> TensorBatch:
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        return dataclasses.replace(self, **{k: fn(v) for k, v in values.items() if v is not None})
+        tensors: dict[str, Any] = {
+            k: fn(v) for k, v in values.items() if isinstance(v, torch.Tensor)
+        }
+        return dataclasses.replace(self, **tensors)
 
 
 class StreamSampler(torch.utils.data.Sampler[tuple[int, int]]):
@@ -142,6 +163,10 @@ class StreamSampler(torch.utils.data.Sampler[tuple[int, int]]):
     (when the ``DataLoader`` is iterated): call it before each epoch, as with
     ``torch.utils.data.DistributedSampler``. A resumed epoch's first pass starts at
     ``first_batch`` (and is that much shorter); later passes start at batch 0.
+
+    A ``DataLoader`` must keep the order of the keys: one built with ``in_order=False``,
+    which yields each batch as soon as some worker has read it, is refused when its pass
+    starts, before any batch is read.
 
     Args:
         num_batches: the batches of one epoch.
@@ -186,7 +211,10 @@ class StreamSampler(torch.utils.data.Sampler[tuple[int, int]]):
         return self._keys(self.epoch, self.first_batch)
 
     def _keys(self, epoch: int, first: int) -> Iterator[tuple[int, int]]:
-        yield from ((epoch, k) for k in range(first, self.num_batches))
+        _order.refuse_unordered_loader(sys._getframe(1))
+        pass_id = _order.new_pass()
+        for place, k in enumerate(range(first, self.num_batches)):
+            yield _order.Key(epoch, k, pass_id, place)
         # The resumed pass is over. Not before: a DataLoader with workers makes an iterator
         # that it drops unread before the one it reads.
         self.first_batch = 0
@@ -204,9 +232,12 @@ class StreamDataset(torch.utils.data.Dataset[TensorBatch]):
     Items are read only by such keys. Any other sampler yields plain integers (the
     ``DataLoader``'s own, its ``shuffle=True``, a ``RandomSampler`` or a
     ``DistributedSampler``): the first item read then raises ``TypeError``, before the first
-    training step, rather than let the loader reorder the batches or lose the epoch. Keep
-    ``batch_size=None``: a batch of items is refused by torch's ``default_collate``. Keep the
-    ``DataLoader``'s ``in_order=True``, its default.
+    training step, rather than let the loader reorder the batches or lose the epoch. So does
+    a sampler of its own that yields pairs, and the dataset's keys reach it in the order the
+    sampler yielded them or not at all (``ValueError``): a list of them reordered, or read
+    twice. The ``DataLoader`` must keep ``batch_size=None`` (its default, 1, is refused with
+    ``TypeError``) and ``in_order=True``, its default (``in_order=False`` is refused with
+    ``ValueError``). Each item says which batch it is: its ``epoch`` and ``index``.
 
     Sharding: under ``torch.distributed`` each rank gets its own streams, as
     :meth:`seqbatch.StreamBatcher.shard` deals them: rank ``r`` of
@@ -271,6 +302,7 @@ class StreamDataset(torch.utils.data.Dataset[TensorBatch]):
         self.batches = batches.shard(self.rank, self.world_size)
         self._epochs = EpochBatchers(self.batches)
         self.sampler = StreamSampler(len(self.batches), batches.epoch, batches.resume_batch)
+        self._order = _order.KeyOrder()
 
     @property
     def epoch(self) -> int:
@@ -299,8 +331,23 @@ class StreamDataset(torch.utils.data.Dataset[TensorBatch]):
                 f"Received: key={key!r}"
             )
         epoch = _checks.non_negative_int("epoch", key[0])
-        in_worker = torch.utils.data.get_worker_info() is not None
-        return TensorBatch.from_batch(self._epochs[epoch][key[1]], shared=in_worker)
+        worker = torch.utils.data.get_worker_info()
+        if _order.read_by_loader(sys._getframe(1)):
+            self._order.check(key, worker)
+        batch = self._epochs[epoch][key[1]]
+        return TensorBatch.from_batch(
+            batch, shared=worker is not None, epoch=epoch, index=int(key[1]) % len(self)
+        )
+
+    def __getitems__(self, keys: list[Any]) -> list[TensorBatch]:
+        # A DataLoader with a batch size reads a list of keys through this: refused.
+        raise TypeError(
+            "`batch_size` must be None in a DataLoader over a StreamDataset: every item is a "
+            "whole batch already (a TensorBatch), and the DataLoader's default batch_size=1 "
+            "would stack items into batches of batches. Build the loader as DataLoader("
+            f"dataset, batch_size=None, sampler=dataset.sampler). Received: {len(keys)} keys "
+            "read together"
+        )
 
 
 def _rank_and_world_size(
