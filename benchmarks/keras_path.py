@@ -4,9 +4,9 @@ The first row compares the sequence's items with the numpy batches, on the zero-
 one in-memory series, where the batch itself costs least and the adapter's share is largest.
 Then, on each Keras backend (TensorFlow, JAX, torch), one row gives the input pipeline's share
 of one training step of a small stateful LSTM fed by that sequence in ``fit()``: the time to
-read item ``k`` over the time of one step, the DESIGN.md target being under 5 %. Each backend
-runs in its own process (``python -m benchmarks.keras_path BACKEND SIZE``), since Keras picks
-its backend once per process.
+read item ``k`` over the time of one step, the target being under 5 % (``docs/benchmarks.md``,
+"Targets"). Each backend runs in its own process (``python -m benchmarks.keras_path BACKEND
+SIZE``), since Keras picks its backend once per process.
 """
 
 from __future__ import annotations

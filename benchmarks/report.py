@@ -37,7 +37,7 @@ class Row:
         peer: the peer's name, or ``""`` when there is none.
         peer_value: the peer's figure in the same unit, or None.
         ratio: see :data:`RATIO_NOTE`; None when no ratio applies.
-        target: the DESIGN.md target, in words, or ``""``.
+        target: the target, in words (``docs/benchmarks.md``, "Targets"), or ``""``.
         met: whether the target is met; None without a target.
     """
 

@@ -21,6 +21,8 @@ model's batch size, from zero states (:class:`~seqbatch.keras.StatefulTraining`)
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
 import sys
 import time
@@ -28,11 +30,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-import keras
 import numpy as np
 
+from seqbatch._quiet_start import tensorflow_start_quiet
 from seqbatch.batcher import StreamBatcher
-from seqbatch.keras import StatefulTraining, StreamSequence
+
+with tensorflow_start_quiet():
+    import keras
+
+    from seqbatch.keras import StatefulTraining, StreamSequence
+
+    # keras.utils.set_random_seed imports TensorFlow wherever it is installed, on every Keras
+    # backend: it loads here instead, where its start-up log is silenced.
+    if importlib.util.find_spec("tensorflow") is not None:
+        importlib.import_module("tensorflow")
 
 #: Characters with their own id: newline and printable ASCII. Id 0 stands for any other.
 ALPHABET = "\n" + "".join(chr(c) for c in range(32, 127))
