@@ -73,10 +73,12 @@ class DemoSize:
 
 
 #: The sizes of ``python -m seqbatch demo --size``. ``tiny`` is small enough for a test yet
-#: still shows the effect: on 2 CPU cores it trains both models in 6 to 8 s, and aligned
-#: streams beat shuffled rows by about 0.1 nats per character (0.12 and 0.10 for seeds 0
-#: and 1 with TensorFlow, 0.10 with torch). Its short windows leave more of the context to
-#: the state carried from window to window, where the alignment shows.
+#: still shows the effect: on 2 shared CPU cores (TensorFlow, load average 2) it trains and
+#: validates both models in 8 s (12 s from the command to its last line; the default size:
+#: 21 s and 30 s), and aligned streams beat shuffled rows by about 0.1 nats per character
+#: (0.12 and 0.10 for seeds 0 and 1 with TensorFlow, 0.10 with torch). Its short windows
+#: leave more of the context to the state carried from window to window, where the
+#: alignment shows.
 SIZES: dict[str, DemoSize] = {
     "tiny": DemoSize(80_000, 20_000, 1, batch_size=32, sequence_length=4, units=64),
     "default": DemoSize(480_000, 40_000, 1, batch_size=64, sequence_length=8, units=128),
@@ -283,9 +285,9 @@ def run(
     """Train the aligned and the shuffled-rows model and print their validation losses.
 
     Args:
-        size: ``"tiny"`` (seconds, and still a clear gap), ``"default"`` (about a minute on
-            2 CPU cores) or ``"large"``: how much text, and the defaults of the settings
-            below (see :data:`SIZES`).
+        size: ``"tiny"`` (8 s of training on 2 shared CPU cores, and still a clear gap),
+            ``"default"`` (21 s there) or ``"large"``: how much text, and the defaults of
+            the settings below (see :data:`SIZES`).
         epochs: epochs of training; None takes the size's.
         batch_size: parallel streams; None takes the size's.
         sequence_length: characters per window (the truncated-BPTT length); None takes the
