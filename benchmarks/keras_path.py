@@ -21,7 +21,7 @@ from typing import Any
 
 from benchmarks.data import series
 from benchmarks.numpy_path import epoch
-from benchmarks.report import Row, on_backend, speed_ratio
+from benchmarks.report import Row, figure, on_backend, speed_ratio
 from benchmarks.sizes import FULL, QUICK, Sizes
 from benchmarks.timing import medians
 from seqbatch import StreamBatcher
@@ -93,7 +93,7 @@ def backend_rows(size_name: str) -> list[Row]:
             Row(
                 "keras",
                 f"input share of one fit() step, stateful LSTM({UNITS}), {backend} "
-                f"({got['steps_per_second']:.3g} steps/s)",
+                f"({figure(got['steps_per_second'], 'steps/s')})",
                 share,
                 "%",
                 peer="one step",
