@@ -1,8 +1,9 @@
 """``python -m benchmarks [--quick] [--out DIR]``: run every benchmark and print the tables.
 
 The output is markdown: the machine, the targets table (one row per measurement, with its
-peer, ratio and DESIGN.md target) and the grid. With ``--out DIR`` the results are also
-written to ``DIR/benchmarks.json`` and drawn in ``DIR/benchmarks.svg``.
+peer, ratio and target; the targets are listed in ``docs/benchmarks.md``, "Targets") and the
+grid. With ``--out DIR`` the results are also written to ``DIR/benchmarks.json`` and drawn in
+``DIR/benchmarks.svg``.
 """
 
 from __future__ import annotations

@@ -129,7 +129,7 @@ def table(cells: Sequence[Cell]) -> str:
     ]
     body = []
     for c in cells:
-        size = f"{c.x_bytes / 1024:.4g} KB"
+        size = figure(c.x_bytes / 1024, "KB")
         if c.view_us is None:
             body.append(
                 [

@@ -4,9 +4,9 @@ The first row compares the sequence's items with the numpy batches, on the zero-
 one in-memory series, where the batch itself costs least and the adapter's share is largest.
 Then, on each Keras backend (TensorFlow, JAX, torch), one row gives the input pipeline's share
 of one training step of a small stateful LSTM fed by that sequence in ``fit()``: the time to
-read item ``k`` over the time of one step, the DESIGN.md target being under 5 %. Each backend
-runs in its own process (``python -m benchmarks.keras_path BACKEND SIZE``), since Keras picks
-its backend once per process.
+read item ``k`` over the time of one step, the target being under 5 % (``docs/benchmarks.md``,
+"Targets"). Each backend runs in its own process (``python -m benchmarks.keras_path BACKEND
+SIZE``), since Keras picks its backend once per process.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 
 from benchmarks.data import series
 from benchmarks.numpy_path import epoch
-from benchmarks.report import Row, on_backend, speed_ratio
+from benchmarks.report import Row, figure, on_backend, speed_ratio
 from benchmarks.sizes import FULL, QUICK, Sizes
 from benchmarks.timing import medians
 from seqbatch import StreamBatcher
@@ -93,7 +93,7 @@ def backend_rows(size_name: str) -> list[Row]:
             Row(
                 "keras",
                 f"input share of one fit() step, stateful LSTM({UNITS}), {backend} "
-                f"({got['steps_per_second']:.3g} steps/s)",
+                f"({figure(got['steps_per_second'], 'steps/s')})",
                 share,
                 "%",
                 peer="one step",

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from benchmarks.data import npy_file
 from benchmarks.memory_probe import MODES
-from benchmarks.report import Row
+from benchmarks.report import Row, number
 from benchmarks.sizes import Sizes
 
 TARGET_MB = 100.0
@@ -94,7 +94,7 @@ def run(sizes: Sizes, workdir: Path) -> list[Row]:
             Row(
                 "memory",
                 f"{mode}: RssAnon added while streaming the same file as {F} feature, "
-                f"{B}x{W} windows ({narrow['batches']:g} batches)",
+                f"{B}x{W} windows ({number(narrow['batches'])} batches)",
                 added,
                 "MB",
                 target=f"< {TARGET_MB:g} MB",

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.report import Row, run_alone
+from benchmarks.report import Row, number, run_alone
 from benchmarks.sizes import Sizes
 from benchmarks.timing import medians
 from seqbatch import StreamPlan
@@ -73,7 +73,7 @@ def run(sizes: Sizes, workdir: Path) -> list[Row]:
             plan = build(lengths, B, layout)
             peak_mb = tracemalloc.get_traced_memory()[1] / 1e6
             tracemalloc.stop()
-            what = f"{name}, {count:.0e} series on {B} streams"
+            what = f"{name}, {number(count)} series on {B} streams"
             at_scale = count == largest
             rows.append(
                 Row(
@@ -102,13 +102,13 @@ def run(sizes: Sizes, workdir: Path) -> list[Row]:
             rows.append(
                 Row(
                     "plan",
-                    f"look up one batch of {B} streams, {name}, {count:.0e} series",
+                    f"look up one batch of {B} streams, {name}, {number(count)} series",
                     us,
                     "us/batch",
-                    peer=f"{smallest:.0e} series",
+                    peer=f"{number(smallest)} series",
                     peer_value=lookup_us[smallest],
                     ratio=ratio,
-                    target=f"within {FLAT_TOLERANCE:.0%} of {smallest:.0e} series",
+                    target=f"within {FLAT_TOLERANCE:.0%} of {number(smallest)} series",
                     met=abs(us / lookup_us[smallest] - 1) <= FLAT_TOLERANCE,
                 )
             )
@@ -123,7 +123,7 @@ def shards(plan: StreamPlan, workers: int, repeats: int, name: str) -> list[Row]
     per_worker = plan.stream_steps().reshape(workers, size).sum(axis=1)
     last = slice(B - size, B)
     us = medians({0: lookups(plan, last)}, repeats)[0] / LOOKUPS * 1e6
-    what = f"{name}, {plan.lengths.size:.0e} series, {workers} workers of {size} streams"
+    what = f"{name}, {number(plan.lengths.size)} series, {workers} workers of {size} streams"
     return [
         Row("plan", f"look up one worker's batch, {what}", us, "us/batch"),
         Row(

@@ -37,7 +37,7 @@ class Row:
         peer: the peer's name, or ``""`` when there is none.
         peer_value: the peer's figure in the same unit, or None.
         ratio: see :data:`RATIO_NOTE`; None when no ratio applies.
-        target: the DESIGN.md target, in words, or ``""``.
+        target: the target, in words (``docs/benchmarks.md``, "Targets"), or ``""``.
         met: whether the target is met; None without a target.
     """
 
@@ -57,9 +57,41 @@ def speed_ratio(seqbatch_seconds: float, peer_seconds: float) -> float:
     return peer_seconds / seqbatch_seconds
 
 
-def figure(value: float, unit: str) -> str:
-    """``value`` with three significant digits and its unit."""
-    return f"{value:.3g} {unit}"
+def figure(value: float, unit: str, *, signed: bool = False) -> str:
+    """``value`` with three significant digits and its unit, written out as a person reads it.
+
+    Never in exponent notation: thousands are grouped (``1,110 MB``, not ``1.11e+03 MB``) and
+    small values keep their zeros (``0.0000123 s``). ``signed`` writes ``+`` before a positive
+    value.
+
+    Examples:
+        >>> figure(1107.4, "MB"), figure(10.52, "MB"), figure(0.2378, "GB/s")
+        ('1,110 MB', '10.5 MB', '0.238 GB/s')
+    """
+    text = f"{value:{'+' if signed else ''}.3g}"
+    if "e" in text:  # .3g switches to an exponent from 1,000 up and below 0.0001
+        rounded = float(text)
+        exponent = int(text.split("e")[1])
+        sign = "+" if signed else ""
+        if exponent >= 0:
+            text = f"{rounded:{sign},.0f}"
+        else:
+            text = f"{rounded:{sign}.{2 - exponent}f}".rstrip("0").rstrip(".")
+    return f"{text} {unit}"
+
+
+def number(n: int) -> str:
+    """A count as a person reads it: ``1e5`` for a power of ten from 10,000 up, else digits
+    grouped by thousands.
+
+    Examples:
+        >>> number(100_000), number(838_860), number(1000)
+        ('1e5', '838,860', '1,000')
+    """
+    digits = str(int(n))
+    if n >= 10_000 and digits.rstrip("0") == "1":
+        return f"1e{len(digits) - 1}"
+    return f"{n:,}"
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

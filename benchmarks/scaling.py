@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.data import npy_file
-from benchmarks.report import Row
+from benchmarks.report import Row, number
 from benchmarks.sizes import Sizes
 from benchmarks.timing import medians
 from seqbatch import StreamBatcher
@@ -67,13 +67,13 @@ def rows(times: dict[str, dict[int, float]]) -> list[Row]:
             out.append(
                 Row(
                     "scaling",
-                    f"{label}, memmapped series of {n:.0e} steps",
+                    f"{label}, memmapped series of {number(n)} steps",
                     us,
                     "us/batch",
-                    peer=f"{shortest:.0e} steps",
+                    peer=f"{number(shortest)} steps",
                     peer_value=base,
                     ratio=base / us,
-                    target=f"within {FLAT_TOLERANCE:.0%} of {shortest:.0e} steps",
+                    target=f"within {FLAT_TOLERANCE:.0%} of {number(shortest)} steps",
                     met=abs(us / base - 1) <= FLAT_TOLERANCE,
                 )
             )

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from benchmarks.data import series
 from benchmarks.numpy_path import epoch
-from benchmarks.report import Row, speed_ratio
+from benchmarks.report import Row, figure, speed_ratio
 from benchmarks.sizes import Sizes
 from benchmarks.timing import medians
 from seqbatch import StreamBatcher
@@ -79,7 +79,7 @@ def run(sizes: Sizes, workdir: Path) -> list[Row]:
     return [
         Row(
             "torch",
-            f"{case}, 0 workers (adds {us['in-process'] - us['numpy']:+.3g} us/batch)",
+            f"{case}, 0 workers (adds {figure(us['in-process'] - us['numpy'], 'us/batch', signed=True)})",
             us["in-process"],
             "us/batch",
             peer="batches[k]",
@@ -88,7 +88,7 @@ def run(sizes: Sizes, workdir: Path) -> list[Row]:
         ),
         Row(
             "torch",
-            f"{case}, {WORKERS} workers (adds {us['workers'] - us['new']:+.3g} us/batch)",
+            f"{case}, {WORKERS} workers (adds {figure(us['workers'] - us['new'], 'us/batch', signed=True)})",
             us["workers"],
             "us/batch",
             peer=f"{WORKERS} workers passing one new tensor",

@@ -21,6 +21,8 @@ model's batch size, from zero states (:class:`~seqbatch.keras.StatefulTraining`)
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
 import sys
 import time
@@ -28,11 +30,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-import keras
 import numpy as np
 
+from seqbatch._quiet_start import tensorflow_start_quiet
 from seqbatch.batcher import StreamBatcher
-from seqbatch.keras import StatefulTraining, StreamSequence
+
+with tensorflow_start_quiet():
+    import keras
+
+    from seqbatch.keras import StatefulTraining, StreamSequence
+
+    # keras.utils.set_random_seed imports TensorFlow wherever it is installed, on every Keras
+    # backend: it loads here instead, where its start-up log is silenced.
+    if importlib.util.find_spec("tensorflow") is not None:
+        importlib.import_module("tensorflow")
 
 #: Characters with their own id: newline and printable ASCII. Id 0 stands for any other.
 ALPHABET = "\n" + "".join(chr(c) for c in range(32, 127))
@@ -62,10 +73,12 @@ class DemoSize:
 
 
 #: The sizes of ``python -m seqbatch demo --size``. ``tiny`` is small enough for a test yet
-#: still shows the effect: on 2 CPU cores it trains both models in 6 to 8 s, and aligned
-#: streams beat shuffled rows by about 0.1 nats per character (0.12 and 0.10 for seeds 0
-#: and 1 with TensorFlow, 0.10 with torch). Its short windows leave more of the context to
-#: the state carried from window to window, where the alignment shows.
+#: still shows the effect: on 2 shared CPU cores (TensorFlow, load average 2) it trains and
+#: validates both models in 8 s (12 s from the command to its last line; the default size:
+#: 21 s and 30 s), and aligned streams beat shuffled rows by about 0.1 nats per character
+#: (0.12 and 0.10 for seeds 0 and 1 with TensorFlow, 0.10 with torch). Its short windows
+#: leave more of the context to the state carried from window to window, where the
+#: alignment shows.
 SIZES: dict[str, DemoSize] = {
     "tiny": DemoSize(80_000, 20_000, 1, batch_size=32, sequence_length=4, units=64),
     "default": DemoSize(480_000, 40_000, 1, batch_size=64, sequence_length=8, units=128),
@@ -272,9 +285,9 @@ def run(
     """Train the aligned and the shuffled-rows model and print their validation losses.
 
     Args:
-        size: ``"tiny"`` (seconds, and still a clear gap), ``"default"`` (about a minute on
-            2 CPU cores) or ``"large"``: how much text, and the defaults of the settings
-            below (see :data:`SIZES`).
+        size: ``"tiny"`` (8 s of training on 2 shared CPU cores, and still a clear gap),
+            ``"default"`` (21 s there) or ``"large"``: how much text, and the defaults of
+            the settings below (see :data:`SIZES`).
         epochs: epochs of training; None takes the size's.
         batch_size: parallel streams; None takes the size's.
         sequence_length: characters per window (the truncated-BPTT length); None takes the

@@ -10,7 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from benchmarks import many_series, packing, packing_fit, plan_scale
+from benchmarks.report import figure, number
 from benchmarks.sizes import QUICK
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,3 +79,49 @@ def test_quick_run_prints_every_row_and_draws_the_figure(tmp_path: Path) -> None
     assert len(grid_rows) == len(cells)
     assert sum("skipped: above the byte cap" in line for line in grid_rows) == 1
     assert (tmp_path / "benchmarks.svg").read_text().lstrip().startswith("<?xml")
+
+
+@pytest.mark.parametrize(
+    ("value", "written"),
+    [
+        (1107.4, "1,110 MB"),  # the peak RSS that the page once printed as 1.11e+03 MB
+        (6578.2, "6,580 MB"),
+        (2877.0, "2,880 MB"),
+        (999.6, "1,000 MB"),  # rounding carries into the thousands
+        (123_456_789.0, "123,000,000 MB"),
+        (134.2, "134 MB"),
+        (10.52, "10.5 MB"),
+        (3.6, "3.6 MB"),
+        (0.2378, "0.238 MB"),
+        (0.000_123_4, "0.000123 MB"),
+        (0.000_012_34, "0.0000123 MB"),
+        (0.000_012, "0.000012 MB"),
+        (0.0, "0 MB"),
+        (-4120.0, "-4,120 MB"),
+    ],
+)
+def test_figures_are_written_without_exponents(value: float, written: str) -> None:
+    assert figure(value, "MB") == written
+
+
+def test_signed_figures() -> None:
+    assert figure(0.0274, "us/batch", signed=True) == "+0.0274 us/batch"
+    assert figure(-0.0274, "us/batch", signed=True) == "-0.0274 us/batch"
+    assert figure(1234.0, "us/batch", signed=True) == "+1,230 us/batch"
+    assert figure(0.000_012_3, "us", signed=True) == "+0.0000123 us"
+
+
+@pytest.mark.parametrize(
+    ("n", "written"),
+    [
+        (10**5, "1e5"),
+        (10**8, "1e8"),
+        (10_000, "1e4"),
+        (1000, "1,000"),
+        (838_860, "838,860"),
+        (20_000, "20,000"),
+        (7, "7"),
+    ],
+)
+def test_counts_are_written_as_people_read_them(n: int, written: str) -> None:
+    assert number(n) == written

@@ -17,8 +17,17 @@ from seqbatch.__main__ import main
 ROOT = Path(__file__).resolve().parents[1]
 
 
+#: A line of TensorFlow's C++ log ("I0000 00:00:1796300543.457306   29090 port.cc:153] ..."),
+#: or the one absl writes before it is set up.
+NATIVE_LOG_LINE = re.compile(
+    r"^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+:\d+\] |absl::InitializeLog"
+)
+
+
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    # As a new user runs it: TensorFlow's log level left unset.
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env["PYTHONPATH"] = str(ROOT)
     return subprocess.run(
         [sys.executable, "-m", "seqbatch", *args],
         capture_output=True,
@@ -107,6 +116,11 @@ def test_tiny_demo_in_a_log_shows_the_gap_one_line_per_epoch() -> None:
     done = run_cli("demo", "--size", "tiny")
     assert done.returncode == 0, done.stderr
     out = done.stdout
+    # Nothing before the report: no start-up log of TensorFlow (which Keras imports on every
+    # backend), no error line about CUDA on a machine without a GPU.
+    assert done.stderr == ""
+    assert out.startswith("Text: 80,000 training and 20,000 validation characters"), out[:2000]
+    assert not [line for line in out.splitlines() if NATIVE_LOG_LINE.search(line)]
     # A pipe, as in CI or `> log`: Keras's progress bar would write \r, \b and colours.
     assert not {"\r", "\b", "\x1b"} & set(out)
     epochs = [line for line in out.splitlines() if line.startswith("  epoch")]
@@ -119,6 +133,36 @@ def test_tiny_demo_in_a_log_shows_the_gap_one_line_per_epoch() -> None:
     # loss by about 0.02.
     assert shuffled - aligned > 0.05, out
     assert "x (32, 4) int32" in out and "LSTM of 64 units" in out
+
+
+def test_demo_import_quiets_tensorflow_unless_its_log_level_is_set() -> None:
+    code = "import os, seqbatch.demo; print(os.environ['TF_CPP_MIN_LOG_LEVEL'])"
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env["PYTHONPATH"] = str(ROOT)
+    quiet = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, "3\n", "")
+    env["TF_CPP_MIN_LOG_LEVEL"] = "1"
+    chosen = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert (chosen.returncode, chosen.stdout) == (0, "1\n"), chosen.stderr
+
+
+def test_silenced_native_output_keeps_python_messages() -> None:
+    code = textwrap.dedent(
+        """
+        import os, sys, warnings
+        from seqbatch._quiet_start import native_stderr_discarded
+        with native_stderr_discarded():
+            os.write(2, b"from C\\n")
+            warnings.warn("from Python")
+        os.write(2, b"after\\n")
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0
+    lines = done.stderr.splitlines()
+    assert "from C" not in done.stderr
+    assert lines[0].endswith("UserWarning: from Python") and lines[-1] == "after", done.stderr
 
 
 class Terminal(io.StringIO):

@@ -58,8 +58,9 @@ class BackupAndRestore(keras.callbacks.Callback):
         save_freq: ``"epoch"``: save at the end of every epoch; an int ``n``: save after
             every ``n``-th training step, counted from the start of training (a save due
             after an epoch's last batch waits for the epoch's end, after validation).
-        delete_checkpoint: delete the checkpoint when ``fit()`` ends normally (and the
-            directory too, if nothing else is left in it).
+        delete_checkpoint: delete the checkpoint when ``fit()`` ends normally, and then
+            ``backup_dir`` itself if nothing else is in it, even a directory you made: a
+            later look finds no directory at all. ``False`` keeps both.
 
     Raises:
         TypeError: ``delete_checkpoint`` is not a bool, or ``save_freq`` is neither
@@ -78,10 +79,13 @@ class BackupAndRestore(keras.callbacks.Callback):
         ...     keras.layers.Dense(1),
         ... ])
         >>> model.compile(optimizer="adam", loss="mse")
-        >>> backup = seqbatch.keras.BackupAndRestore(tempfile.mkdtemp(), save_freq=4)
+        >>> backup_dir = tempfile.mkdtemp()
+        >>> backup = seqbatch.keras.BackupAndRestore(backup_dir, save_freq=4)
         >>> history = model.fit(
         ...     seqbatch.keras.StreamSequence(batches), shuffle=False, epochs=2, verbose=0,
         ...     callbacks=[backup, seqbatch.keras.StatefulTraining()])
+        >>> import os; os.path.exists(backup_dir)  # fit() ended: checkpoint and directory gone
+        False
     """
 
     def __init__(
