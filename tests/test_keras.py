@@ -60,31 +60,18 @@ def test_stream_reset_zeroes_exactly_the_flagged_streams(rnn_class: type) -> Non
         np.testing.assert_allclose(out[i], expected, rtol=1e-5, atol=1e-5)
 
 
-def test_stream_reset_around_a_bidirectional_layer() -> None:
-    B, W, F = 3, 4, 2
-
-    def bidirectional() -> keras.layers.Layer:
-        return keras.layers.Bidirectional(
-            keras.layers.LSTM(3, stateful=True, return_sequences=True)
-        )
-
-    layer = bidirectional()
-    model = reset_model(B, W, F, layer)
-    # The reference: the same layer without StreamReset, whose rows never reset.
-    x_in = keras.Input(batch_shape=(B, W, F))
-    plain = keras.Model(x_in, bidirectional()(x_in))
-    plain.set_weights(model.get_weights())
-    rng = np.random.default_rng(1)
-    x1, x2 = rng.normal(size=(2, B, W, F)).astype("float32")
-    flags = np.array([False, True, False])
-    model.predict([x1, np.ones(B)], verbose=0)
-    out = model.predict([x2, flags], verbose=0)
-    reset_states(plain)  # which also makes plain Keras layers carry their states on JAX
-    plain.predict(x1, verbose=0)
-    continued = plain.predict(x2, verbose=0)
-    reset_states(plain)
-    fresh = plain.predict(x2, verbose=0)
-    np.testing.assert_allclose(out, np.where(flags[:, None, None], fresh, continued), atol=1e-5)
+def test_stream_reset_refuses_a_stateful_bidirectional_layer() -> None:
+    """Per-stream flags cannot help a backward direction: its state never continues a stream."""
+    layer = keras.layers.Bidirectional(
+        keras.layers.LSTM(3, stateful=True, return_sequences=True), name="both_ways"
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"A stateful RNN must run forwards in time on seqbatch batches: the layer "
+        r"'backward_lstm\w*' of Bidirectional 'both_ways' runs backwards.*Received: "
+        r"Bidirectional 'both_ways' of LSTM\(stateful=True\)",
+    ):
+        reset_model(3, 4, 2, layer)
 
 
 def per_series_reference(

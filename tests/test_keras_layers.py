@@ -1,9 +1,9 @@
 """StreamReset: per-stream resets around every kind of RNN, and per-step resets (packed windows).
 
 Run under each Keras backend (``KERAS_BACKEND=tensorflow``, ``jax``, ``torch``). Models are
-called directly, batch after batch: a direct call carries a stateful layer's state on every
-backend, whereas the JAX trainer's ``predict`` and ``fit`` do not carry an RNN's untracked state
-variables (DESIGN.md). References never share code with the layer under test: a stateless
+called directly, batch after batch, where a test reads the outputs of each call; ``fit`` and
+``predict`` carry the states on every backend too (on JAX through ``carry_states``, see
+docs/backends.md). References never share code with the layer under test: a stateless
 copy of the RNN run on each series alone from zero state, or the numpy LSTM of
 ``tests/replay.py``. Inputs are value-encoded (``tests/encoded.py``, scaled by 1/4000), so the
 series and step behind every output are read back from the input itself.

@@ -26,6 +26,21 @@ on the TensorFlow, JAX and torch backends, with the same results.
 
 from __future__ import annotations
 
+import os
+
+try:
+    import keras  # noqa: F401
+except ImportError as err:
+    _backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    _extra = {"tensorflow": "tf"}.get(_backend, _backend)
+    _keras = "" if _extra == "tf" else "keras "
+    raise ModuleNotFoundError(
+        f"seqbatch.keras needs Keras 3 and the framework of its backend, "
+        f"KERAS_BACKEND={_backend} ({err}): python -m pip install {_keras}"
+        f'"seqbatch[{_extra}]"',
+        name=err.name,
+    ) from err
+
 from seqbatch.keras.backup import BackupAndRestore
 from seqbatch.keras.batch_size import with_batch_size
 from seqbatch.keras.callbacks import StatefulTraining

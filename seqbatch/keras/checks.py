@@ -5,7 +5,8 @@ A batch size that differs between the model and the data fails deep inside the g
 under ``tf.distribute`` in an ``AddN``); targets with a time axis that the model's output
 lacks, or the reverse, broadcast in the loss and train silently; ``steps_per_epoch`` other
 than the number of batches makes Keras carry one iterator across epochs, so that an epoch
-starts where the last one stopped. Each is refused here, naming both sides.
+starts where the last one stopped. Each is refused here, naming both sides; and
+``validation_split``, which cannot give validation streams of their own.
 
 Under ``keras.distribution`` with several processes the model is one program over the
 global batch: with ``auto_shard_dataset=False`` each process feeds its part of it, and with
@@ -60,6 +61,7 @@ def check_call(
         _check_targets(call.model, shapes, (rows, *y_shape[1:]))
     fit = call.fit
     if fit is not None:
+        check_validation_split(fit, input_shapes[0])
         name = "steps_per_epoch" if call.training else "validation_steps"
         given = fit.arguments.get(name)
         if given is not None and given != steps:
@@ -69,6 +71,32 @@ def check_call(
                 "an epoch starts with the batches that the last one left, in another epoch's "
                 f"layout, while the model starts from fresh states. Received: {name}={given}"
             )
+
+
+def check_validation_split(fit: KerasCall, x_shape: Sequence[int]) -> None:
+    """Raise ``ValueError`` if ``fit`` was given a ``validation_split``, naming the fix.
+
+    Keras splits arrays by rows, never a dataset: validation needs streams of its own, in a
+    batcher of its own. Keras refuses the split itself when ``validation_data`` is None (for
+    a :class:`~seqbatch.keras.StreamSequence`, with this message) and ignores it otherwise.
+
+    Args:
+        fit: the running ``fit()``.
+        x_shape: the shape of ``x`` in a batch, ``(batch_size, sequence_length, ...)``.
+    """
+    given = fit.arguments.get("validation_split")
+    if not given:
+        return
+    batch_size, length = x_shape[:2]
+    raise ValueError(
+        "`validation_split` must be 0 (its default) on seqbatch batches: Keras can only split "
+        "arrays, by rows, and validation needs streams of its own, batched like the training "
+        "streams. Hold some series out and pass them in a batcher of their own: "
+        "fit(..., validation_data=seqbatch.keras.StreamSequence(seqbatch.StreamBatcher("
+        f"held_out, batch_size={batch_size}, sequence_length={length}))), or "
+        "seqbatch.tf.to_dataset of that batcher on the tf.data path. Received: "
+        f"validation_split={given!r}"
+    )
 
 
 def check_process_split() -> None:

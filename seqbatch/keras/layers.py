@@ -79,16 +79,17 @@ class StreamReset(keras.layers.Wrapper):
     use ``with_batch_size(model, 1, series=[j], batches=batches)``.
 
     Args:
-        layer: a stateful RNN layer (``LSTM(..., stateful=True)``, ``GRU``, ``SimpleRNN``,
-            ``ConvLSTM1D``, ``keras.layers.RNN`` of a cell or of a list of cells) or, for
-            ``(B,)`` flags only, a ``Bidirectional`` of one.
+        layer: a stateful RNN layer that runs forwards (``LSTM(..., stateful=True)``,
+            ``GRU``, ``SimpleRNN``, ``ConvLSTM1D``, ``keras.layers.RNN`` of a cell or of a
+            list of cells).
         **kwargs: ``keras.layers.Layer`` arguments (``name``, ...).
 
     Raises:
         ValueError: ``layer`` is not a stateful RNN; or, when the model is built, ``reset``
-            is neither ``(B,)`` nor ``(B, W)``, or ``(B, W)`` flags meet a layer that runs
-            backwards (``Bidirectional``, ``go_backwards=True``), whose state would cross
-            from one series into the one before it.
+            is neither ``(B,)`` nor ``(B, W)``, or ``layer`` runs backwards
+            (``Bidirectional``, ``go_backwards=True``): with ``(B, W)`` flags its state would
+            cross from one series into the one before it, and with ``(B,)`` flags it would
+            never continue a stream.
 
     Examples:
         Stream 0 starts over in the second batch, stream 1 goes on:
@@ -126,8 +127,7 @@ class StreamReset(keras.layers.Wrapper):
     def __init__(self, layer: keras.layers.Layer, **kwargs: Any) -> None:
         if not getattr(layer, "stateful", False) or not hasattr(layer, "states"):
             raise ValueError(
-                "`layer` must be a stateful RNN layer (stateful=True), or a Bidirectional "
-                f"of one. Received: layer={layer!r}"
+                f"`layer` must be a stateful RNN layer (stateful=True). Received: layer={layer!r}"
             )
         super().__init__(layer, **kwargs)
         self._steps: keras.layers.RNN | None = None

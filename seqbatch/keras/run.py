@@ -5,8 +5,47 @@ Keras 3 hands a ``PyDataset`` and a callback none of ``fit()``'s arguments: a da
 callbacks, nor even which model it feeds. Yet each of those decides whether a stateful model
 trains on aligned streams, and a refusal must come before the first step. The hooks run
 inside the trainer's method, a few frames down, so its arguments are read there: the one
-place where they exist before training starts. Each Keras internal this relies on (the
-method names, the locals read) has a test in ``tests/test_keras_internals.py``.
+place where they exist before training starts.
+
+Every Keras internal that ``seqbatch.keras`` relies on (Keras 3.15.1): what uses it, and the
+test of ``tests/test_keras_internals.py`` that fails when a Keras release changes it.
+
+* The frames of ``fit``, ``evaluate`` and ``predict``, and their locals ``x``, ``epoch``,
+  ``initial_epoch``, ``epochs``, ``steps_per_epoch``, ``validation_steps``,
+  ``validation_data``, ``validation_split``, ``callbacks`` (``CallbackList.callbacks``),
+  ``epoch_iterator``: ``running_call``, so every check, ``StatefulTraining`` and
+  ``BackupAndRestore``. ``test_dataset_hooks_run_inside_fit_with_its_arguments``,
+  ``test_dataset_hooks_run_inside_evaluate_and_predict``.
+* The probe's frame, ``_symbolic_build`` (``_maybe_symbolic_build`` on TensorFlow):
+  ``KerasCall.probe``. ``test_the_probe_runs_in_symbolic_build``.
+* The data adapter's ``py_dataset``, ``shuffle`` and ``enqueuer`` (``start``, ``stop``,
+  ``is_running``, ``ready_queue``), stopped before the end hook: ``StreamSequence``.
+  ``test_the_adapter_stops_its_workers_before_the_end_hook``.
+* ``epoch_iterator.steps_per_epoch`` and ``_num_batches``, read every epoch:
+  ``BackupAndRestore``. ``test_the_epoch_iterator_reads_its_num_batches_every_epoch``.
+* ``Model._initial_epoch``, read after ``on_train_begin``: ``BackupAndRestore``.
+  ``test_initial_epoch_set_on_the_model_in_on_train_begin_starts_fit_there``.
+* ``Layer._flatten_layers``: ``stateful_rnns``, ``check_runs_forwards``,
+  ``with_batch_size``, ``BackupAndRestore``.
+  ``test_flatten_layers_reaches_nested_models_and_wrappers``.
+* ``Layer._seed_generators``, whose entries' ``state`` is in ``variables`` and not in
+  ``weights``: ``carry_states`` on JAX.
+  ``test_layer_variables_list_the_state_of_seed_entries_and_weights_do_not``.
+* ``RNN.inner_loop``: ``carry_states`` on torch.
+  ``test_rnn_call_hands_its_initial_state_to_inner_loop``.
+* ``Variable._autocast``: ``carry_states`` on torch.
+  ``test_a_variable_without_autocast_is_assigned_inside_an_autocast_scope``.
+* ``Model.jax_state_sync``: every read or write of a state on JAX.
+  ``test_jax_state_sync_puts_the_trainers_values_into_the_variables``.
+* ``Layer._tracker.untrack``: ``with_batch_size``.
+  ``test_an_untracked_cell_replaced_by_another_leaves_only_that_ones_weights``.
+* ``RNN._maybe_config_dropout_masks`` and ``_maybe_reset_dropout_masks``: ``StreamReset``
+  with per-step flags. ``test_rnn_dropout_masks_are_drawn_once_by_its_helpers``.
+* ``fit(validation_split=...)`` looks ``x.__array__`` up before any hook runs:
+  ``StreamSequence``.
+  ``test_fit_looks_x_up_for_an_array_interface_before_any_hook_for_validation_split``.
+* ``Model.loss`` and ``Model.outputs``: ``checks``.
+  ``test_compiled_loss_and_outputs_are_attributes``.
 """
 
 from __future__ import annotations

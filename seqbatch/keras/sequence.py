@@ -12,7 +12,7 @@ from seqbatch import _checks, _weights
 from seqbatch.batch import reset_flags
 from seqbatch.batcher import Batch, StreamBatcher
 from seqbatch.keras.callbacks import StatefulTraining
-from seqbatch.keras.checks import check_call, check_process_split
+from seqbatch.keras.checks import check_call, check_process_split, check_validation_split
 from seqbatch.keras.run import KerasCall, running_call
 from seqbatch.keras.states import carry_states, stateful_rnns
 
@@ -64,7 +64,9 @@ class StreamSequence(keras.utils.PyDataset):
     ``steps_per_epoch`` or ``validation_steps`` other than ``len(self)``, a model whose
     stateful RNNs were built for another batch size (per replica under ``tf.distribute``),
     a ``keras.distribution`` that would deal its batches to several processes by index,
-    and targets that a built-in loss would broadcast against the model's output; it makes
+    targets that a built-in loss would broadcast against the model's output, a
+    ``validation_split`` (validate on a batcher of its own, ``validation_data=``), and a
+    stateful RNN that runs backwards (``Bidirectional``, ``go_backwards=True``); it makes
     the model carry its states on JAX and torch (:func:`carry_states`); and it warns when a
     stateful model is fitted for several epochs, or with validation, without
     :class:`StatefulTraining`.
@@ -166,6 +168,16 @@ class StreamSequence(keras.utils.PyDataset):
         batch = self.batches[self._first_batch + index]
         return _element(batch, self.reset_input, self.sample_weight, self._real_step_weight())
 
+    @property
+    def __array__(self) -> Any:
+        # Keras's fit(validation_split=...) asks whether x has `__array__` before any hook of
+        # a dataset runs, and refuses what lacks it without naming a fix: the one place where
+        # seqbatch's refusal can come first. Everywhere else, this sequence has none.
+        call = running_call()
+        if call is not None and call.method == "fit":
+            check_validation_split(call, (self.batches.batch_size, self.batches.sequence_length))
+        raise AttributeError(f"'{type(self).__name__}' object has no attribute '__array__'")
+
     def _start_pass_at(self, first_batch: int) -> None:
         """Serve the rest of an epoch from ``first_batch`` on, until the pass ends.
 
@@ -188,11 +200,11 @@ class StreamSequence(keras.utils.PyDataset):
             return
         try:
             self._check(call)
+            carry_states(call.model)
         except Exception:
             # Let the adapter close its pass (and stop its workers) before failing.
             call.adapter.on_epoch_end()
             raise
-        carry_states(call.model)
         if call.epoch is None:
             return
         self._epoch = call.epoch
