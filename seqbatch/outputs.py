@@ -133,7 +133,7 @@ def _per_batch(outputs: Any, n: int, B: int) -> np.ndarray:
 def _provenance(batches: StreamBatcher, n: int) -> tuple[np.ndarray, np.ndarray]:
     """``(n, B, W)`` int64: the series and the step of every slot of the epoch, -1 on padding."""
     plan, streams = batches.plan, slice(batches.streams.start, batches.streams.stop)
-    if batches.series_boundary == "pack":
+    if batches.packed:
         steps = [plan.steps(k, streams) for k in range(n)]
         return np.stack([s.series for s in steps]), np.stack([s.position for s in steps])
     t = plan.table()
