@@ -270,6 +270,13 @@ class StreamBatcher:
             targets = Ragged(steps, series.offsets)
         return cls(series, targets, **kwargs)
 
+    def __copy__(self) -> StreamBatcher:
+        # The same view (data, readers, plans), and a cursor of its own.
+        other = object.__new__(type(self))
+        other.__dict__.update(self.__dict__)
+        other._cursor = copy.copy(self._cursor)
+        return other
+
     @property
     def view(self) -> EpochView:
         """The pure part of this batcher: batch ``k`` of any epoch, reading moves nothing.
@@ -419,7 +426,6 @@ class StreamBatcher:
             )
         shard = copy.copy(self)
         shard._view = self._view.shard(index, count)
-        shard._cursor = copy.copy(self._cursor)
         return shard
 
     def __len__(self) -> int:
