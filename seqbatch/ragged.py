@@ -2,7 +2,7 @@
 
 A corpus of a million documents is one flat array of ``N`` steps and ``S + 1`` offsets,
 series ``s`` being ``values[offsets[s]:offsets[s + 1]]``: the form a tokenizer writes, and
-the form in which a batch of any layout is one gather (:class:`seqbatch.source.WindowReader`).
+the form in which a batch of any layout is one gather (:class:`seqbatch.reader.WindowReader`).
 A list of in-memory arrays is brought into it too, without a copy when the arrays already lie
 end to end in one buffer (``np.split`` of an array, say).
 """

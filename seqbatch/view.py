@@ -20,7 +20,8 @@ import numpy as np
 
 from seqbatch.batch import Batch
 from seqbatch.plan import Align, Layout, StreamPlan, Window
-from seqbatch.source import WindowReader, portable_list, strided_windows
+from seqbatch.reader import WindowReader
+from seqbatch.source import portable_list, strided_windows
 
 _KEPT = 2  # epochs whose plans are kept: an epoch and the next, all that readers in order need
 
