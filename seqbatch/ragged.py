@@ -20,7 +20,7 @@ class Ragged(Sequence[Any]):
     """Series ``s`` is ``values[offsets[s]:offsets[s + 1]]``; reads nothing of ``values``.
 
     It is a sequence of the series, so that what reads one series reads it here too, but a
-    reader that knows it gathers from :attr:`values` directly.
+    reader that knows it gathers from ``values`` directly.
 
     Args:
         values: ``(N, *features)``, a numpy array or memory map (or anything that slices).
