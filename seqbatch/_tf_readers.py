@@ -5,7 +5,6 @@ Used by :mod:`seqbatch.tf`; importing this module imports TensorFlow.
 
 from __future__ import annotations
 
-import copy
 import functools
 from collections.abc import Sequence
 
@@ -16,6 +15,7 @@ from seqbatch.batch import reset_flags
 from seqbatch.batcher import StreamBatcher
 from seqbatch.plan import Window
 from seqbatch.ragged import Ragged, lengths_of
+from seqbatch.view import EpochView
 
 
 class PassEpochs:
@@ -56,13 +56,6 @@ def _epochs(epochs: PassEpochs, replicas: int) -> tf.data.Dataset:
         return taken[0], taken[1] * replicas
 
     return tf.data.Dataset.from_tensors(0).map(next_pass)
-
-
-def _at_epoch(batches: StreamBatcher, epoch: int) -> StreamBatcher:
-    """``batches`` laid out as ``epoch``, leaving ``batches`` itself unchanged."""
-    other = copy.copy(batches)
-    other.set_epoch(epoch)
-    return other
 
 
 def carried_by(dtype: np.dtype, name: str) -> str:
@@ -157,7 +150,7 @@ class GraphReader:
     def table(self, epoch: int) -> tuple[np.ndarray, ...]:
         """Per element: real steps, reset, and the buffer index of its first x and y step."""
         batches = self.batches
-        t = _at_epoch(batches, epoch).plan.table()
+        t = batches.plan_at(epoch).table()
         # Replica r of batch k holds rows [r*b, (r+1)*b) of the pipeline's batch k, so
         # (batch, replica) order is the row-major reshape of the (batch, stream) table.
         streams = slice(batches.streams.start, batches.streams.stop)
@@ -237,7 +230,7 @@ class PackedGraphReader(GraphReader):
     def table(self, epoch: int) -> tuple[np.ndarray, ...]:
         """The line's segment starts and offsets to the buffers; per element, first position
         and real steps of each window."""
-        plan = _at_epoch(self.batches, epoch).plan
+        plan = self.batches.plan_at(epoch)
         seg = plan.segments()
         line = np.concatenate(([0], np.cumsum(seg.length)))
         base = line[np.searchsorted(seg.stream, np.arange(plan.batch_size))]
@@ -287,21 +280,21 @@ class NumpyReader:
             specs.append(
                 (_tf_dtype(batches.target_dtype, "y"), (rows, *steps, *batches.target_shape))
             )
-        packed = batches.series_boundary == "pack"
+        packed = batches.packed
         specs.append((tf.float32, (rows, W) if packed else (rows,)))
         if with_weight:
             specs.append((tf.float32, (rows, W) if batches.return_sequences else (rows,)))
         self.specs = specs
 
-    @functools.lru_cache(maxsize=2)  # noqa: B019 - one reader per dataset, two epochs at most
-    def shards(self, epoch: int, seed: int) -> list[StreamBatcher]:
-        """The batchers of each replica's rows in ``epoch``, made once per epoch and seed.
+    @functools.lru_cache(maxsize=2)  # noqa: B019 - one reader per dataset, two seeds at most
+    def shards(self, seed: int) -> list[EpochView]:
+        """The views of each replica's rows, made once per seed.
 
         The seed is part of the key: ``load_state_dict`` may give the batcher the seed of a
         checkpoint after a pass (Keras's probe) has read an epoch with the old one.
         """
-        at_epoch = _at_epoch(self.batches, epoch)
-        return [at_epoch.shard(r, self.replicas) for r in range(self.replicas)]
+        view = self.batches.view
+        return [view.shard(r, self.replicas) for r in range(self.replicas)]
 
     def passes(self, epochs: PassEpochs) -> tf.data.Dataset:
         """Per element of every pass: its epoch and its index in the pass."""
@@ -313,7 +306,7 @@ class NumpyReader:
     def read_numpy(self, epoch: np.int64, j: np.int64) -> list[np.ndarray]:
         """Element ``j`` of ``epoch`` as arrays: x, y (with targets), reset, weight (if asked)."""
         k, r = divmod(int(j), self.replicas)
-        b = self.shards(int(epoch), self.batches.seed)[r][k]
+        b = self.shards(self.batches.seed)[r].batch(int(epoch), k)
         out = [_native(b.x)]
         if b.y is not None:
             out.append(_native(b.y))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import numbers
-import warnings
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal, overload
 
@@ -13,20 +12,19 @@ import numpy as np
 from seqbatch import _checks
 from seqbatch import state as _state
 from seqbatch.batch import Batch
+from seqbatch.cursor import Cursor
 from seqbatch.ends import SeriesEnd, series_end
 from seqbatch.outputs import by_series
 from seqbatch.plan import Align, Layout, StreamPlan, Window
 from seqbatch.ragged import Ragged, gathered, lengths_of, open_ragged
 from seqbatch.source import (
     Joined,
-    WindowReader,
     open_series,
     open_series_list,
     open_targets,
     parse_targets,
-    portable_list,
-    strided_windows,
 )
+from seqbatch.view import EpochView, LayoutSpec
 
 if TYPE_CHECKING:
     import keras
@@ -48,8 +46,12 @@ class StreamBatcher:
     Args:
         data: one series ``(T, *features)`` or a list or tuple of series with the same feature
             shape and dtype. A series is a numpy array, an ``np.memmap``, a path to a ``.npy``
-            file (opened as a memmap) or anything with ``shape``, ``dtype`` and slicing (h5py,
-            zarr); other array-likes go through ``np.asarray``.
+            file (opened as a memmap), a torch or TensorFlow tensor in host memory (read in
+            place) or anything with ``shape``, ``dtype`` and slicing (h5py, zarr); other
+            array-likes go through ``np.asarray``. A list of arrays in memory is held as one
+            array, so that every batch is one gather: in place when they are slices of one
+            array that lie end to end (``np.split`` makes them so), else copied once into
+            one. Many series already end to end: :meth:`from_offsets`.
         targets: ``None`` (no ``y``), ``"next"`` (the next step: the same as ``1``), an int
             ``k >= 1`` (the step ``k`` ahead; the last ``k`` steps of each series have no target),
             or target arrays with the structure of ``data`` and the same number of steps.
@@ -139,7 +141,7 @@ class StreamBatcher:
         shuffle: bool = False,
         seed: int | None = None,
     ) -> None:
-        self.batch_size = _checks.positive_int("batch_size", batch_size)
+        batch_size = _checks.positive_int("batch_size", batch_size)
         self.sequence_length = _checks.positive_int("sequence_length", sequence_length)
         self.return_sequences = _checks.boolean("return_sequences", return_sequences)
         _checks.one_of("remainder", remainder, ("drop", "pad"))
@@ -151,7 +153,7 @@ class StreamBatcher:
         self.shuffle = _checks.boolean("shuffle", shuffle)
         if seed is None:
             seed = int(np.random.SeedSequence().generate_state(1)[0])
-        self.seed = _checks.seed("seed", seed)
+        seed = _checks.seed("seed", seed)
         self.shift, target_data = parse_targets(targets)
 
         series: Sequence[Any]
@@ -178,25 +180,28 @@ class StreamBatcher:
                 f"target. Received: targets={self.shift}, but series {i} has "
                 f"{int(series[i].shape[0])} steps"
             )
-        self._sources = series
-        self._target_sources = series if target_series is None else target_series
-        self._has_targets = self.shift > 0 or target_series is not None
-        self._layout: Layout = (
+        layout: Layout = (
             "split"
             if len(series) == 1 and (single or series_boundary == "concat")
             else ("pack" if series_boundary == "pack" else "whole")
         )
-        self._lengths = lengths
-        self._total_streams = self.batch_size
-        self._streams = slice(0, self.batch_size)
-        self._epoch = 0
-        # Where iteration stands (the batch after the last one handed over), and the batch
-        # that every pass over this epoch starts at: 0, or a restored position until a pass
-        # has handed over the epoch's last batch.
-        self._next_batch = 0
-        self._resume_at = 0
-        self._plan = self._make_plan(0)
-        self._start_caches()
+        spec = LayoutSpec(
+            lengths=lengths,
+            layout=layout,
+            streams_total=batch_size,
+            sequence_length=self.sequence_length,
+            remainder=remainder,
+            align=align,
+            shift=self.shift,
+            shuffle=self.shuffle,
+            return_sequences=self.return_sequences,
+            has_targets=self.shift > 0 or target_series is not None,
+            packed=series_boundary == "pack",
+        )
+        targets_from = series if target_series is None else target_series
+        self._view = EpochView(series, targets_from, spec, seed, slice(0, batch_size))
+        self._view.plan(0)  # laid out now: data that cannot fill the streams is refused here
+        self._cursor = Cursor()
 
     @classmethod
     def from_offsets(
@@ -265,73 +270,61 @@ class StreamBatcher:
             targets = Ragged(steps, series.offsets)
         return cls(series, targets, **kwargs)
 
-    def _start_caches(self) -> None:
-        """Empty the caches derived from the data: built on first use, never pickled."""
-        self._view_cache: tuple[StreamPlan | None, Any] = (None, None)
-        self._ones_cache: np.ndarray | None = None
-        self._x_reader = WindowReader(self._sources, self.sequence_length)
-        self._y_reader = (
-            self._x_reader
-            if self.return_sequences and self._target_sources is self._sources
-            else WindowReader(
-                self._target_sources, self.sequence_length if self.return_sequences else 1
-            )
-        )
-
-    @property
-    def _ones(self) -> np.ndarray:
-        """The ``(B, W)`` weights of a full batch, shared read-only; made at the first batch."""
-        if self._ones_cache is None:
-            ones = np.ones((self.batch_size, self.sequence_length), dtype=np.float32)
-            ones.flags.writeable = False
-            self._ones_cache = ones
-        return self._ones_cache
-
-    def __getstate__(self) -> dict[str, Any]:
-        # Pickled for worker processes: the data once, memory maps as a reference to their
-        # file, and the epoch. Not the caches: the window views alone would pickle as
-        # sequence_length copies of the data.
-        state = {
-            k: v
-            for k, v in self.__dict__.items()
-            if k not in ("_view_cache", "_ones_cache", "_x_reader", "_y_reader", "_plan")
-        }
-        state["_sources"] = portable_list(self._sources)
-        if self._target_sources is not self._sources:
-            state["_target_sources"] = portable_list(self._target_sources)
-        else:
-            state["_target_sources"] = state["_sources"]
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._plan = self._make_plan(self._epoch if self.shuffle else 0)
-        self._start_caches()
-
     def __copy__(self) -> StreamBatcher:
-        # The same data and caches, in one process: not the pickled state.
+        # The same view (data, readers, plans), and a cursor of its own.
         other = object.__new__(type(self))
         other.__dict__.update(self.__dict__)
+        other._cursor = copy.copy(self._cursor)
         return other
 
-    def _make_plan(self, epoch: int) -> StreamPlan:
-        return StreamPlan(
-            self._lengths,
-            batch_size=self._total_streams,
-            sequence_length=self.sequence_length,
-            layout=self._layout,
-            remainder=self.remainder,
-            align=self.align,
-            no_target=self.shift,
-            shuffle=self.shuffle,
-            seed=self.seed,
-            epoch=epoch,
-        )
+    @property
+    def view(self) -> EpochView:
+        """The pure part of this batcher: batch ``k`` of any epoch, reading moves nothing.
+
+        What adapters read, with ``(epoch, k)`` keys; see :mod:`seqbatch.view`.
+        """
+        return self._view
+
+    @property
+    def batch_size(self) -> int:
+        """The number of streams, the rows of every batch (of this shard, on a shard)."""
+        return self._view.batch_size
+
+    @property
+    def seed(self) -> int:
+        """The seed of the shuffle (the one of a restored state after ``load_state_dict``)."""
+        return self._view.seed
+
+    @property
+    def packed(self) -> bool:
+        """Whether series lie end to end in each stream (``series_boundary="pack"``)."""
+        return self._view.packed
 
     @property
     def plan(self) -> StreamPlan:
         """The layout of the current epoch (all streams, also on a shard)."""
-        return self._plan
+        return self._view.plan(self._cursor.epoch)
+
+    def plan_at(self, epoch: int) -> StreamPlan:
+        """The layout of ``epoch``, whatever epoch this batcher stands at; moves nothing."""
+        return self._view.plan(_checks.non_negative_int("epoch", epoch))
+
+    def batch_at(self, epoch: int, k: int) -> Batch:
+        """Batch ``k`` of ``epoch``, whatever epoch this batcher stands at; moves nothing.
+
+        A pure function of the data, the arguments, the seed, ``epoch`` and ``k``: what the
+        torch, grain and tf.data adapters read.
+
+        Examples:
+            >>> import numpy as np, seqbatch
+            >>> batches = seqbatch.StreamBatcher(np.arange(50), batch_size=2, sequence_length=4,
+            ...                                  shuffle=True, seed=1)
+            >>> ahead = batches.batch_at(2, 0)
+            >>> batches.set_epoch(2)
+            >>> (batches[0].x == ahead.x).all(), batches.batch_at(0, 0).position.tolist()
+            (np.True_, [1, 25])
+        """
+        return self._view.batch(_checks.non_negative_int("epoch", epoch), k)
 
     @property
     def epoch(self) -> int:
@@ -340,12 +333,12 @@ class StreamBatcher:
         With ``shuffle=True`` the batches follow its layout; otherwise every epoch has the
         same batches, and the number only counts epochs (``plan.epoch`` stays 0).
         """
-        return self._epoch
+        return self._cursor.epoch
 
     @property
     def streams(self) -> range:
         """The streams of :attr:`plan` that this batcher yields (all but on a shard)."""
-        return range(self._streams.start, self._streams.stop)
+        return range(self._view.streams.start, self._view.streams.stop)
 
     @property
     def sources(self) -> Sequence[Any]:
@@ -353,37 +346,39 @@ class StreamBatcher:
 
         With ``series_boundary="concat"`` that is one :class:`seqbatch.source.Joined`.
         """
-        return self._sources
+        return self._view.sources
 
     @property
     def target_sources(self) -> Sequence[Any]:
         """The series ``y`` is read from: :attr:`sources` itself for steps-ahead targets."""
-        return self._target_sources
+        return self._view.target_sources
 
     @property
     def feature_shape(self) -> tuple[int, ...]:
         """The shape of one step of ``x``."""
-        return tuple(self._sources[0].shape[1:])
+        return tuple(self.sources[0].shape[1:])
 
     @property
     def target_shape(self) -> tuple[int, ...] | None:
         """The shape of one step of ``y``, or None without targets."""
-        return tuple(self._target_sources[0].shape[1:]) if self._has_targets else None
+        has = self._view.layout.has_targets
+        return tuple(self.target_sources[0].shape[1:]) if has else None
 
     @property
     def dtype(self) -> np.dtype:
         """The dtype of ``x`` (the data's, never cast)."""
-        return np.dtype(self._sources[0].dtype)
+        return np.dtype(self.sources[0].dtype)
 
     @property
     def target_dtype(self) -> np.dtype | None:
         """The dtype of ``y``, or None without targets."""
-        return np.dtype(self._target_sources[0].dtype) if self._has_targets else None
+        has = self._view.layout.has_targets
+        return np.dtype(self.target_sources[0].dtype) if has else None
 
     @property
     def in_memory(self) -> bool:
         """True when all data is in numpy arrays that are not memory-mapped files."""
-        sources = [*_arrays_of(self._sources), *_arrays_of(self._target_sources)]
+        sources = [*_arrays_of(self.sources), *_arrays_of(self.target_sources)]
         return all(type(s) is np.ndarray for s in sources)
 
     def set_epoch(self, epoch: int) -> None:
@@ -395,11 +390,7 @@ class StreamBatcher:
         Args:
             epoch: a non-negative int. The same epoch always gives the same batches.
         """
-        epoch = _checks.non_negative_int("epoch", epoch)
-        if epoch != self._epoch:
-            self._epoch, self._next_batch, self._resume_at = epoch, 0, 0
-        if self.shuffle and epoch != self._plan.epoch:
-            self._plan = self._make_plan(epoch)
+        self._cursor.set_epoch(_checks.non_negative_int("epoch", epoch))
 
     def shard(self, index: int, count: int) -> StreamBatcher:
         """The batcher of worker ``index`` of ``count``: streams ``[index*B/count, (index+1)*B/count)``.
@@ -433,17 +424,12 @@ class StreamBatcher:
                 "`count` must divide the batch size, so that every worker gets as many "
                 f"streams. Received: count={count} for batch_size={self.batch_size}"
             )
-        size = self.batch_size // count
         shard = copy.copy(self)
-        lo = self._streams.start + index * size
-        shard.batch_size = size
-        shard._streams = slice(lo, lo + size)
-        shard._ones_cache = None
-        shard._view_cache = (None, None)
+        shard._view = self._view.shard(index, count)
         return shard
 
     def __len__(self) -> int:
-        return len(self._plan)
+        return len(self._view)
 
     @overload
     def __getitem__(self, k: int) -> Batch: ...
@@ -454,64 +440,11 @@ class StreamBatcher:
     def __getitem__(self, k: int | slice) -> Batch | list[Batch]:
         if isinstance(k, slice):
             return [self[i] for i in range(*k.indices(len(self)))]
-        if isinstance(k, bool) or not isinstance(k, numbers.Integral):
-            raise TypeError(f"batch indices must be integers or slices. Received: {k!r}")
-        n = len(self._plan)
-        if not -n <= k < n:
-            raise IndexError(f"batch index out of range. Received: {k} for {n} batches")
-        k = int(k) % n
-        if self.series_boundary == "pack":
-            return self._packed(k)
-        views = self._views()
-        if views is not None and k < len(views[0]):
-            weight = self._ones if self.return_sequences or views[1] is None else self._ones[:, 0]
-            w = self._plan.window(k, self._streams)
-            y = None if views[1] is None else views[1][k]
-            return Batch(views[0][k], y, weight, w.reset, w.series, w.start)
-        return self.batch(self._plan.window(k, self._streams))
-
-    def _views(self) -> tuple[np.ndarray, np.ndarray | None] | None:
-        """Zero-copy views of the full batches of one numpy series, built once per epoch."""
-        plan = self._plan
-        if self._view_cache[0] is plan:
-            return self._view_cache[1]
-        views = None
-        x_src, y_src = self._sources[0], self._target_sources[0]
-        if (
-            plan.stride is not None
-            and isinstance(x_src, np.ndarray)
-            and isinstance(y_src, np.ndarray)
-        ):
-            B, W, nb, stride = self.batch_size, self.sequence_length, plan.full_batches, plan.stride
-            first = plan.offset + self._streams.start * stride
-            x = strided_windows(x_src, first, (nb, B, W), stride, W)
-            y = None
-            if self._has_targets and self.return_sequences:
-                y = strided_windows(y_src, first + self.shift, (nb, B, W), stride, W)
-            elif self._has_targets:
-                y = strided_windows(y_src, first + self.shift + W - 1, (nb, B, 1), stride, W)[
-                    :, :, 0
-                ]
-            views = (x, y)
-        self._view_cache = (plan, views)
-        return views
+        return self._view.batch(self._cursor.epoch, k)
 
     def __iter__(self) -> Iterator[Batch]:
-        self._next_batch = self._resume_at
-        return self._from(self._resume_at)
-
-    def _from(self, first: int) -> Iterator[Batch]:
-        last = len(self) - 1
-        for k in range(first, last + 1):
-            # Counted as the batch is handed over: a checkpoint taken while the loop holds
-            # batch k goes on at k + 1.
-            self._next_batch = k + 1
-            if k == last:
-                # The restored position has been served to the end of its epoch. Not
-                # before: a pass left early (a peek at the first batch, a loop that breaks)
-                # leaves the next pass to start there again, as the torch sampler does.
-                self._resume_at = 0
-            yield self[k]
+        epoch = self._cursor.epoch
+        return (self._view.batch(epoch, k) for k in self._cursor.walk(len(self)))
 
     @property
     def resume_batch(self) -> int:
@@ -534,7 +467,7 @@ class StreamBatcher:
             >>> [int(b.position[0]) for b in batches], batches.resume_batch
             ([24, 28, 32], 0)
         """
-        return self._resume_at
+        return self._cursor.resume_at
 
     def state_dict(
         self, *, epoch: int | None = None, next_batch: int | None = None
@@ -585,8 +518,8 @@ class StreamBatcher:
                 )
         return _state.state_dict(
             self,
-            self._epoch if epoch is None else epoch,
-            self._next_batch if next_batch is None else next_batch,
+            self._cursor.epoch if epoch is None else epoch,
+            self._cursor.next_batch if next_batch is None else next_batch,
         )
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -608,11 +541,8 @@ class StreamBatcher:
         """
         epoch, next_batch, seed = _state.check_state(self, state_dict)
         if seed != self.seed:
-            self.seed = seed
-            if self.shuffle:
-                self._plan = self._make_plan(epoch)
-        self.set_epoch(epoch)
-        self._next_batch = self._resume_at = next_batch
+            self._view = self._view.with_seed(seed)
+        self._cursor.restore(epoch, next_batch)
 
     def by_series(self, outputs: Any) -> list[np.ma.MaskedArray]:
         """Model outputs over this epoch's batches, back in per-series arrays in time order.
@@ -635,89 +565,13 @@ class StreamBatcher:
             ValueError: with ``series_boundary="pack"``, whose windows hold several pieces:
                 read ``batches[k]`` instead.
         """
-        if self.series_boundary == "pack":
+        if self.packed:
             raise ValueError(
                 "`window` must belong to a plan that is not packed: a packed window holds "
                 "several runs of steps. Received: a window of series_boundary='pack' batches "
                 "(read batches[k] instead)"
             )
-        W = self.sequence_length
-        series, start, length = window.series, window.start, window.length
-        full = bool(length.min() == W)
-        weight = self._ones if full else (np.arange(W) < length[:, None]).astype(np.float32)
-        if self._has_targets and self.return_sequences and self._y_reader is self._x_reader:
-            # x and y are windows of the same series `shift` steps apart: one gather into one
-            # new array reads both (one allocation, not two, is also kinder to malloc).
-            both = self._x_reader.read(
-                np.concatenate((series, series)),
-                np.concatenate((start, start + self.shift)),
-                np.concatenate((length, length)),
-                full,
-            )
-            B = len(start)
-            return Batch(both[:B], both[B:], weight, window.reset, series, start)
-        x = self._x_reader.read(series, start, length, full)
-        y = None
-        if self._has_targets and self.return_sequences:
-            y = self._y_reader.read(series, start + self.shift, length, full)
-        elif self._has_targets:
-            # The target of the window's last step, where that step is real.
-            last = start + (self.shift + W - 1)
-            y = self._y_reader.read(series, last, (length == W).astype(np.int64), full)[:, 0]
-            weight = weight[:, -1]
-        return Batch(x, y, weight, window.reset, series, start)
-
-    def _packed(self, k: int) -> Batch:
-        """Batch ``k`` read piece by piece, with the per-step provenance and resets."""
-        B = self.batch_size
-        pieces = self._plan.pieces(k, self._streams)
-        steps = pieces.steps(B, self.sequence_length)
-        full = bool(steps.series[:, -1].min() >= 0)
-        weight = self._ones if full else (steps.series >= 0).astype(np.float32)
-        y = None
-        if self._has_targets and self.return_sequences and self._y_reader is self._x_reader:
-            x, y = self._x_reader.read_packed(pieces, steps, (0, self.shift))
-        else:
-            (x,) = self._x_reader.read_packed(pieces, steps)
-        if self._has_targets and self.return_sequences and y is None:
-            (y,) = self._y_reader.read_packed(pieces, steps)
-        elif self._has_targets and not self.return_sequences:
-            last = steps.position[:, -1]
-            held = (last >= 0).astype(np.int64)
-            y = self._y_reader.read(steps.series[:, -1], last + self.shift, held, False)[:, 0]
-            weight = weight[:, -1]
-        first = (steps.reset[:, 0], steps.series[:, 0], steps.position[:, 0])
-        return Batch(x, y, weight, *first, steps.reset, steps.series, steps.position)
-
-    def _check_reset_input(self, reset_input: bool, stacklevel: int) -> None:
-        """Refuse (packed) or warn of (dealt whole) resets that the model would not see.
-
-        Called by the adapters with their ``reset_input``. A stream that holds several series
-        starts the later ones from the state that the one before it ended with, unless the
-        model reads the flags: packed batches, whose series start inside windows, are then
-        refused; batches of series dealt whole warn, as joining series may be meant (the fix
-        is ``series_boundary="concat"``). ``stacklevel`` is the warning's, seen from the caller.
-        """
-        if reset_input or all(len(held) <= 1 for held in self._plan.assignment()):
-            return
-        if self.series_boundary == "pack":
-            raise ValueError(
-                "`reset_input` must be True for packed batches whose streams hold several "
-                "series: without the per-step flags, the model would start every series "
-                "from the state that the series before it in the stream ended with. "
-                "Received: reset_input=False for series_boundary='pack' (pass "
-                "reset_input=True and wrap the RNN in seqbatch.keras.StreamReset, which "
-                "resets at the flagged steps)"
-            )
-        warnings.warn(
-            "Some streams of these batches start a new series after the first batch, but "
-            "the model will not see the reset flags (reset_input=False): each such stream "
-            "would carry the state at one series' end into the next series. Pass "
-            "reset_input=True and wrap the RNN in seqbatch.keras.StreamReset, or join the "
-            "series on purpose with series_boundary='concat'.",
-            UserWarning,
-            stacklevel=stacklevel + 1,
-        )
+        return self._view.read(window)
 
     def describe(self) -> str:
         """Say how the data is laid out in streams and where every step went.
@@ -732,14 +586,16 @@ class StreamBatcher:
             padding: 0 of 100 batch slots (0.0%)
         """
         head = f"data: {self.n_series} series, {self._arrays()}"
-        if self.batch_size != self._plan.batch_size:
-            head += f"\nshard: streams {self._streams.start} to {self._streams.stop - 1} of {self._plan.batch_size}"
-        return head + "\n" + self._plan.describe()
+        plan, streams = self.plan, self.streams
+        if self.batch_size != plan.batch_size:
+            head += f"\nshard: streams {streams.start} to {streams.stop - 1} of {plan.batch_size}"
+        return head + "\n" + plan.describe()
 
     def __repr__(self) -> str:
         shard = ""
-        if self.batch_size != self._plan.batch_size:
-            shard = f", streams [{self._streams.start}, {self._streams.stop}) of {self._plan.batch_size}"
+        total = self._view.layout.streams_total
+        if self.batch_size != total:
+            shard = f", streams [{self.streams.start}, {self.streams.stop}) of {total}"
         return (
             f"StreamBatcher({self.n_series} series, {len(self)} batches of {self._arrays()}, "
             f"epoch {self.epoch}{', shuffled' if self.shuffle else ''}{shard})"
@@ -749,7 +605,7 @@ class StreamBatcher:
         """The shapes and dtypes of ``x`` and ``y`` in every batch, in words."""
         B, W = self.batch_size, self.sequence_length
         y = "none"
-        if self._has_targets:
+        if self._view.layout.has_targets:
             t_shape = (B, W) if self.return_sequences else (B,)
             y = f"{(*t_shape, *(self.target_shape or ()))} {self.target_dtype}"
         return f"x {(B, W, *self.feature_shape)} {self.dtype}, y {y}"

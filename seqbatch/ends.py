@@ -83,7 +83,7 @@ def series_end(batches: StreamBatcher, series: int) -> SeriesEnd:
         )
     plan, W = batches.plan, batches.sequence_length
     local = batches.streams
-    if batches.series_boundary == "pack":
+    if batches.packed:
         seg = plan.segments()
         (j,) = np.flatnonzero(seg.series == series)
         before = int(seg.length[:j][seg.stream[:j] == seg.stream[j]].sum())
@@ -126,7 +126,7 @@ def stream_end(batches: StreamBatcher, stream: int) -> SeriesEnd:
     """
     plan, W = batches.plan, batches.sequence_length
     g = batches.streams.start + stream
-    if batches.series_boundary == "pack":
+    if batches.packed:
         seg = plan.segments()
         mine = np.flatnonzero((seg.stream == g) & (seg.length > 0))
         if mine.size:

@@ -69,7 +69,8 @@ def by_series(batches: StreamBatcher, outputs: Any) -> list[np.ma.MaskedArray]:
             f"batches have return_sequences=True. Received: outputs of shape {values.shape[1:]} "
             f"per batch for sequence_length={W}"
         )
-    if not batches.return_sequences and _has_time_axis(values, W, batches.target_shape):
+    shapes = (batches.target_shape, batches.feature_shape)
+    if not batches.return_sequences and _has_time_axis(values, W, shapes):
         raise ValueError(
             "`outputs` must have one output per window, without a time axis, as the batches "
             "have return_sequences=False. Received: outputs of shape "
@@ -99,14 +100,15 @@ def by_series(batches: StreamBatcher, outputs: Any) -> list[np.ma.MaskedArray]:
     ]
 
 
-def _has_time_axis(values: np.ndarray, W: int, target_shape: tuple[int, ...] | None) -> bool:
+def _has_time_axis(values: np.ndarray, W: int, shapes: tuple[tuple[int, ...] | None, ...]) -> bool:
     """Whether ``(n, B, ...)`` outputs hold ``W`` steps per row, as return_sequences=True gives.
 
-    An output whose first axis has ``W`` entries is taken for steps, unless the targets have
-    that shape too (a model that predicts ``W`` values per window).
+    An output whose first axis has ``W`` entries is taken for steps, unless a step of the
+    targets or of the data has that shape too (a model that predicts ``W`` values per window,
+    or one that gives back a step of its input).
     """
     per_row = tuple(values.shape[2:])
-    return len(per_row) >= 2 and per_row[0] == W and per_row != target_shape
+    return len(per_row) >= 2 and per_row[0] == W and per_row not in shapes
 
 
 def _per_batch(outputs: Any, n: int, B: int) -> np.ndarray:
@@ -133,7 +135,7 @@ def _per_batch(outputs: Any, n: int, B: int) -> np.ndarray:
 def _provenance(batches: StreamBatcher, n: int) -> tuple[np.ndarray, np.ndarray]:
     """``(n, B, W)`` int64: the series and the step of every slot of the epoch, -1 on padding."""
     plan, streams = batches.plan, slice(batches.streams.start, batches.streams.stop)
-    if batches.series_boundary == "pack":
+    if batches.packed:
         steps = [plan.steps(k, streams) for k in range(n)]
         return np.stack([s.series for s in steps]), np.stack([s.position for s in steps])
     t = plan.table()

@@ -2,7 +2,7 @@
 
 A corpus of a million documents is one flat array of ``N`` steps and ``S + 1`` offsets,
 series ``s`` being ``values[offsets[s]:offsets[s + 1]]``: the form a tokenizer writes, and
-the form in which a batch of any layout is one gather (:class:`seqbatch.source.WindowReader`).
+the form in which a batch of any layout is one gather (:class:`seqbatch.reader.WindowReader`).
 A list of in-memory arrays is brought into it too, without a copy when the arrays already lie
 end to end in one buffer (``np.split`` of an array, say).
 """
@@ -20,7 +20,7 @@ class Ragged(Sequence[Any]):
     """Series ``s`` is ``values[offsets[s]:offsets[s + 1]]``; reads nothing of ``values``.
 
     It is a sequence of the series, so that what reads one series reads it here too, but a
-    reader that knows it gathers from :attr:`values` directly.
+    reader that knows it gathers from ``values`` directly.
 
     Args:
         values: ``(N, *features)``, a numpy array or memory map (or anything that slices).

@@ -10,7 +10,7 @@ strings (JSON, ``torch.save`` and orbax all keep it). It follows torchdata's
 
 The fingerprint is cheap: the number of series and a hash of their lengths, the shapes and
 dtypes of ``x`` and ``y``, the targets, every argument of the layout, the streams of a shard,
-and a hash of 64 steps sampled from the data (:func:`sampled_steps`; of target arrays too),
+and a hash of 64 steps sampled from the data (``sampled_steps``; of target arrays too),
 each read alone, so that it costs 64 small reads whatever the size of a memory map or a file.
 What it does not catch: values changed only between the sampled steps, with the lengths,
 shapes and dtypes unchanged (a few values corrected, a file rewritten in part). Data

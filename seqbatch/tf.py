@@ -17,6 +17,7 @@ from typing import Any
 import tensorflow as tf
 
 from seqbatch import _checks, _weights
+from seqbatch._reset_input import check_reset_input
 from seqbatch._tf_readers import (
     GraphReader,
     NumpyReader,
@@ -199,14 +200,14 @@ def to_dataset(
             )
         replicas = in_sync // pipelines
         batches = batches.shard(input_context.input_pipeline_id, pipelines)
-    batches._check_reset_input(reset_input, stacklevel=_first_caller_outside_seqbatch())
+    check_reset_input(batches, reset_input, stacklevel=_first_caller_outside_seqbatch())
     with_weight = sample_weight and batches.target_shape is not None
     paths = {carried_by(batches.dtype, "x")}
     if batches.target_dtype is not None:
         paths.add(carried_by(batches.target_dtype, "y"))
     reader_type: type[GraphReader | NumpyReader] = NumpyReader
     if batches.in_memory and paths == {"gather"}:
-        packed = batches.series_boundary == "pack"
+        packed = batches.packed
         reader_type = PackedGraphReader if packed else GraphReader
     reader = reader_type(batches, replicas, with_weight)
 

@@ -24,7 +24,9 @@ from hypothesis import strategies as st
 
 import seqbatch
 from seqbatch.keras import StreamSequence
+from seqbatch.plan import StreamPlan
 from seqbatch.tf import to_dataset
+from seqbatch.view import EpochView
 from tests.encoded import encoded_series
 from tests.lazy import SliceOnly
 from tests.replay import from_keras, from_torch, lstm_replay
@@ -221,13 +223,13 @@ def test_in_memory_packed_data_is_read_in_the_graph(monkeypatch: pytest.MonkeyPa
     )
     expected = elements(batches, batches, reset_input=True, sample_weight=True)
     reads: list[int] = []
-    packed = seqbatch.StreamBatcher._packed
+    packed = EpochView._packed
 
-    def counted(self: seqbatch.StreamBatcher, k: int) -> seqbatch.Batch:
+    def counted(self: EpochView, plan: StreamPlan, k: int) -> seqbatch.Batch:
         reads.append(k)
-        return packed(self, k)
+        return packed(self, plan, k)
 
-    monkeypatch.setattr(seqbatch.StreamBatcher, "_packed", counted)
+    monkeypatch.setattr(EpochView, "_packed", counted)
     assert_yields(to_dataset(batches, reset_input=True), expected)
     assert reads == []
     lazy = seqbatch.StreamBatcher(

@@ -34,14 +34,20 @@ def test_torch_cpu_tensors_are_read_in_place() -> None:
     torch = pytest.importorskip("torch", reason="torch is in the test extra")
     arrays = series_list()
     tensors = [torch.from_numpy(a.copy()) for a in arrays]
-    batches = seqbatch.StreamBatcher(tensors, **KWARGS)
+    # A list of separate tensors gives the batches of the arrays (gathered once into one
+    # array, as a list of separate arrays is, so that every batch is one gather).
+    same_batches(
+        seqbatch.StreamBatcher(tensors, **KWARGS), seqbatch.StreamBatcher(arrays, **KWARGS)
+    )
+    # One tensor of every series end to end is read in place, as a numpy array is.
+    flat = torch.from_numpy(np.concatenate(arrays))
+    lengths = [len(a) for a in arrays]
+    batches = seqbatch.StreamBatcher.from_offsets(flat, lengths=lengths, **KWARGS)
     same_batches(batches, seqbatch.StreamBatcher(arrays, **KWARGS))
     assert batches.dtype == np.float32
-    assert all(
-        np.shares_memory(s, t.numpy()) for s, t in zip(batches.sources, tensors, strict=True)
-    )
-    # In place, as a numpy array is: a change to the tensor is a change to the batches.
-    tensors[0][0, :] = -1
+    assert np.shares_memory(batches.sources.values, flat.numpy())  # type: ignore[attr-defined]
+    # In place: a change to the tensor is a change to the batches.
+    flat[0, :] = -1
     first = next(b for b in batches if b.series.tolist().count(0))
     row = first.series.tolist().index(0)
     assert first.x[row, 0].tolist() == [-1.0, -1.0]
@@ -54,12 +60,14 @@ def test_torch_targets_parameters_and_one_long_tensor() -> None:
     same_batches(one, seqbatch.StreamBatcher(data, batch_size=4, sequence_length=5))
     arrays = series_list()
     # A tensor that requires grad (a Parameter) is read through detach(), still in place.
-    weights = torch.nn.Parameter(torch.from_numpy(-arrays[1]))
-    targets = [torch.from_numpy(-a) for a in arrays]
-    targets[1] = weights
-    with_targets = seqbatch.StreamBatcher(arrays, targets, **KWARGS)
+    weights = torch.nn.Parameter(torch.from_numpy(-np.concatenate(arrays)))
+    lengths = [len(a) for a in arrays]
+    with_targets = seqbatch.StreamBatcher.from_offsets(
+        np.concatenate(arrays), targets=weights, lengths=lengths, **KWARGS
+    )
     same_batches(with_targets, seqbatch.StreamBatcher(arrays, [-a for a in arrays], **KWARGS))
-    assert np.shares_memory(with_targets.target_sources[1], weights.detach().numpy())
+    targets = with_targets.target_sources.values  # type: ignore[attr-defined]
+    assert np.shares_memory(targets, weights.detach().numpy())
 
 
 def test_a_torch_tensor_off_the_cpu_is_refused_with_the_fix() -> None:
@@ -102,10 +110,13 @@ def test_tensorflow_tensors_are_read_in_place() -> None:
         targets = [tf.Variable(-a) for a in arrays]  # a variable is read once, a copy
     batches = seqbatch.StreamBatcher(tensors, targets, **KWARGS)
     same_batches(batches, seqbatch.StreamBatcher(arrays, [-a for a in arrays], **KWARGS))
-    # An EagerTensor's memory, not a copy of it.
-    assert all(
-        np.shares_memory(s, np.asarray(t)) for s, t in zip(batches.sources, tensors, strict=True)
-    )
+    # One EagerTensor is read from its own memory, not a copy of it.
+    with tf.device("/CPU:0"):
+        flat = tf.constant(np.concatenate(arrays))
+    lengths = [len(a) for a in arrays]
+    one = seqbatch.StreamBatcher.from_offsets(flat, lengths=lengths, **KWARGS)
+    same_batches(one, seqbatch.StreamBatcher(arrays, **KWARGS))
+    assert np.shares_memory(one.sources.values, np.asarray(flat))  # type: ignore[attr-defined]
 
 
 def test_tensorflow_bfloat16_is_kept() -> None:

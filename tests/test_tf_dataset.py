@@ -364,14 +364,16 @@ def test_dtype_tensorflow_lacks_is_refused() -> None:
 
 
 def counting_batch_calls(batches: seqbatch.StreamBatcher) -> list[int]:
+    # Every batch that is not a zero-copy view is read by the view's read(window); the
+    # views of each replica's rows are copies of it, and keep the counting read.
     calls: list[int] = []
-    read = batches.batch
+    read = batches.view.read
 
-    def batch(window: Any) -> seqbatch.Batch:
+    def counted(window: Any) -> seqbatch.Batch:
         calls.append(1)
         return read(window)
 
-    batches.batch = batch  # type: ignore[method-assign]
+    batches.view.read = counted  # type: ignore[method-assign]
     return calls
 
 

@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 
 from seqbatch import _checks
-from seqbatch._epochs import EpochBatchers
 from seqbatch.batcher import StreamBatcher
 
 
@@ -73,7 +72,6 @@ class StreamSource:
         self.first_epoch = batches.epoch
         self.first_batch = batches.resume_batch
         self.batches_per_epoch = len(batches)
-        self._epochs = EpochBatchers(batches)
 
     def __len__(self) -> int:
         return self.epochs * self.batches_per_epoch - self.first_batch
@@ -85,7 +83,7 @@ class StreamSource:
         if not -n <= index < n:
             raise IndexError(f"record index out of range. Received: {index} for {n} records")
         epoch, k = divmod(int(index) % n + self.first_batch, self.batches_per_epoch)
-        b = self._epochs[self.first_epoch + epoch][k]
+        b = self.batches.batch_at(self.first_epoch + epoch, k)
         record = {"x": b.x}
         if b.y is not None:
             record["y"] = b.y

@@ -288,7 +288,7 @@ def _run_of(batches: StreamBatcher, end: SeriesEnd) -> Iterator[np.ndarray]:
     """The steps of ``end``'s stream from where its state started from zero to ``end``, by window."""
     W, g = batches.sequence_length, batches.streams.start + end.stream
     for k in range(end.first_batch, end.batch + 1):
-        if batches.series_boundary == "pack":
+        if batches.packed:
             x = batches[k].x[end.stream]
         else:
             # One row read, not the whole batch.

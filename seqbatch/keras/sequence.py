@@ -9,6 +9,7 @@ from typing import Any
 import keras
 
 from seqbatch import _checks, _weights
+from seqbatch._reset_input import check_reset_input
 from seqbatch.batch import reset_flags
 from seqbatch.batcher import Batch, StreamBatcher
 from seqbatch.keras.callbacks import StatefulTraining
@@ -159,7 +160,7 @@ class StreamSequence(keras.utils.PyDataset):
         self._epoch: int | None = None
         # The batch that item 0 is: 0, except in the one epoch that BackupAndRestore resumes.
         self._first_batch = 0
-        batches._check_reset_input(self.reset_input, stacklevel=2)
+        check_reset_input(batches, self.reset_input, stacklevel=2)
 
     def __len__(self) -> int:
         return len(self.batches) - self._first_batch
@@ -244,7 +245,7 @@ class StreamSequence(keras.utils.PyDataset):
             y_shape = (b.batch_size, *steps, *b.target_shape)
         inputs = [(b.batch_size, b.sequence_length, *b.feature_shape)]
         if self.reset_input:
-            packed = b.series_boundary == "pack"
+            packed = b.packed
             inputs.append((b.batch_size, b.sequence_length) if packed else (b.batch_size,))
         check_call(call, input_shapes=inputs, y_shape=y_shape, steps=len(self.batches))
         fit = call.fit

@@ -184,7 +184,7 @@ def carry_states(model: keras.layers.Layer) -> None:
     changes on TensorFlow. Calling it again does nothing more.
 
     A stateful RNN that runs backwards (``go_backwards=True``, or inside ``Bidirectional``)
-    is refused: its state would never continue a stream (:func:`check_runs_forwards`).
+    is refused: its state would never continue a stream (``check_runs_forwards``).
 
     Every entry point of ``seqbatch.keras`` calls it: :class:`StreamSequence` in ``fit()``,
     ``evaluate()`` and ``predict()``, :class:`StatefulTraining`, :func:`reset_states`,

@@ -20,7 +20,6 @@ import numpy as np
 import torch
 
 from seqbatch import _checks
-from seqbatch._epochs import EpochBatchers
 from seqbatch.batcher import Batch, StreamBatcher
 from seqbatch.torch import _order
 
@@ -300,7 +299,6 @@ class StreamDataset(torch.utils.data.Dataset[TensorBatch]):
                     ) from err
         self.rank, self.world_size = _rank_and_world_size(rank, world_size, batches.batch_size)
         self.batches = batches.shard(self.rank, self.world_size)
-        self._epochs = EpochBatchers(self.batches)
         self.sampler = StreamSampler(len(self.batches), batches.epoch, batches.resume_batch)
         self._order = _order.KeyOrder()
 
@@ -334,7 +332,7 @@ class StreamDataset(torch.utils.data.Dataset[TensorBatch]):
         worker = torch.utils.data.get_worker_info()
         if _order.read_by_loader(sys._getframe(1)):
             self._order.check(key, worker)
-        batch = self._epochs[epoch][key[1]]
+        batch = self.batches.batch_at(epoch, key[1])
         return TensorBatch.from_batch(
             batch, shared=worker is not None, epoch=epoch, index=int(key[1]) % len(self)
         )
