@@ -76,7 +76,8 @@ class Pieces(NamedTuple):
         real = np.bincount(self.row, weights=self.length, minlength=rows).astype(np.int64)
         before = np.cumsum(self.length) - self.length
         run_series = np.repeat(self.series, self.length)
-        run_position = np.arange(int(real.sum())) + np.repeat(self.start - before, self.length)
+        run_position = np.repeat(self.start - before, self.length)
+        run_position += np.arange(run_position.size)
         if run_series.size == rows * width:
             series, position = run_series.reshape(rows, width), run_position.reshape(rows, width)
         else:
@@ -179,7 +180,10 @@ class Packed:
 
     def pieces(self, k: int, streams: np.ndarray) -> Pieces:
         """The pieces of window ``k`` of ``streams``; rows count from 0 in ``streams``."""
-        _, _, length, _, first, j = self.window(np.int64(k), streams)
+        W = self.width
+        length = np.clip(self.held[streams] - k * W, 0, W)
+        first = self.base[streams] + k * W
+        j = self.index.find(streams, np.int64(k * W))
         end = first + length
         last = self.index.find(streams, end - 1 - self.base[streams])
         count = np.where(length > 0, last - j + 1, 0)

@@ -405,12 +405,7 @@ class StreamPlan:
         Returns:
             A :class:`Window` whose arrays have one entry per stream in ``streams``.
         """
-        if isinstance(k, bool) or not isinstance(k, numbers.Integral):
-            raise TypeError(f"`k` must be an integer. Received: k={k!r}")
-        if not 0 <= k < self._n_batches:
-            raise IndexError(
-                f"batch index out of range. Received: k={k} for {self._n_batches} batches"
-            )
+        self._check_batch(k)
         if k < self.full_batches:
             # Every window full, one segment per stream: no lookup needed.
             start = self._seg_start[streams] + k * self.sequence_length
@@ -418,6 +413,14 @@ class StreamPlan:
             return Window(self._zeros[streams], start, self._full[streams], reset[streams])
         lo, hi, step = streams.indices(self.batch_size)
         return Window(*self._lookup(np.int64(k), np.arange(lo, hi, step, dtype=np.int64)))
+
+    def _check_batch(self, k: int) -> None:
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+            raise TypeError(f"`k` must be an integer. Received: k={k!r}")
+        if not 0 <= k < self._n_batches:
+            raise IndexError(
+                f"batch index out of range. Received: k={k} for {self._n_batches} batches"
+            )
 
     def table(self) -> Window:
         """Every window of the epoch at once: arrays of shape ``(len(plan), batch_size)``.
@@ -465,7 +468,7 @@ class StreamPlan:
             A :class:`Pieces`, ordered by row then column.
         """
         if self.layout == "pack":
-            self.window(k, slice(0, 0))  # the checks of window(), at no cost
+            self._check_batch(k)
             lo, hi, step = streams.indices(self.batch_size)
             return self._packed.pieces(k, np.arange(lo, hi, step, dtype=np.int64))
         w = self.window(k, streams)

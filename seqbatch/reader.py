@@ -121,10 +121,16 @@ class WindowReader:
         padding = steps.series < 0
         if self.values is not None:
             assert self.offsets is not None
-            at = self.offsets[steps.series] + steps.position
+            at = self.offsets[steps.series]
+            at += steps.position
             if padding.any():
                 at[padding] = 0
-            outs = self.values[at[None] + np.asarray(shifts)[:, None, None]]
+            outs = np.empty((len(shifts), rows, *self.shape), self.dtype)
+            done = 0
+            for out, shift in zip(outs, shifts, strict=True):
+                at += shift - done  # in place: no index array per shift
+                done = shift
+                np.take(self.values, at, axis=0, out=out)
         else:
             # One allocation for every shift, not one each: freeing two large blocks can make
             # malloc return them to the system, and the next batch then faults its pages in
