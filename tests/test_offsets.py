@@ -18,18 +18,7 @@ from hypothesis import strategies as st
 import seqbatch
 from tests.encoded import check_epoch, check_packed_epoch, encoded_series
 from tests.lazy import SliceOnly
-
-FIELDS = ("x", "y", "sample_weight", "reset", "series", "position", "step_reset")
-
-
-def same_batches(a: seqbatch.StreamBatcher, b: seqbatch.StreamBatcher) -> None:
-    assert len(a) == len(b)
-    for k in range(len(a)):
-        for name in FIELDS:
-            left, right = getattr(a[k], name), getattr(b[k], name)
-            assert (left is None) == (right is None), (k, name)
-            if left is not None:
-                np.testing.assert_array_equal(left, right, err_msg=f"batch {k}, {name}")
+from tests.same import assert_same_batches
 
 
 @st.composite
@@ -79,7 +68,7 @@ def flat_and_list(case: dict) -> tuple[seqbatch.StreamBatcher, seqbatch.StreamBa
 @given(layouts())
 def test_from_offsets_gives_the_batches_of_the_list_and_keeps_the_invariant(case: dict) -> None:
     flat, listed = flat_and_list(case)
-    same_batches(flat, listed)
+    assert_same_batches(flat, listed)
     args = {
         "features": case["features"],
         "shift": case["shift"],
@@ -101,7 +90,7 @@ def test_a_list_of_arrays_in_memory_gives_the_batches_of_slice_only_series(case:
     in_memory, lazy = targets, targets
     if targets == "arrays":
         in_memory, lazy = [-s for s in series], [SliceOnly(-s) for s in series]
-    same_batches(
+    assert_same_batches(
         seqbatch.StreamBatcher(series, in_memory, **case["kw"]),
         seqbatch.StreamBatcher([SliceOnly(s) for s in series], lazy, **case["kw"]),
     )
@@ -158,13 +147,13 @@ def test_a_flat_file_and_an_offsets_file_are_read_in_place(tmp_path: Path) -> No
     )
     assert isinstance(batches.sources.values, np.memmap)  # type: ignore[attr-defined]
     assert not batches.in_memory
-    same_batches(
+    assert_same_batches(
         batches, seqbatch.StreamBatcher(series, batch_size=2, sequence_length=3, remainder="pad")
     )
     # Pickled as the file's name: a few hundred bytes, and the same batches after.
     again = pickle.loads(pickle.dumps(batches))
     assert len(pickle.dumps(batches)) < 4096
-    same_batches(again, batches)
+    assert_same_batches(again, batches)
 
 
 def test_slices_of_one_array_are_not_copied() -> None:

@@ -19,15 +19,9 @@ import pytest
 
 import seqbatch
 from tests.encoded import encoded_series
+from tests.same import assert_same_batches
 
 FILE_LIMIT = 64 * 1024
-
-
-def same_batches(a: Any, b: Any, ks: range | list[int]) -> None:
-    for k in ks:
-        for field in ("x", "y", "sample_weight", "reset", "series", "position"):
-            va, vb = getattr(a[k], field), getattr(b[k], field)
-            assert (va is None and vb is None) or np.array_equal(va, vb), (k, field)
 
 
 def pickled(obj: Any) -> tuple[bytes, Any]:
@@ -53,7 +47,7 @@ def test_in_memory_batcher_pickles_to_its_data(layout: str) -> None:
         blob, again = pickled(obj)
         assert len(blob) <= 1.1 * nbytes, f"{len(blob) / nbytes:.2f}x the data"
         assert again.in_memory and repr(again) == repr(obj)
-        same_batches(obj, again, [0, 7, len(obj) - 1])
+        assert_same_batches(obj, again, [0, 7, len(obj) - 1])
 
 
 def memmaps(path: Path) -> dict[str, Any]:
@@ -86,7 +80,7 @@ def test_batcher_of_files_pickles_small_and_reopens_them(tmp_path: Path) -> None
             loaded = again.sources[0]
             assert type(loaded) is np.memmap and Path(loaded.filename).suffix in (".npy", ".raw")
             assert not loaded.flags.writeable
-            same_batches(obj, again, [0, 5, len(obj) - 1])
+            assert_same_batches(obj, again, [0, 5, len(obj) - 1])
 
 
 def test_joined_files_and_target_files_pickle_small(tmp_path: Path) -> None:
@@ -102,7 +96,7 @@ def test_joined_files_and_target_files_pickle_small(tmp_path: Path) -> None:
         )
         blob, again = pickled(batches)
         assert len(blob) < FILE_LIMIT, (boundary, len(blob))
-        same_batches(batches, again, [0, 11, len(batches) - 1])
+        assert_same_batches(batches, again, [0, 11, len(batches) - 1])
     # A joined stream pickled twice (in a worker that starts its own workers) stays small.
     blob, _ = pickled(pickle.loads(pickle.dumps(batches)))
     assert len(blob) < FILE_LIMIT

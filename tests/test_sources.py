@@ -12,6 +12,7 @@ import pytest
 
 import seqbatch
 from tests.encoded import encoded_series
+from tests.same import assert_same_batches
 
 
 class CountingSource:
@@ -31,13 +32,6 @@ class CountingSource:
         return self._array[key].copy()
 
 
-def same_batches(a: seqbatch.StreamBatcher, b: seqbatch.StreamBatcher) -> None:
-    assert len(a) == len(b)
-    for ba, bb in zip(a, b, strict=True):
-        for field in ("x", "y", "sample_weight", "reset", "series", "position"):
-            np.testing.assert_array_equal(getattr(ba, field), getattr(bb, field), err_msg=field)
-
-
 @pytest.mark.parametrize("remainder", ["drop", "pad"])
 def test_memmap_and_npy_path_match_memory(tmp_path: Any, remainder: str) -> None:
     data = encoded_series(0, 997, (3,), "float32")
@@ -49,12 +43,12 @@ def test_memmap_and_npy_path_match_memory(tmp_path: Any, remainder: str) -> None
     for source in (np.load(path, mmap_mode="r"), str(path), path):
         lazy = seqbatch.StreamBatcher(source, "next", **kwargs)
         assert not lazy.in_memory
-        same_batches(in_memory, lazy)
+        assert_same_batches(in_memory, lazy)
     target_path = tmp_path / "targets.npy"
     np.save(target_path, -data)
     with_arrays = seqbatch.StreamBatcher(data, -data, **kwargs)
     for source, targets in ((str(path), str(target_path)), (path, target_path)):
-        same_batches(with_arrays, seqbatch.StreamBatcher(source, targets, **kwargs))
+        assert_same_batches(with_arrays, seqbatch.StreamBatcher(source, targets, **kwargs))
 
 
 def test_h5py_dataset_matches_memory(tmp_path: Any) -> None:
@@ -68,7 +62,7 @@ def test_h5py_dataset_matches_memory(tmp_path: Any) -> None:
             [f[f"s{i}"] for i in range(5)], 2, batch_size=3, sequence_length=4, remainder="pad"
         )
         eager = seqbatch.StreamBatcher(series, 2, batch_size=3, sequence_length=4, remainder="pad")
-        same_batches(eager, lazy)
+        assert_same_batches(eager, lazy)
 
 
 @pytest.mark.parametrize("boundary", ["reset", "concat"])

@@ -14,16 +14,9 @@ import pytest
 
 import seqbatch
 from tests.encoded import encoded_series
+from tests.same import assert_same_batches
 
-FIELDS = ("x", "y", "sample_weight", "reset", "series", "position")
 KWARGS: dict[str, Any] = {"batch_size": 3, "sequence_length": 4, "remainder": "pad"}
-
-
-def same_batches(a: seqbatch.StreamBatcher, b: seqbatch.StreamBatcher) -> None:
-    assert len(a) == len(b)
-    for ba, bb in zip(a, b, strict=True):
-        for field in FIELDS:
-            np.testing.assert_array_equal(getattr(ba, field), getattr(bb, field), err_msg=field)
 
 
 def series_list() -> list[np.ndarray]:
@@ -36,14 +29,14 @@ def test_torch_cpu_tensors_are_read_in_place() -> None:
     tensors = [torch.from_numpy(a.copy()) for a in arrays]
     # A list of separate tensors gives the batches of the arrays (gathered once into one
     # array, as a list of separate arrays is, so that every batch is one gather).
-    same_batches(
+    assert_same_batches(
         seqbatch.StreamBatcher(tensors, **KWARGS), seqbatch.StreamBatcher(arrays, **KWARGS)
     )
     # One tensor of every series end to end is read in place, as a numpy array is.
     flat = torch.from_numpy(np.concatenate(arrays))
     lengths = [len(a) for a in arrays]
     batches = seqbatch.StreamBatcher.from_offsets(flat, lengths=lengths, **KWARGS)
-    same_batches(batches, seqbatch.StreamBatcher(arrays, **KWARGS))
+    assert_same_batches(batches, seqbatch.StreamBatcher(arrays, **KWARGS))
     assert batches.dtype == np.float32
     assert np.shares_memory(batches.sources.values, flat.numpy())  # type: ignore[attr-defined]
     # In place: a change to the tensor is a change to the batches.
@@ -57,7 +50,7 @@ def test_torch_targets_parameters_and_one_long_tensor() -> None:
     torch = pytest.importorskip("torch", reason="torch is in the test extra")
     data = encoded_series(0, 200, (), "int64")
     one = seqbatch.StreamBatcher(torch.from_numpy(data), batch_size=4, sequence_length=5)
-    same_batches(one, seqbatch.StreamBatcher(data, batch_size=4, sequence_length=5))
+    assert_same_batches(one, seqbatch.StreamBatcher(data, batch_size=4, sequence_length=5))
     arrays = series_list()
     # A tensor that requires grad (a Parameter) is read through detach(), still in place.
     weights = torch.nn.Parameter(torch.from_numpy(-np.concatenate(arrays)))
@@ -65,7 +58,9 @@ def test_torch_targets_parameters_and_one_long_tensor() -> None:
     with_targets = seqbatch.StreamBatcher.from_offsets(
         np.concatenate(arrays), targets=weights, lengths=lengths, **KWARGS
     )
-    same_batches(with_targets, seqbatch.StreamBatcher(arrays, [-a for a in arrays], **KWARGS))
+    assert_same_batches(
+        with_targets, seqbatch.StreamBatcher(arrays, [-a for a in arrays], **KWARGS)
+    )
     targets = with_targets.target_sources.values  # type: ignore[attr-defined]
     assert np.shares_memory(targets, weights.detach().numpy())
 
@@ -109,13 +104,13 @@ def test_tensorflow_tensors_are_read_in_place() -> None:
         tensors = [tf.constant(a) for a in arrays]
         targets = [tf.Variable(-a) for a in arrays]  # a variable is read once, a copy
     batches = seqbatch.StreamBatcher(tensors, targets, **KWARGS)
-    same_batches(batches, seqbatch.StreamBatcher(arrays, [-a for a in arrays], **KWARGS))
+    assert_same_batches(batches, seqbatch.StreamBatcher(arrays, [-a for a in arrays], **KWARGS))
     # One EagerTensor is read from its own memory, not a copy of it.
     with tf.device("/CPU:0"):
         flat = tf.constant(np.concatenate(arrays))
     lengths = [len(a) for a in arrays]
     one = seqbatch.StreamBatcher.from_offsets(flat, lengths=lengths, **KWARGS)
-    same_batches(one, seqbatch.StreamBatcher(arrays, **KWARGS))
+    assert_same_batches(one, seqbatch.StreamBatcher(arrays, **KWARGS))
     assert np.shares_memory(one.sources.values, np.asarray(flat))  # type: ignore[attr-defined]
 
 
