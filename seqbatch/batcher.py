@@ -322,7 +322,7 @@ class StreamBatcher:
             >>> ahead = batches.batch_at(2, 0)
             >>> batches.set_epoch(2)
             >>> (batches[0].x == ahead.x).all(), batches.batch_at(0, 0).position.tolist()
-            (np.True_, [1, 25])
+            (np.True_, [1, 21])
         """
         return self._view.batch(_checks.non_negative_int("epoch", epoch), k)
 
