@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -146,7 +147,17 @@ def _output_names(batches: TableBatcher, names: Any, count: int) -> list[str]:
 
 
 def made(batches: StreamBatcher, info: TableInfo) -> TableBatcher:
-    """``batches`` with its table's information."""
+    """``batches`` with its table's information; warns of gaps in the time grid."""
     assert isinstance(batches, TableBatcher)
     batches._table = info
+    gaps = info.gaps
+    if gaps is not None and (gaps.missing or gaps.off_grid):
+        warnings.warn(
+            f"The times of column {info.columns.time!r} are not all consecutive points of "
+            f"one grid: {gaps}, as if no time were missing. Fill the missing points (reindex "
+            "each series on its grid and interpolate), or cut the series at its gaps (one id "
+            "per stretch) if they should not be joined.",
+            UserWarning,
+            stacklevel=4,
+        )
     return batches

@@ -105,14 +105,16 @@ def check_times(
     ticks = as_ticks(times)
     same = codes[1:] == codes[:-1]
     diff = ticks[1:] - ticks[:-1]
-    repeated = np.flatnonzero(same & (diff == 0))
+    again = same & (diff == 0)
+    repeated = np.flatnonzero(again)
     if len(repeated):
         i = int(repeated[0])
+        rows = int(np.argmin(np.append(again[i:], False))) + 1
         raise ValueError(
             f"`{what}` must have one row per series and time: column {c.time!r} repeats a time "
-            f"within a series. Received: {int((same & (diff == 0)).sum()) + 1} rows or more "
-            f"with {c.series}={ids[codes[i]]!r} and {c.time}={shown(times, i)} (drop or "
-            f"aggregate the repeated rows first)"
+            f"within a series. Received: {rows} rows with {c.series}={ids[codes[i]]!r} and "
+            f"{c.time}={shown(times, i)}, {len(repeated)} repeated rows in all (drop or "
+            "aggregate the repeated rows first)"
         )
     grid = GridCheck()
     within = np.flatnonzero(same)
