@@ -99,9 +99,7 @@ def test_targets_columns_aligned_and_ahead(boundary: str) -> None:
         for b in batches:
             real = b.sample_weight > 0
             series = b.step_series if boundary == "pack" else np.repeat(b.series[:, None], 4, 1)
-            position = (
-                b.step_position if boundary == "pack" else b.position[:, None] + np.arange(4)
-            )
+            position = b.step_position if boundary == "pack" else b.position[:, None] + np.arange(4)
             if boundary == "concat":
                 # One series joined end to end: a target `shift` steps on may be in the next.
                 joined = np.concatenate([-value(s, np.arange(n)) for s, n in enumerate(lengths)])
@@ -207,7 +205,7 @@ def test_text_values_and_float_times_are_refused() -> None:
     with pytest.raises(TypeError, match=r"column 'name' of type (large_)?string"):
         seqbatch.StreamBatcher.from_frame(frame, series="id", features=["name"], **KW)
     frame["t"] = frame["t"] + 0.5
-    with pytest.raises(TypeError, match="integer, date or datetime times. Received: column 't'"):
+    with pytest.raises(TypeError, match=r"integer, date or datetime times\. Received: column 't'"):
         seqbatch.StreamBatcher.from_frame(frame, series="id", time="t", features=FEATURES, **KW)
 
 

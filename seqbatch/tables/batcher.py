@@ -117,7 +117,9 @@ class TableBatcher(StreamBatcher):
         times = self.times()
         if times is not None and c.time is not None:
             columns[c.time] = pa.array(times[held])
-        for name, values in zip(_output_names(self, names, flat.shape[1]), flat[held].T, strict=True):
+        for name, values in zip(
+            _output_names(self, names, flat.shape[1]), flat[held].T, strict=True
+        ):
             columns[name] = values
         table = pa.table(columns)
         if self._table.kind == "pandas":

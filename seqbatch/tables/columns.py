@@ -125,7 +125,7 @@ def choose(
         target_columns, shift = names("targets", targets), 0
     elif targets == "next":
         shift = 1
-    elif isinstance(targets, numbers.Integral) and not isinstance(targets, bool) and targets > 0:
+    elif isinstance(targets, numbers.Integral) and not isinstance(targets, bool) and int(targets) > 0:
         shift = int(targets)
     else:
         raise ValueError(
@@ -234,7 +234,8 @@ def step_text(step: int, dtype: np.dtype) -> str:
     if dtype.kind != "M":
         return str(step)
     unit, count = np.datetime_data(dtype)
-    ns = int(np.timedelta64(step * count, unit) / np.timedelta64(1, "ns"))
+    span = np.array(step * count, dtype=f"timedelta64[{unit}]")
+    ns = int(span.astype("timedelta64[ns]").astype(np.int64))
     for name, size in (("day", 86_400 * 10**9), ("hour", 3_600 * 10**9), ("minute", 60 * 10**9)):
         if ns % size == 0:
             n = ns // size

@@ -161,7 +161,10 @@ def from_frame(
     core: Any = c.core_targets()
     if c.target_columns is not None:
         y_dtype = numeric(table.schema, listed(c.target_columns), "frame")
-        y = Ragged(stacked([column(n) for n in listed(c.target_columns)], c.target_columns, y_dtype), offsets)
+        y = Ragged(
+            stacked([column(n) for n in listed(c.target_columns)], c.target_columns, y_dtype),
+            offsets,
+        )
         core = y if c.shift == 0 else ShiftedTargets(c.shift, y)
     batches = TableBatcher(Ragged(x, offsets), core, **kwargs)
     return made(batches, TableInfo(kind, c, ids, times, gaps))

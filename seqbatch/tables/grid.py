@@ -99,4 +99,6 @@ class GridCheck:
             series |= self.series_with.get(v, set())
             row = self.first_row[v]
             first = row if first is None else min(first, row)
-        return Gaps(unit(step), missing, len(series), off, "" if first is None else describe_row(first))
+        return Gaps(
+            unit(step), missing, len(series), off, "" if first is None else describe_row(first)
+        )

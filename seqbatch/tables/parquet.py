@@ -315,7 +315,9 @@ def from_parquet(
     if grid is not None and c.time is not None:
         unit = time_values(dataset.head(1, columns=[c.time]).column(c.time), c.time, "source").dtype
         times = Times(dataset, c.time)
-        gaps = grid.gaps(lambda row: f"row {row} of the files end to end", lambda s: step_text(s, unit))
+        gaps = grid.gaps(
+            lambda row: f"row {row} of the files end to end", lambda s: step_text(s, unit)
+        )
     batches = TableBatcher(x, core, **kwargs)
     return made(batches, TableInfo("arrow", c, ids, times, gaps))
 
