@@ -65,11 +65,14 @@ class TableBatcher(StreamBatcher):
         """:meth:`StreamBatcher.describe`, with the table's ids and time grid.
 
         Examples:
-            >>> import pandas as pd, seqbatch
+            >>> import warnings, pandas as pd, seqbatch
             >>> frame = pd.DataFrame({"id": ["b"] * 4 + ["a"] * 5, "t": [0, 1, 2, 4] + list(range(5)),
             ...                       "y": range(9)})
-            >>> batches = seqbatch.StreamBatcher.from_frame(
-            ...     frame, series="id", time="t", features="y", batch_size=2, sequence_length=2)
+            >>> with warnings.catch_warnings(record=True) as caught:  # it warns of the gap
+            ...     batches = seqbatch.StreamBatcher.from_frame(
+            ...         frame, series="id", time="t", features="y", batch_size=2, sequence_length=2)
+            >>> len(caught)
+            1
             >>> print(batches.describe().splitlines()[-1])
             time: column 't', grid step 1: 1 points missing in 1 series (first: series 'b' at t=4); the model takes consecutive rows for consecutive steps
         """
@@ -156,7 +159,7 @@ def made(batches: StreamBatcher, info: TableInfo) -> TableBatcher:
     if gaps is not None and (gaps.missing or gaps.off_grid):
         warnings.warn(
             f"The times of column {info.columns.time!r} are not all consecutive points of "
-            f"one grid: {gaps}, as if no time were missing. Fill the missing points (reindex "
+            f"one grid: {gaps}. Fill the missing points (reindex "
             "each series on its grid and interpolate), or cut the series at its gaps (one id "
             "per stretch) if they should not be joined.",
             UserWarning,

@@ -9,7 +9,7 @@ return numpy arrays; they are shared by :func:`seqbatch.tables.from_frame` and
 from __future__ import annotations
 
 import numbers
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,7 +125,9 @@ def choose(
         target_columns, shift = names("targets", targets), 0
     elif targets == "next":
         shift = 1
-    elif isinstance(targets, numbers.Integral) and not isinstance(targets, bool) and int(targets) > 0:
+    elif (
+        isinstance(targets, numbers.Integral) and not isinstance(targets, bool) and int(targets) > 0
+    ):
         shift = int(targets)
     else:
         raise ValueError(
@@ -192,13 +194,19 @@ def numeric(schema: Any, cols: list[str], what: str) -> np.dtype:
     return np.result_type(*types)
 
 
-def stacked(arrays: list[np.ndarray], spec: str | tuple[str, ...], dtype: np.dtype) -> np.ndarray:
-    """Columns side by side, ``(N, n)``; one column given by name alone stays ``(N,)``."""
+def stacked(
+    read: Callable[[str], np.ndarray], spec: str | tuple[str, ...], rows: int, dtype: np.dtype
+) -> np.ndarray:
+    """Columns side by side, ``(N, n)``; one column given by name alone stays ``(N,)``.
+
+    ``read(name)`` gives one column: they are read one at a time, so that no more than one
+    is held beside the result.
+    """
     if isinstance(spec, str):
-        return np.ascontiguousarray(arrays[0], dtype=dtype)
-    out = np.empty((len(arrays[0]), len(arrays)), dtype)
-    for j, a in enumerate(arrays):
-        out[:, j] = a
+        return np.ascontiguousarray(read(spec), dtype=dtype)
+    out = np.empty((rows, len(spec)), dtype)
+    for j, name in enumerate(spec):
+        out[:, j] = read(name)
     return out
 
 
@@ -215,7 +223,7 @@ def time_values(column: Any, name: str, what: str) -> np.ndarray:
     if pa.types.is_timestamp(t) and t.tz is not None:
         column = column.cast(pa.timestamp(t.unit))  # UTC instants, compared as such
     values = column.to_numpy()
-    return values if values.dtype.kind == "M" else values.astype(np.int64)
+    return values if values.dtype.kind == "M" else values.astype(np.int64, copy=False)
 
 
 def as_ticks(times: np.ndarray) -> np.ndarray:

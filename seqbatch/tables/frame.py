@@ -69,7 +69,7 @@ def series_codes(column: Any) -> tuple[np.ndarray, np.ndarray]:
         encoded = pc.dictionary_encode(array)
         indices, dictionary = encoded.indices, encoded.dictionary
     order = pc.sort_indices(dictionary).to_numpy()
-    rank = np.empty(len(order), np.int64)
+    rank = np.empty(len(order), np.int32 if len(order) < 2**31 else np.int64)
     rank[order] = np.arange(len(order))
     codes = rank[indices.to_numpy()]
     # Categories that no row has (a pandas categorical keeps them) are no series.
@@ -78,24 +78,33 @@ def series_codes(column: Any) -> tuple[np.ndarray, np.ndarray]:
         codes = (np.cumsum(used) - 1)[codes]
         order = order[used[rank[order]]]
     ids = dictionary.take(pa.array(order)).to_numpy(zero_copy_only=False)
+    # Arrow's allocator keeps what the encoding freed; it is a table's worth of memory.
+    pa.default_memory_pool().release_unused()
     return codes, ids
 
 
 def table_order(codes: np.ndarray, ticks: np.ndarray | None) -> np.ndarray | None:
-    """The row order by (series, time), stable; None when the rows are in it already."""
+    """The row order by (series, time); None when the rows are in it already.
+
+    Without times the sort is stable: rows keep their order within a series.
+    """
     if ticks is None:
-        key = codes
-    else:
-        low = int(ticks.min()) if len(ticks) else 0
-        span = (int(ticks.max()) - low + 1) if len(ticks) else 1
-        if span * (int(codes.max()) + 1) < 2**62:
-            key = codes * span + (ticks - low)
-        else:
-            order = np.lexsort((ticks, codes))
-            return None if (np.diff(order) == 1).all() else order
+        if (codes[1:] >= codes[:-1]).all():
+            return None
+        return np.argsort(codes, kind="stable")
+    low = int(ticks.min())
+    span = int(ticks.max()) - low + 1
+    if span * (int(codes.max()) + 1) >= 2**62:
+        order = np.lexsort((ticks, codes))
+        return None if (np.diff(order) == 1).all() else order
+    # One int64 key per row, made in place: (series, time) as one number.
+    key = codes.astype(np.int64)
+    key *= span
+    key += ticks
+    key -= low
     if (key[1:] >= key[:-1]).all():
         return None
-    return np.argsort(key, kind="stable")
+    return np.argsort(key)  # a repeated key is refused after the sort, in whichever order
 
 
 def check_times(
@@ -103,22 +112,21 @@ def check_times(
 ) -> GridCheck:
     """Refuse a repeated (series, time); return the grid's differences. Rows are sorted."""
     ticks = as_ticks(times)
-    same = codes[1:] == codes[:-1]
-    diff = ticks[1:] - ticks[:-1]
+    diff = np.diff(ticks, prepend=ticks[:1])
+    same = np.diff(codes, prepend=-1) == 0
     again = same & (diff == 0)
-    repeated = np.flatnonzero(again)
-    if len(repeated):
-        i = int(repeated[0])
+    if again.any():
+        i = int(np.argmax(again))
         rows = int(np.argmin(np.append(again[i:], False))) + 1
         raise ValueError(
             f"`{what}` must have one row per series and time: column {c.time!r} repeats a time "
             f"within a series. Received: {rows} rows with {c.series}={ids[codes[i]]!r} and "
-            f"{c.time}={shown(times, i)}, {len(repeated)} repeated rows in all (drop or "
+            f"{c.time}={shown(times, i)}, {int(again.sum())} repeated rows in all (drop or "
             "aggregate the repeated rows first)"
         )
+    del again
     grid = GridCheck()
-    within = np.flatnonzero(same)
-    grid.add(diff[within], within + 1, codes[within + 1])
+    grid.add(diff, same, 0, lambda rows: codes[rows])
     return grid
 
 
@@ -157,14 +165,11 @@ def from_frame(
         where = lambda row: f"series {ids[codes[row]]!r} at {c.time}={shown(times, row)}"  # noqa: E731
         gaps = grid.gaps(where, lambda step: step_text(step, times.dtype))
     offsets = np.concatenate(([0], np.cumsum(np.bincount(codes, minlength=len(ids)))))
-    x = stacked([column(n) for n in listed(c.features)], c.features, dtype)
+    x = stacked(column, c.features, len(codes), dtype)
     core: Any = c.core_targets()
     if c.target_columns is not None:
         y_dtype = numeric(table.schema, listed(c.target_columns), "frame")
-        y = Ragged(
-            stacked([column(n) for n in listed(c.target_columns)], c.target_columns, y_dtype),
-            offsets,
-        )
+        y = Ragged(stacked(column, c.target_columns, len(codes), y_dtype), offsets)
         core = y if c.shift == 0 else ShiftedTargets(c.shift, y)
     batches = TableBatcher(Ragged(x, offsets), core, **kwargs)
     return made(batches, TableInfo(kind, c, ids, times, gaps))

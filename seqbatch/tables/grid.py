@@ -60,23 +60,26 @@ class GridCheck:
         self.series_with: dict[int, set[int]] = {}
         self.too_many = False
 
-    def add(self, ticks_diff: np.ndarray, rows: np.ndarray, series: np.ndarray) -> None:
-        """Differences ``ticks_diff`` (all positive) ending at global ``rows`` of ``series``."""
-        if self.too_many or len(ticks_diff) == 0:
+    def add(self, diff: np.ndarray, same: np.ndarray, first_row: int, series_of: object) -> None:
+        """Differences ``diff[i]`` between row ``i`` and the row before it, where ``same[i]``
+        says they are of one series (the others are ignored); the chunk starts at global row
+        ``first_row``, and ``series_of(indices)`` gives the series of rows of the chunk."""
+        assert callable(series_of)
+        if self.too_many or not same.any():
             return
-        values, first, counts = np.unique(ticks_diff, return_index=True, return_counts=True)
+        # Most differences are the step: only the others are looked at one by one.
+        smallest = int(np.min(diff, where=same, initial=np.iinfo(np.int64).max))
+        odd = np.flatnonzero(same & (diff != smallest))
+        self.counts[smallest] = self.counts.get(smallest, 0) + int(same.sum()) - len(odd)
+        self.first_row.setdefault(smallest, first_row + int(np.argmax(same & (diff == smallest))))
+        values, first, counts = np.unique(diff[odd], return_index=True, return_counts=True)
+        series = np.asarray(series_of(odd))
         for v, i, n in zip(values.tolist(), first.tolist(), counts.tolist(), strict=True):
             self.counts[v] = self.counts.get(v, 0) + n
-            self.first_row.setdefault(v, int(rows[i]))
+            self.first_row.setdefault(v, first_row + int(odd[i]))
+            self.series_with.setdefault(v, set()).update(np.unique(series[diff[odd] == v]).tolist())
         if len(self.counts) > _MOST_DIFFERENCES:
             self.too_many = True
-            return
-        smallest = min(self.counts)
-        for v in values.tolist():
-            if v != smallest:
-                self.series_with.setdefault(v, set()).update(
-                    np.unique(series[ticks_diff == v]).tolist()
-                )
 
     def gaps(self, describe_row: object, unit: object) -> Gaps:
         """The summary; ``describe_row(row)`` says where a row is, ``unit(ticks)`` the step."""

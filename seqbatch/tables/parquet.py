@@ -253,8 +253,7 @@ def index(dataset: Any, c: Columns) -> tuple[np.ndarray, np.ndarray, GridCheck |
                         f"series {ids[i].as_py()!r} {which} time at {c.time}={shown(times, i)} "
                         f"(row {row + i} of the files end to end)",
                     )
-                rows = np.flatnonzero(same)
-                grid.add(diff[rows], rows + row, base + np.searchsorted(new, rows, "right") - 1)
+                grid.add(diff, same, row, lambda at: base + np.searchsorted(new, at, "right") - 1)
                 last_tick = int(ticks[-1])
             last_id = ids[-1].as_py()
             row += batch.num_rows
