@@ -284,8 +284,8 @@ class StreamBatcher:
         ``__arrow_c_stream__``. The rows are ordered by (series, time) with one vectorised
         sort (or kept in their order within a series when ``time`` is None), the value
         columns gathered once into one flat array, and the batches are those of
-        :meth:`from_offsets` on it. Needs ``pip install "seqbatch[tables]"``. See
-        :func:`seqbatch.tables.from_frame` and the guide "Tables and Parquet".
+        :meth:`from_offsets` on it. Needs ``pip install "seqbatch[tables]"``. See the guide
+        "Tables and Parquet".
 
         Args:
             frame: the table.
@@ -343,8 +343,9 @@ class StreamBatcher:
         time columns are read at construction, to index the series; a batch then reads the
         row groups its windows cover, keeping the last few. The rows of a series must lie
         together and in time order (``seqbatch.tables.sort_parquet`` writes such a file).
-        The arguments are those of :meth:`from_frame`; see
-        :func:`seqbatch.tables.from_parquet`.
+        The arguments are those of :meth:`from_frame`, and ``row_groups_kept``: how many
+        decoded row groups to keep (default ``2 * batch_size``, see
+        :class:`seqbatch.tables.parquet.RowGroups`).
 
         Returns:
             A :class:`seqbatch.tables.TableBatcher` that pickles as the files' paths.

@@ -2,7 +2,7 @@
 
 A long table has one row per (series, time): a series-id column, a time column and value
 columns, the form of forecasting datasets (``unique_id, ds, y``) and of Spark's Parquet
-exports. :func:`from_frame` sorts an in-memory table into series; :func:`from_parquet` reads
+exports. :meth:`seqbatch.StreamBatcher.from_frame` sorts an in-memory table into series; :meth:`seqbatch.StreamBatcher.from_parquet` reads
 files lazily, row group by row group, when the rows of each series lie together in time
 order (:func:`sort_parquet` writes them so). Both give a :class:`TableBatcher`, whose
 ``series_ids`` name the series of ``batch.series`` and whose ``by_series_frame`` puts model

@@ -62,7 +62,7 @@ class TableBatcher(StreamBatcher):
         return times() if callable(times) else times
 
     def describe(self) -> str:
-        """:meth:`StreamBatcher.describe`, with the table's ids and time grid.
+        """:meth:`seqbatch.StreamBatcher.describe`, with the table's ids and time grid.
 
         Examples:
             >>> import warnings, pandas as pd, seqbatch
@@ -91,7 +91,7 @@ class TableBatcher(StreamBatcher):
     def by_series_frame(self, outputs: Any, names: Any = None) -> Any:
         """Model outputs over this epoch's batches as a table keyed by series id and time.
 
-        :meth:`StreamBatcher.by_series`, one row per input step that has an output (steps no
+        :meth:`seqbatch.StreamBatcher.by_series`, one row per input step that has an output (steps no
         window fed are left out), in the order of the series and of time. The row of time
         ``t`` holds the model's output at that input step: with ``targets="next"``, its
         prediction of the step after ``t``.

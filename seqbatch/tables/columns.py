@@ -40,7 +40,7 @@ def ahead(columns: str | Sequence[str], steps: int = 1) -> Ahead:
         steps: how many rows ahead, at least 1.
 
     Returns:
-        An :class:`Ahead`, to pass as ``targets``.
+        An ``Ahead``, to pass as ``targets``.
 
     Examples:
         >>> ahead("y")

@@ -253,7 +253,12 @@ def index(dataset: Any, c: Columns) -> tuple[np.ndarray, np.ndarray, GridCheck |
                         f"series {ids[i].as_py()!r} {which} time at {c.time}={shown(times, i)} "
                         f"(row {row + i} of the files end to end)",
                     )
-                grid.add(diff, same, row, lambda at: base + np.searchsorted(new, at, "right") - 1)
+                grid.add(
+                    diff,
+                    same,
+                    row,
+                    lambda at, b=base, n=new: b + np.searchsorted(n, at, "right") - 1,
+                )
                 last_tick = int(ticks[-1])
             last_id = ids[-1].as_py()
             row += batch.num_rows
