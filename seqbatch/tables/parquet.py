@@ -224,7 +224,11 @@ def index(dataset: Any, c: Columns) -> tuple[np.ndarray, np.ndarray, GridCheck |
     last_tick = 0
     row = 0
     for fragment in dataset.get_fragments():
-        for batch in fragment.to_batches(schema=dataset.schema, columns=keys):
+        # One batch at a time: read ahead, the scan would hold many of them at once.
+        scan = fragment.to_batches(
+            schema=dataset.schema, columns=keys, batch_readahead=0, use_threads=False
+        )
+        for batch in scan:
             if batch.num_rows == 0:
                 continue
             refuse_missing({k: batch.column(k) for k in keys}, "source", f" in {fragment.path}")
@@ -277,6 +281,8 @@ def index(dataset: Any, c: Columns) -> tuple[np.ndarray, np.ndarray, GridCheck |
             f"and again at row {int(firsts[again])} of the files end to end",
         )
     offsets = np.concatenate((firsts, [row])).astype(np.int64)
+    # Arrow's allocator keeps what the scan freed, which would grow with the files.
+    pa.default_memory_pool().release_unused()
     return offsets, all_ids.to_numpy(zero_copy_only=False), grid
 
 
