@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> None:
         plan_scale,
         plot,
         scaling,
+        tables,
         tf_path,
         torch_path,
     )
@@ -69,6 +70,7 @@ def main(argv: list[str] | None = None) -> None:
             packing,
             plan_scale,
             many_series,
+            tables,
         ):
             progress(section.__name__)
             rows += section.run(sizes, workdir)

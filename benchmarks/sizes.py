@@ -30,6 +30,8 @@ class Sizes:
         documents: documents of the many-series section (token streams).
         documents_batch: streams and window of its token batches.
         build_documents: documents whose batcher the many-series section builds.
+        table_rows, table_series: rows and series of the long table of the tables section.
+        parquet_rows: rows of its Parquet file (8 float32 values a row).
     """
 
     batch_size: int
@@ -56,6 +58,9 @@ class Sizes:
     documents: int
     documents_batch: tuple[int, int]
     build_documents: int
+    table_rows: int
+    table_series: int
+    parquet_rows: int
 
 
 FULL = Sizes(
@@ -83,6 +88,9 @@ FULL = Sizes(
     documents=100_000,
     documents_batch=(64, 256),
     build_documents=1_000_000,
+    table_rows=10_000_000,
+    table_series=100_000,
+    parquet_rows=5_000_000,  # 160 MB of float32 values
 )
 
 QUICK = Sizes(
@@ -110,4 +118,7 @@ QUICK = Sizes(
     documents=1_000,
     documents_batch=(8, 32),
     build_documents=10_000,
+    table_rows=20_000,
+    table_series=200,
+    parquet_rows=40_000,
 )

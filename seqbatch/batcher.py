@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     import keras
     import tensorflow as tf
 
+    import seqbatch.tables
+
 
 class StreamBatcher:
     """Batches for stateful RNNs: row ``i`` of batch ``k + 1`` continues row ``i`` of batch ``k``.
@@ -269,6 +271,95 @@ class StreamBatcher:
                 )
             targets = Ragged(steps, series.offsets)
         return cls(series, targets, **kwargs)
+
+    @classmethod
+    def from_frame(
+        cls,
+        frame: Any,
+        *,
+        series: str,
+        time: str | None = None,
+        features: Any,
+        targets: Any = "next",
+        **kwargs: Any,
+    ) -> seqbatch.tables.TableBatcher:
+        """The batcher of a long table: one row per (series, time), rows in any order.
+
+        A pandas or polars DataFrame, a pyarrow Table, or anything with
+        ``__arrow_c_stream__``. The rows are ordered by (series, time) with one vectorised
+        sort (or kept in their order within a series when ``time`` is None), the value
+        columns gathered once into one flat array, and the batches are those of
+        :meth:`from_offsets` on it. Needs ``pip install "seqbatch[tables]"``. See the guide
+        "Tables and Parquet".
+
+        Args:
+            frame: the table.
+            series: the series-id column: strings, integers or categories. Series are
+                numbered in the sorted order of their ids; ``batch.series`` indexes
+                ``batches.series_ids``.
+            time: the time column (integers, dates or datetimes), or None.
+            features: the input columns: one name (no feature axis) or a list (``(T, n)``).
+            targets: ``None``, ``"next"`` or ``k`` (steps ahead of the features), target
+                column names (aligned: the value at the same row), or
+                ``seqbatch.tables.ahead(columns, steps=1)`` (those columns ``steps`` rows
+                later).
+            **kwargs: the keyword arguments of :class:`StreamBatcher`.
+
+        Returns:
+            A :class:`seqbatch.tables.TableBatcher`.
+
+        Raises:
+            ValueError: a column that is missing, a missing value (null or NaN) in a column
+                used, a time repeated within a series, and the errors of
+                :class:`StreamBatcher`.
+            TypeError: a non-numeric value column, or times that are not integers or dates.
+
+        Examples:
+            >>> import pandas as pd, seqbatch
+            >>> frame = pd.DataFrame({"id": ["b", "a", "b", "a", "a", "b"],
+            ...                       "t": [1, 1, 0, 0, 2, 2], "y": [11, 1, 10, 0, 2, 12]})
+            >>> batches = seqbatch.StreamBatcher.from_frame(
+            ...     frame, series="id", time="t", features="y", targets=None,
+            ...     batch_size=2, sequence_length=3)
+            >>> b = batches[0]
+            >>> b.x.tolist(), batches.series_ids[b.series].tolist()
+            ([[0, 1, 2], [10, 11, 12]], ['a', 'b'])
+        """
+        from seqbatch.tables import from_frame
+
+        return from_frame(
+            frame, series=series, time=time, features=features, targets=targets, **kwargs
+        )
+
+    @classmethod
+    def from_parquet(
+        cls,
+        source: Any,
+        *,
+        series: str,
+        time: str | None = None,
+        features: Any,
+        targets: Any = "next",
+        **kwargs: Any,
+    ) -> seqbatch.tables.TableBatcher:
+        """The batcher of a long table in Parquet files, read lazily, row group by row group.
+
+        A file, a directory of files or a ``pyarrow.dataset.Dataset``. Only the series and
+        time columns are read at construction, to index the series; a batch then reads the
+        row groups its windows cover, keeping the last few. The rows of a series must lie
+        together and in time order (``seqbatch.tables.sort_parquet`` writes such a file).
+        The arguments are those of :meth:`from_frame`, and ``row_groups_kept``: how many
+        decoded row groups to keep (default ``2 * batch_size``, see
+        :class:`seqbatch.tables.parquet.RowGroups`).
+
+        Returns:
+            A :class:`seqbatch.tables.TableBatcher` that pickles as the files' paths.
+        """
+        from seqbatch.tables import from_parquet
+
+        return from_parquet(
+            source, series=series, time=time, features=features, targets=targets, **kwargs
+        )
 
     def __copy__(self) -> StreamBatcher:
         # The same view (data, readers, plans), and a cursor of its own.

@@ -17,7 +17,7 @@ import numbers
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence, Set
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -192,10 +192,23 @@ def open_series_list(data: Any, name: str) -> tuple[list[Any], bool]:
     return series, single
 
 
+class ShiftedTargets(NamedTuple):
+    """Target arrays read ``steps`` ahead of the inputs: ``y[t]`` is ``data[t + steps]``.
+
+    What a table's ``targets=seqbatch.tables.ahead("y")`` becomes: other columns than the
+    inputs, the next step of them; the last ``steps`` steps of each series have no target.
+    """
+
+    steps: int
+    data: Any
+
+
 def parse_targets(targets: Any) -> tuple[int, Any]:
     """Split ``targets`` into (steps ahead, target data or None)."""
     if targets is None:
         return 0, None
+    if isinstance(targets, ShiftedTargets):
+        return targets.steps, targets.data
     if isinstance(targets, str):
         if targets == "next":
             return 1, None

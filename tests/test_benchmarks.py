@@ -45,6 +45,7 @@ def test_quick_run_prints_every_row_and_draws_the_figure(tmp_path: Path) -> None
             "packing",
             "plan",
             "many series",
+            "tables",
             "scaling",
             "grid",
         )
@@ -65,6 +66,9 @@ def test_quick_run_prints_every_row_and_draws_the_figure(tmp_path: Path) -> None
         "plan": len(plan_scale.LAYOUTS) * (3 * len(QUICK.plan_series) + 2),
         # A batch per layout of tokens and of features, then two build rows.
         "many series": 2 * len(many_series.BOUNDARIES) + 2,
+        # from_frame's build time and memory; an epoch's memory over a Parquet file and a
+        # quarter of it, and the time per batch.
+        "tables": 5,
         "scaling": 2 * len(QUICK.series_lengths),
         # No quick cell reaches 64 KB, so only the two tf.data worst-cell rows.
         "grid": 2,
