@@ -265,7 +265,7 @@ class EpochView:
         else:
             (x,) = self._x_reader.read_packed(pieces, steps)
         if lay.has_targets and lay.return_sequences and y is None:
-            (y,) = self._y_reader.read_packed(pieces, steps)
+            (y,) = self._y_reader.read_packed(pieces, steps, (lay.shift,))
         elif lay.has_targets and not lay.return_sequences:
             last = steps.position[:, -1]
             held = (last >= 0).astype(np.int64)
