@@ -20,20 +20,9 @@ from hypothesis import strategies as st
 
 import seqbatch
 from tests.encoded import check_packed_epoch, encoded_series
+from tests.same import FIELDS
 from tests.test_invariant import DTYPES, FEATURES, Case, filling_lengths
 from tests.test_sources import CountingSource
-
-FIELDS = (
-    "x",
-    "y",
-    "sample_weight",
-    "reset",
-    "series",
-    "position",
-    "step_reset",
-    "step_series",
-    "step_position",
-)
 
 
 def one_by_one_loads(sizes: list[int], streams: int) -> list[int]:
