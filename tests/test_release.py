@@ -26,7 +26,7 @@ import pytest
 import seqbatch
 
 ROOT = Path(__file__).resolve().parent.parent
-EXTRAS = {"tf", "jax", "torch", "test", "docs", "dev"}
+EXTRAS = {"tf", "jax", "torch", "tables", "test", "docs", "dev"}
 
 
 def run(args: list[str], *, timeout: float, **kwargs: Any) -> subprocess.CompletedProcess[str]:
