@@ -21,10 +21,12 @@ from __future__ import annotations
 from seqbatch.torch.data import StreamDataset, StreamSampler, TensorBatch
 from seqbatch.torch.padding import hold, real_lengths, run_rnn
 from seqbatch.torch.state import detach, reset_rows, weighted_mean
+from seqbatch.torch.stream_state import StreamState
 
 __all__ = [
     "StreamDataset",
     "StreamSampler",
+    "StreamState",
     "TensorBatch",
     "detach",
     "hold",
