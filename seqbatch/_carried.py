@@ -13,8 +13,6 @@ import numpy as np
 
 from seqbatch.batcher import StreamBatcher
 
-KEYS = ("streams", "state", "dim", "epoch", "next_batch")
-
 
 def field(batch: Any, name: str) -> Any:
     """A field of a batch object, or the entry of a record dict."""
@@ -30,9 +28,9 @@ def batch_key(batch: Any) -> tuple[int, int] | None:
     return None if epoch is None or index is None else (int(epoch), int(index))
 
 
-def stream_dim(dim: Any) -> int:
+def stream_dim(dim: Any, name: str = "dim") -> int:
     if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
-        raise TypeError(f"`dim` must be an int. Received: dim={dim!r}")
+        raise TypeError(f"`{name}` must be an int. Received: {name}={dim!r}")
     return int(dim)
 
 
@@ -85,9 +83,14 @@ def check_rows(batch: Any, rows: int) -> np.ndarray:
 
 
 def saved_rows(
-    state_dict: Mapping[str, Any] | Sequence[Mapping[str, Any]], dim: int, streams: range
+    state_dict: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+    dim: int,
+    streams: range,
+    axis_key: str = "dim",
 ) -> tuple[list[Any], list[int], np.ndarray, tuple[int, int] | None]:
     """Where the rows of ``streams`` lie in one checkpoint's dicts, checked.
+
+    ``axis_key`` names the stream axis in the dicts: ``"dim"`` in torch's, ``"axis"`` in JAX's.
 
     Returns:
         The saved states (all None, or none), the rows of each, the row of each stream of
@@ -96,24 +99,25 @@ def saved_rows(
     dicts = [state_dict] if isinstance(state_dict, Mapping) else list(state_dict)
     if not dicts:
         raise ValueError("`state_dict` must hold at least one dict. Received: an empty list")
+    keys = ("streams", "state", axis_key, "epoch", "next_batch")
     for d in dicts:
-        if not isinstance(d, Mapping) or set(d) != set(KEYS):
+        if not isinstance(d, Mapping) or set(d) != set(keys):
             got = sorted(d) if isinstance(d, Mapping) else type(d).__name__
             raise ValueError(
                 f"`state_dict` must be dicts of StreamState.state_dict(), with keys "
-                f"{sorted(KEYS)}. Received: {got}"
+                f"{sorted(keys)}. Received: {got}"
             )
-    for name in ("dim", "epoch", "next_batch"):
+    for name in (axis_key, "epoch", "next_batch"):
         values = {d[name] for d in dicts}
         if len(values) > 1:
             raise ValueError(
                 "`state_dict` must come from one point of one run: the dicts disagree on "
                 f"{name!r}. Received: {sorted(values, key=str)}"
             )
-    if dicts[0]["dim"] != dim:
+    if dicts[0][axis_key] != dim:
         raise ValueError(
             "`state_dict` must have been saved with the stream axis of this state. Received: "
-            f"dim={dicts[0]['dim']} for a StreamState of dim={dim}"
+            f"{axis_key}={dicts[0][axis_key]} for a StreamState of {axis_key}={dim}"
         )
     held = [np.asarray(d["streams"], dtype=np.int64).reshape(-1) for d in dicts]
     saved = np.concatenate(held)
@@ -142,17 +146,19 @@ def saved_rows(
     return states, [len(h) for h in held], order[at], due
 
 
-def check_saved_leaf(shape: tuple[int, ...], dim: int, rows: int) -> None:
+def check_saved_leaf(shape: tuple[int, ...], dim: int, rows: int, axis_key: str = "dim") -> None:
     if not -len(shape) <= dim < len(shape) or shape[dim] != rows:
         raise ValueError(
-            f"`state_dict` must hold one row per stream along dim={dim}. Received: a state of "
-            f"shape {shape} for {rows} streams"
+            f"`state_dict` must hold one row per stream along {axis_key}={dim}. Received: a "
+            f"state of shape {shape} for {rows} streams"
         )
 
 
-def check_leaf(shape: tuple[int, ...], dim: int, rows: int, name: str) -> None:
+def check_leaf(
+    shape: tuple[int, ...], dim: int, rows: int, name: str, axis_key: str = "dim"
+) -> None:
     if not -len(shape) <= dim < len(shape) or shape[dim] != rows:
         raise ValueError(
-            f"`{name}` must have one row per stream along dim={dim}: {rows} rows. Received: "
-            f"a leaf of shape {shape}"
+            f"`{name}` must have one row per stream along {axis_key}={dim}: {rows} rows. "
+            f"Received: a leaf of shape {shape}"
         )
