@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> None:
         tables,
         tf_path,
         torch_path,
+        unroll,
     )
     from benchmarks.report import RATIO_NOTE, rows_table
     from benchmarks.sizes import FULL, QUICK
@@ -71,6 +72,7 @@ def main(argv: list[str] | None = None) -> None:
             plan_scale,
             many_series,
             tables,
+            unroll,
         ):
             progress(section.__name__)
             rows += section.run(sizes, workdir)

@@ -17,11 +17,13 @@ forward, backward and Adam steps, the state carried from batch to batch (and det
 
 Two cases: 1,500 series on 32 streams, and the packing section's 10,000 series on 64 streams,
 windows of 100 steps. The batches are made into tensors before the clock starts: the rows
-time the model, and the numpy epoch of both layouts is the packing section's. The target is
-the padding saved: the packed epoch must be faster than the reset one by at least 0.9 times
-the ratio of their batch slots. Every epoch runs in a process of its own, on one torch thread
-(on a machine shared with other work, torch's pool of threads made steps run many times
-slower, differently from run to run); the median of the repeats, interleaved, is given.
+time the training steps, and the numpy epoch of both layouts is the packing section's. The
+target is the padding saved: the packed epoch must be faster than the reset one by at least
+0.9 times the ratio of their batch slots. The runs take their steps in turns, the one least
+far through its epoch next, so that a burst of load from other processes slows them alike;
+the median of the repeats (after one round that warms up) is given. All of it runs in a
+process of its own, on one torch thread (on a machine shared with other work, torch's pool
+of threads made steps run many times slower, differently from run to run).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -84,8 +87,9 @@ def per_step(lstm: Any, b: Any, state: Any) -> tuple[Any, Any]:
     return torch.stack(outs, dim=1), state
 
 
-def epoch_seconds(how: str, tensors: list[Any], limit: int) -> float:
-    """Seconds of one training epoch over ``tensors`` (its first ``limit`` batches, if > 0)."""
+def training(how: str, tensors: list[Any], limit: int) -> Iterator[float]:
+    """Train one epoch over ``tensors`` (its first ``limit`` batches, if > 0), yielding the
+    seconds of each training step."""
     import torch
 
     from seqbatch.torch import detach, reset_rows, unroll, weighted_mean
@@ -94,12 +98,10 @@ def epoch_seconds(how: str, tensors: list[Any], limit: int) -> float:
     lstm = torch.nn.LSTM(FEATURES, UNITS, batch_first=True)
     head = torch.nn.Linear(UNITS, FEATURES)
     optimizer = torch.optim.Adam([*lstm.parameters(), *head.parameters()], lr=1e-3)
-    B = tensors[0].x.shape[0]
-    zeros = torch.zeros(1, B, UNITS)
+    zeros = torch.zeros(1, tensors[0].x.shape[0], UNITS)
     state: Any = (zeros, zeros)
-    run = tensors[:limit] if limit > 0 else tensors
-    begin = time.perf_counter()
-    for b in run:
+    for b in tensors[:limit] if limit > 0 else tensors:
+        begin = time.perf_counter()
         if how == "unroll":
             out, state = unroll(lstm, b, state)
         elif how == "plain":
@@ -111,7 +113,22 @@ def epoch_seconds(how: str, tensors: list[Any], limit: int) -> float:
         loss.backward()
         optimizer.step()
         state = detach(state)
-    return (time.perf_counter() - begin) * len(tensors) / len(run)
+        yield time.perf_counter() - begin
+
+
+def epochs_in_lockstep(runs: dict[str, tuple[list[Any], int]]) -> dict[str, float]:
+    """Seconds of one epoch of each run, the runs' steps taken in turns: the run least far
+    through its epoch steps next, so that a burst of load from other processes slows every
+    run alike. A run limited to its first batches is scaled to its whole epoch."""
+    steps = {how: training(how, tensors, limit) for how, (tensors, limit) in runs.items()}
+    counts = {how: limit or len(tensors) for how, (tensors, limit) in runs.items()}
+    done = dict.fromkeys(runs, 0)
+    seconds = dict.fromkeys(runs, 0.0)
+    while any(done[how] < counts[how] for how in runs):
+        how = min((h for h in runs if done[h] < counts[h]), key=lambda h: done[h] / counts[h])
+        seconds[how] += next(steps[how])
+        done[how] += 1
+    return {how: seconds[how] * len(runs[how][0]) / counts[how] for how in runs}
 
 
 def measure(size_name: str) -> list[dict[str, Any]]:
@@ -126,13 +143,12 @@ def measure(size_name: str) -> list[dict[str, Any]]:
             boundary: batches_of(sizes, count, streams, window, boundary)
             for boundary in ("reset", "pack")
         }
-        runs = {"unroll": ("pack", 0), "plain": ("reset", 0)}
+        runs = {"unroll": (laid["pack"], 0), "plain": (laid["reset"], 0)}
         if per_step_batches:
-            runs["per-step"] = ("pack", per_step_batches)
+            runs["per-step"] = (laid["pack"], per_step_batches)
         times: dict[str, list[float]] = {how: [] for how in runs}
         for round_ in range(repeats + 1):  # round 0 warms up
-            for how, (boundary, limit) in runs.items():
-                seconds = epoch_seconds(how, laid[boundary], limit)
+            for how, seconds in epochs_in_lockstep(runs).items():
                 if round_ > 0:
                     times[how].append(seconds)
         out.append(
