@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> None:
         tables,
         tf_path,
         torch_path,
+        unroll,
     )
     from benchmarks.report import RATIO_NOTE, rows_table
     from benchmarks.sizes import FULL, QUICK
@@ -73,6 +74,7 @@ def main(argv: list[str] | None = None) -> None:
             many_series,
             tables,
             language_model,
+            unroll,
         ):
             progress(section.__name__)
             rows += section.run(sizes, workdir)

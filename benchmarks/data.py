@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.sizes import Sizes
+
 _CHUNK_BYTES = 64 * 2**20
 
 
@@ -28,3 +30,17 @@ def npy_file(path: Path, steps: int, features: int, seed: int = 0) -> Path:
     out.flush()
     del out
     return path
+
+
+def series_lengths(
+    sizes: Sizes, distribution: str, seed: int = 0, count: int | None = None
+) -> np.ndarray:
+    """``count`` lengths (``sizes.packing_series`` if None) from ``sizes.packing_lengths``,
+    both ends included."""
+    lo, hi = sizes.packing_lengths
+    n = sizes.packing_series if count is None else count
+    rng = np.random.default_rng(seed)
+    if distribution == "uniform":
+        return rng.integers(lo, hi + 1, n)
+    drawn = np.exp(rng.uniform(np.log(lo), np.log(hi + 1), n))
+    return np.clip(drawn.astype(np.int64), lo, hi)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import packing_fit
-from benchmarks.data import series
+from benchmarks.data import series, series_lengths
 from benchmarks.numpy_path import epoch
 from benchmarks.report import Row, run_alone, speed_ratio
 from benchmarks.sizes import Sizes
@@ -28,20 +28,6 @@ from seqbatch import StreamBatcher
 
 DISTRIBUTIONS = ("uniform", "log-uniform")
 PADDING_TARGET_PERCENT = 1.0
-
-
-def series_lengths(
-    sizes: Sizes, distribution: str, seed: int = 0, count: int | None = None
-) -> np.ndarray:
-    """``count`` lengths (``sizes.packing_series`` if None) from ``sizes.packing_lengths``,
-    both ends included."""
-    lo, hi = sizes.packing_lengths
-    n = sizes.packing_series if count is None else count
-    rng = np.random.default_rng(seed)
-    if distribution == "uniform":
-        return rng.integers(lo, hi + 1, n)
-    drawn = np.exp(rng.uniform(np.log(lo), np.log(hi + 1), n))
-    return np.clip(drawn.astype(np.int64), lo, hi)
 
 
 def run(sizes: Sizes, workdir: Path) -> list[Row]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import many_series, packing, packing_fit, plan_scale
+from benchmarks import many_series, packing, packing_fit, plan_scale, unroll
 from benchmarks.report import figure, number
 from benchmarks.sizes import QUICK
 
@@ -47,6 +47,7 @@ def test_quick_run_prints_every_row_and_draws_the_figure(tmp_path: Path) -> None
             "many series",
             "tables",
             "language model",
+            "unroll",
             "scaling",
             "grid",
         )
@@ -72,6 +73,9 @@ def test_quick_run_prints_every_row_and_draws_the_figure(tmp_path: Path) -> None
         "tables": 5,
         # Validation nats per token, carried state vs each of three others.
         "language model": 3,
+        # The torch epoch through unroll against "reset" per case, and against the per-step
+        # loop on the first case.
+        "unroll": len(unroll.CASES["quick"]) + 1,
         "scaling": 2 * len(QUICK.series_lengths),
         # No quick cell reaches 64 KB, so only the two tf.data worst-cell rows.
         "grid": 2,

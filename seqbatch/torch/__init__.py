@@ -1,7 +1,7 @@
 """PyTorch for carried-state training: a ``Dataset`` of seqbatch batches and the loop's helpers.
 
 Truncated backprop through time with the state carried from one window to the next (LSTMs,
-state-space models) needs three things from its data and its loop:
+state-space models) needs these from its data and its loop:
 
 * batches in which row ``i`` continues row ``i`` of the batch before, in order, through
   any ``DataLoader``: :class:`StreamDataset` with its :class:`StreamSampler`, one
@@ -13,7 +13,9 @@ state-space models) needs three things from its data and its loop:
   (:class:`StreamState`), so that a checkpoint of some number of ranks resumes on another;
 * the state of each stream after its last real step, never after padding: an RNN module run
   over the real steps only (:func:`run_rnn`, with :func:`real_lengths`), or a cell's state
-  held at padded steps (:func:`hold`).
+  held at padded steps (:func:`hold`);
+* resets inside a window, where packed batches start a series, without giving up the fused
+  kernel: :func:`unroll` runs an RNN module over a batch of any layout, exactly.
 
 Importing this module imports torch; ``import seqbatch`` does not.
 """
@@ -24,6 +26,7 @@ from seqbatch.torch.data import StreamDataset, StreamSampler, TensorBatch
 from seqbatch.torch.padding import hold, real_lengths, run_rnn
 from seqbatch.torch.state import detach, reset_rows, weighted_mean
 from seqbatch.torch.stream_state import StreamState
+from seqbatch.torch.unroll import unroll
 
 __all__ = [
     "StreamDataset",
@@ -35,5 +38,6 @@ __all__ = [
     "real_lengths",
     "reset_rows",
     "run_rnn",
+    "unroll",
     "weighted_mean",
 ]

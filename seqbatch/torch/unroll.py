@@ -1,0 +1,280 @@
+"""A torch RNN over a batch of any layout, in its fused kernel, resets and padding honoured.
+
+A packed batch (``series_boundary="pack"``) starts a new series wherever ``step_reset`` says,
+inside the window: stepping the layer one timestep at a time to zero those rows gives up the
+fused kernel, and costs much more than packing saves. :func:`unroll` cuts each row of the
+window instead into its runs, the stretches of real steps of one series: a row's first run
+starts from the state the row carries (zeros if the row resets at step 0), every later run
+from zeros, and padding is no run at all. Every run is an independent sequence, run whole
+from its initial state to its exact end, and the layer runs over all of them together in its
+fused kernel (oneDNN on the CPU, cuDNN on a GPU), a few calls per window however many series
+start in it: call ``j`` runs, at width ``2 ** j`` from the widest down, the piece of every
+run whose length has bit ``j`` set, from where its wider pieces ended. A window of 100 steps
+takes at most 7 calls, and no step of padding is computed. The outputs go back to their
+place in the window, and each row keeps the state of its last run. Batches of the other
+layouts have one run per row, which begins at step 0.
+
+Why not one ``PackedSequence`` of the runs: its lengths differ, and torch's CPU kernel for
+packed sequences of unequal lengths leaves oneDNN, with a backward pass that measured 5 to 8
+times slower than the whole padded window's. Why not one call per stretch between flagged
+columns: each call of the kernel costs a fixed time (about 2 ms forward and backward for an
+``nn.LSTM(8, 64)`` on 32 rows here), and a window of 32 packed streams holds about 14 such
+stretches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from functools import partial
+from typing import Any
+
+import numpy as np
+import torch
+
+from seqbatch.torch.padding import _leaves, real_lengths
+from seqbatch.torch.state import State, _map_state
+
+
+def unroll(
+    rnn: torch.nn.RNNBase, batch: Any, state: State = None, *, inputs: torch.Tensor | None = None
+) -> tuple[torch.Tensor, State]:
+    """Run ``rnn`` over one batch, resetting each row where a series starts, padding left out.
+
+    Exact on every layout: each real step's output is the layer's output at that step of its
+    series run alone (from the state the row carries, when the series began in an earlier
+    window), and the state returned is each row's after its last real step. Gradients flow
+    as through the plain layer: to the inputs, the weights and the incoming state (through
+    the rows that do not reset). Call it in place of ``rnn(x, state)``, with no
+    :func:`~seqbatch.torch.reset_rows` before it: it applies ``reset`` and ``step_reset``.
+
+    Args:
+        rnn: a ``torch.nn.LSTM``, ``GRU`` or ``RNN`` with ``batch_first=True``, forward only;
+            any ``num_layers``, and ``proj_size`` for an LSTM.
+        batch: a :class:`~seqbatch.torch.TensorBatch` or a numpy :class:`seqbatch.Batch`
+            with a ``(B, W)`` ``sample_weight`` (``return_sequences=True``, or no targets).
+            Its ``reset`` and, for packed batches, ``step_reset`` say where series start.
+        state: the state each row carries in, what ``rnn`` takes: ``None`` (zeros), a tensor,
+            or an LSTM's ``(h, c)``, each ``(num_layers, B, units)``.
+        inputs: the layer's input in place of ``batch.x``, ``(B, W, input_size)``: the
+            output of an embedding or of an earlier layer, for example. Its padding need not
+            be zero: padded steps are never read.
+
+    Returns:
+        ``(outputs, state)``: ``outputs`` is ``(B, W, H)`` (``H`` is ``proj_size`` or
+        ``hidden_size``), zero at padding; ``state`` has the structure and shapes ``rnn``
+        returns, each row's state after its last real step, or the state the row came with
+        (zeros for ``None``) if the window holds none.
+
+    Raises:
+        TypeError: ``rnn`` is not a ``torch.nn.RNNBase``.
+        ValueError: ``rnn`` is bidirectional or not ``batch_first``; the input is not
+            ``(B, W, input_size)``; ``sample_weight`` is not ``(B, W)`` or has a real step
+            after padding; ``reset`` or ``step_reset`` do not fit the batch.
+
+    Examples:
+        Row 0 holds series 1 from step 0 on; row 1 ends a series after 2 steps, then
+        another starts (``step_reset``), then padding:
+
+        >>> import numpy as np, torch, seqbatch
+        >>> from seqbatch.torch import TensorBatch
+        >>> _ = torch.manual_seed(0)
+        >>> gru = torch.nn.GRU(1, 2, batch_first=True)
+        >>> x = torch.tensor([[[1.0], [2.0], [3.0], [4.0]], [[5.0], [6.0], [7.0], [0.0]]])
+        >>> batch = TensorBatch(
+        ...     x=x,
+        ...     y=None,
+        ...     sample_weight=torch.tensor([[1.0, 1, 1, 1], [1, 1, 1, 0]]),
+        ...     reset=torch.tensor([True, False]),
+        ...     series=torch.tensor([1, 0]),
+        ...     position=torch.tensor([0, 8]),
+        ...     step_reset=torch.tensor([[True, False, False, False], [False, False, True, False]]),
+        ... )
+        >>> carried = torch.randn(1, 2, 2)
+        >>> out, h = unroll(gru, batch, carried)
+        >>> out.shape, h.shape
+        (torch.Size([2, 4, 2]), torch.Size([1, 2, 2]))
+
+        Row 1's third step starts a series: its output is that of the layer run on it alone,
+        from zeros, and the row ends with that state; padding gives zeros.
+
+        >>> alone, h_alone = gru(x[1:, 2:3])
+        >>> torch.allclose(out[1, 2], alone[0, 0]), torch.allclose(h[0, 1], h_alone[0, 0])
+        (True, True)
+        >>> out[1, 3].abs().sum().item()
+        0.0
+
+        Its first two steps continue the state it carried in:
+
+        >>> torch.allclose(out[1, :2], gru(x[1:, :2], carried[:, 1:])[0][0])
+        True
+    """
+    _check_rnn(rnn)
+    x = _tensor(batch.x if inputs is None else inputs)
+    weight = _tensor(batch.sample_weight)
+    if x.ndim != 3 or x.shape[2] != rnn.input_size:
+        raise ValueError(
+            f"`{'batch.x' if inputs is None else 'inputs'}` must be (B, W, input_size) with "
+            f"input_size={rnn.input_size}, the input of `rnn` (a 1-D series gives batches of "
+            "(B, W): build the batcher with a feature axis, series[:, None]). Received: shape "
+            f"{tuple(x.shape)}"
+        )
+    B, W = x.shape[0], x.shape[1]
+    if tuple(weight.shape) != (B, W):
+        raise ValueError(
+            "`batch.sample_weight` must hold one weight per step of the window, (B, W) = "
+            f"({B}, {W}), to tell each row's real steps from its padding: build the batcher "
+            "with return_sequences=True. Received: sample_weight of shape "
+            f"{tuple(weight.shape)}"
+        )
+    lengths = real_lengths(weight)
+    starts = _series_starts(batch, B, W)
+    runs = _runs(starts, lengths, W)
+    state = _checked_state(rnn, state, B)
+    units = rnn.proj_size or rnn.hidden_size
+    if runs is None:
+        return x.new_zeros(B, W, units), state
+    rows, cols, run_lengths, carried, last = runs
+    on = x.device
+    runs_state = _map_state(
+        lambda t: torch.where(carried.to(on).view(1, -1, 1), t.index_select(1, rows.to(on)), 0),
+        state,
+    )
+    flat = x.reshape(B * W, -1)
+    pieces, places = [], []
+    for part, start, width in _pieces(rows * W + cols, run_lengths):
+        part, place = part.to(on), (start[:, None] + torch.arange(width)).to(on)
+        out, new = rnn(flat[place], _map_state(partial(_rows_of, part), runs_state))
+        runs_state = _map_state(partial(_put_rows, part, iter(_leaves(new))), runs_state)
+        pieces.append(out.reshape(-1, units))
+        places.append(place.flatten())
+    outputs = flat.new_zeros(B * W, units).index_copy(0, torch.cat(places), torch.cat(pieces))
+    ends = iter(_leaves(runs_state))
+    ends_rows, last = rows[last].to(on), last.to(on)
+    new_state = _map_state(
+        lambda t: t.index_copy(1, ends_rows, next(ends).index_select(1, last)), state
+    )
+    return outputs.view(B, W, units), new_state
+
+
+def _rows_of(rows: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    return t.index_select(1, rows)
+
+
+def _put_rows(rows: torch.Tensor, values: Iterator[torch.Tensor], t: torch.Tensor) -> torch.Tensor:
+    return t.index_copy(1, rows, next(values))
+
+
+def _pieces(
+    starts: torch.Tensor, lengths: torch.Tensor
+) -> list[tuple[torch.Tensor, torch.Tensor, int]]:
+    """The calls of the layer that run every run exactly: ``(runs, flat starts, width)`` each.
+
+    A call of the fused kernel runs sequences of one width from an initial state to a final
+    one. Call ``j`` runs, for width ``2 ** j`` from the widest down, the piece of every run
+    whose length has bit ``j`` set, from where the run's wider pieces ended: each run is run
+    whole, in order, from its initial state to its exact end, with no step of padding, in as
+    many calls as the window's width has bits (7 for 100 steps), however many series start
+    in it. Calls of one width per step of a reset would number one per flagged column.
+    """
+    calls = []
+    for j in reversed(range(int(lengths.max()).bit_length())):
+        part = torch.nonzero(lengths & (1 << j)).flatten()
+        if len(part):
+            done = (lengths[part] >> (j + 1)) << (j + 1)
+            calls.append((part, starts[part] + done, 1 << j))
+    return calls
+
+
+def _tensor(a: Any) -> torch.Tensor:
+    """A tensor as it is; a numpy field of a :class:`seqbatch.Batch` as a tensor, copied if
+    read-only (a view of the data: torch cannot share it)."""
+    if isinstance(a, torch.Tensor):
+        return a
+    a = np.asarray(a)
+    return torch.from_numpy(a if a.flags.writeable else a.copy())
+
+
+def _check_rnn(rnn: Any) -> None:
+    if not isinstance(rnn, torch.nn.RNNBase):
+        raise TypeError(
+            f"`rnn` must be a torch.nn.LSTM, GRU or RNN. Received: rnn of type {type(rnn).__name__}"
+        )
+    if rnn.bidirectional:
+        raise ValueError(
+            "`rnn` must run forward only: a bidirectional RNN runs each window backwards from "
+            "its last step too, which no carried state continues. Received: bidirectional=True"
+        )
+    if not rnn.batch_first:
+        raise ValueError(
+            "`rnn` must take (B, W, features) inputs, as seqbatch batches are laid out: build "
+            "it with batch_first=True. Received: batch_first=False"
+        )
+
+
+def _series_starts(batch: Any, B: int, W: int) -> torch.Tensor:
+    """``(B, W)`` bool on the CPU: a series starts at the step (zero the state before it)."""
+    reset = _tensor(batch.reset).cpu()
+    if reset.dtype != torch.bool or tuple(reset.shape) != (B,):
+        raise ValueError(
+            f"`batch.reset` must hold one bool flag per stream, shape ({B},). Received: reset "
+            f"of dtype {reset.dtype} and shape {tuple(reset.shape)}"
+        )
+    step_reset = getattr(batch, "step_reset", None)
+    if step_reset is None:
+        starts = torch.zeros(B, W, dtype=torch.bool)
+        starts[:, 0] = reset
+        return starts
+    starts = _tensor(step_reset).cpu()
+    if starts.dtype != torch.bool or tuple(starts.shape) != (B, W):
+        raise ValueError(
+            f"`batch.step_reset` must hold one bool flag per step, shape ({B}, {W}). "
+            f"Received: step_reset of dtype {starts.dtype} and shape {tuple(starts.shape)}"
+        )
+    if not torch.equal(starts[:, 0], reset):
+        raise ValueError(
+            "`batch.step_reset` must begin with `batch.reset` (column 0 flags the streams "
+            f"that reset before the window). Received: reset {reset.tolist()} and step_reset "
+            f"column 0 {starts[:, 0].tolist()}"
+        )
+    return starts
+
+
+def _runs(starts: torch.Tensor, lengths: torch.Tensor, W: int) -> tuple[torch.Tensor, ...] | None:
+    """The runs of the window, in row-major order, or None if it holds no real step.
+
+    Returns ``rows``, ``cols`` (where each run begins), ``lengths``, ``carried`` (the run
+    continues the state its row carries in: a row's first run, unless the row resets) and
+    ``last`` (the index of each row's last run, in the order of its row).
+    """
+    real = torch.arange(W) < lengths[:, None]
+    begins = real & starts
+    begins[:, 0] = real[:, 0]  # a row's first run begins at step 0, flagged or not
+    where = torch.nonzero(begins)
+    if len(where) == 0:
+        return None
+    rows, cols = where[:, 0], where[:, 1]
+    same_row = rows[1:] == rows[:-1]
+    ends = lengths[rows].clone()
+    ends[:-1] = torch.where(same_row, cols[1:], ends[:-1])
+    is_last = torch.ones(len(rows), dtype=torch.bool)
+    is_last[:-1] = ~same_row
+    carried = ~starts[rows, cols]
+    return rows, cols, ends - cols, carried, torch.nonzero(is_last).flatten()
+
+
+def _checked_state(rnn: torch.nn.RNNBase, state: State, B: int) -> State:
+    """``state`` once checked to hold ``B`` rows, or the zeros ``rnn`` starts from for None."""
+    if state is None:
+        weight = next(rnn.parameters())
+        h = weight.new_zeros(rnn.num_layers, B, rnn.proj_size or rnn.hidden_size)
+        if isinstance(rnn, torch.nn.LSTM):
+            return h, weight.new_zeros(rnn.num_layers, B, rnn.hidden_size)
+        return h
+    for t in _leaves(state):
+        if t.ndim != 3 or t.shape[1] != B:
+            raise ValueError(
+                "`state` must be what `rnn` takes, each tensor (num_layers, B, units) with "
+                f"B={B} rows, one per stream of the batch. Received: a tensor of shape "
+                f"{tuple(t.shape)}"
+            )
+    return state
