@@ -54,3 +54,35 @@ def padded_rows(batches: Sequence[seqbatch.Batch]) -> int:
     return sum(
         int(((b.sample_weight > 0).any(1) & (b.sample_weight == 0).any(1)).sum()) for b in batches
     )
+
+
+def expected_packed_states(
+    batches: Sequence[seqbatch.Batch],
+    inputs: Sequence[np.ndarray],
+    state_of: Callable[[np.ndarray], np.ndarray],
+    *,
+    units: int,
+) -> list[np.ndarray]:
+    """:func:`expected_states` for packed batches: a row holds several series in a window.
+
+    Every real step of a window is checked against the data at the series and step that
+    ``step_series`` and ``step_position`` name; the row's state is then the state of its last
+    real step's series, run alone from zeros up to that step.
+    """
+    held = np.zeros((len(batches[0].x), units))
+    out = []
+    for k, b in enumerate(batches):
+        assert b.step_series is not None and b.step_position is not None
+        for i in range(len(b.x)):
+            steps = np.flatnonzero(b.step_series[i] >= 0)
+            for j in steps.tolist():
+                s, p = int(b.step_series[i, j]), int(b.step_position[i, j])
+                np.testing.assert_array_equal(
+                    b.x[i, j], inputs[s][p], err_msg=f"batch {k} row {i} step {j}"
+                )
+            if len(steps):
+                last = steps[-1]
+                s, p = int(b.step_series[i, last]), int(b.step_position[i, last])
+                held[i] = state_of(inputs[s][: p + 1])
+        out.append(held.copy())
+    return out

@@ -8,6 +8,8 @@
   inside a jitted step; :func:`hold` keeps a row's state through padded steps, so that the
   state after a window is its state after its last real step; :func:`weighted_mean`
   averages a loss over real steps only.
+* :class:`StreamState` holds the carried state of every stream between jitted steps, hands
+  each record its rows' state with resets applied, and saves it per global stream.
 
 Importing this module imports JAX; ``import seqbatch`` does not.
 """
@@ -16,5 +18,6 @@ from __future__ import annotations
 
 from seqbatch.jax.source import StreamSource
 from seqbatch.jax.state import hold, reset_rows, weighted_mean
+from seqbatch.jax.stream_state import StreamState
 
-__all__ = ["StreamSource", "hold", "reset_rows", "weighted_mean"]
+__all__ = ["StreamSource", "StreamState", "hold", "reset_rows", "weighted_mean"]

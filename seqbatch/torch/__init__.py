@@ -9,6 +9,8 @@ state-space models) needs three things from its data and its loop:
 * the state of exactly the streams that start a new series set to zero before a window
   (:func:`reset_rows`), and the state cut from the graph after it (:func:`detach`);
 * a loss that counts real steps only (:func:`weighted_mean`);
+* the state of every stream kept between windows and saved per global stream
+  (:class:`StreamState`), so that a checkpoint of some number of ranks resumes on another;
 * the state of each stream after its last real step, never after padding: an RNN module run
   over the real steps only (:func:`run_rnn`, with :func:`real_lengths`), or a cell's state
   held at padded steps (:func:`hold`).
@@ -21,10 +23,12 @@ from __future__ import annotations
 from seqbatch.torch.data import StreamDataset, StreamSampler, TensorBatch
 from seqbatch.torch.padding import hold, real_lengths, run_rnn
 from seqbatch.torch.state import detach, reset_rows, weighted_mean
+from seqbatch.torch.stream_state import StreamState
 
 __all__ = [
     "StreamDataset",
     "StreamSampler",
+    "StreamState",
     "TensorBatch",
     "detach",
     "hold",
