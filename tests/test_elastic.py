@@ -1,4 +1,4 @@
-"""Elastic resume: a run checkpointed on N ranks goes on on M, bit for bit.
+"""Elastic resume: a run checkpointed on N ranks (or devices) goes on on M.
 
 PyTorch DDP (gloo on 127.0.0.1, ``tests/workers/elastic_ddp.py``) trains an LSTM with
 truncated BPTT on a fixed global batch of 4 streams, the state of each rank's streams in a
@@ -13,6 +13,15 @@ global batches with explicit state (``tests/replay.py``), and an uninterrupted r
 rank is bit-identical to it. Every resumed schedule must then give, at every step, the
 weights, the state of every global stream and the data of every row of the uninterrupted
 run, byte for byte, and end with its final weights.
+
+Keras 3 on JAX (``tests/workers/elastic_keras.py``): ``fit`` under
+``keras.distribution.DataParallel`` on 2 CPU devices, stopped, resumed by
+``seqbatch.keras.BackupAndRestore`` on 2 devices, stopped again in the same epoch, and
+resumed on 1 device. The run resumed on as many devices is bit-identical to the
+uninterrupted run; once on 1 device, XLA sums the batch's gradients in one piece instead
+of one per device and then across them, and the runs part by float32 rounding only: the
+data of every row stays identical, both runs' states equal the numpy replay with their own
+weights at every step, and they stay within 1e-6 of each other.
 """
 
 from __future__ import annotations
@@ -25,8 +34,8 @@ import pytest
 
 import seqbatch
 from tests.carried import assert_trained_states_replay, at_epoch, many_series
-from tests.replay import LSTMWeights, from_torch
-from tests.workers import run_workers
+from tests.replay import LSTMWeights, from_keras, from_torch
+from tests.workers import elastic_keras, run_workers
 from tests.workers.elastic_ddp import EPOCHS, SCALE, UNITS
 
 pytestmark = pytest.mark.processes
@@ -135,3 +144,66 @@ def test_resumed_on_other_numbers_of_ranks_is_bit_identical(
     for name in ("keys", "firsts", "weights", "states", "final"):
         np.testing.assert_array_equal(resumed[name], uninterrupted[name], err_msg=name)
     assert not np.array_equal(resumed["final"][0], resumed["weights"][0])  # it trained
+
+
+# --- Keras 3 on JAX -------------------------------------------------------------------------
+
+KERAS_PHASES = "2:3,2:3,1:0"  # devices:steps, stopped twice in epoch 0; 0: to the end
+BITWISE_STEPS = 6  # the steps trained on 2 devices by both runs
+
+
+@pytest.fixture(scope="module")
+def keras_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarray]:
+    out = tmp_path_factory.mktemp("keras") / "runs.npz"
+    env = {
+        "KERAS_BACKEND": "jax",
+        "JAX_PLATFORMS": "cpu",
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+        "SEQBATCH_OUT": str(out),
+        "SEQBATCH_PHASES": KERAS_PHASES,
+    }
+    run_workers("tests.workers.elastic_keras", [env], timeout=85)
+    return dict(np.load(out))
+
+
+def keras_lstm_weights(flat: np.ndarray, features: int) -> LSTMWeights:
+    """The LSTM's kernel, recurrent kernel and bias from the flat ``get_weights()``."""
+    units = elastic_keras.UNITS
+    shapes = [(features, 4 * units), (units, 4 * units), (4 * units,)]
+    parts, start = [], 0
+    for shape in shapes:
+        size = int(np.prod(shape))
+        parts.append(flat[start : start + size].reshape(shape))
+        start += size
+    return from_keras(*parts)
+
+
+def test_keras_resumed_on_other_devices_equals_the_uninterrupted_run(
+    keras_runs: dict[str, np.ndarray],
+) -> None:
+    assert int(keras_runs["devices"]) == 2
+    expected = global_batches()
+    features = many_series().feature_shape[0]
+    runs = {
+        name: {
+            k.removeprefix(f"{name}_"): v for k, v in keras_runs.items() if k.startswith(f"{name}_")
+        }
+        for name in ("uninterrupted", "resumed")
+    }
+    for name, run in runs.items():
+        # The global batch of every step of both epochs, every row in its place.
+        assert run["firsts"].tolist() == [b.x[:, 0, 0].tolist() for b in expected], name
+        # Each run's state after every step is the replay's with the weights before it.
+        weights = [
+            keras_lstm_weights(w, features) for w in [run["initial"][0], *run["weights"][:-1]]
+        ]
+        assert_trained_states_replay(list(run["states"]), weights, global_batches(SCALE))
+    whole, resumed = runs["uninterrupted"], runs["resumed"]
+    # Stopped and resumed on as many devices: byte for byte.
+    for name in ("weights", "states"):
+        np.testing.assert_array_equal(
+            resumed[name][:BITWISE_STEPS], whole[name][:BITWISE_STEPS], err_msg=name
+        )
+    # Then on one device: the same arithmetic but for float32 rounding.
+    for name in ("weights", "states", "final_weights", "final_state"):
+        np.testing.assert_allclose(resumed[name], whole[name], rtol=0, atol=1e-6, err_msg=name)
