@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
+
+from seqbatch.runs import Runs, runs
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -47,6 +50,10 @@ class Batch:
         step_position: ``(B, W)`` int64 with ``series_boundary="pack"``, else None: the step
             of that series, ``-1`` on padding. Column 0 is ``position``.
 
+    The reset flags in the formats of state-space and linear-attention kernels are
+    properties, computed on first use: :attr:`seq_idx`, :attr:`cu_seqlens` and
+    :attr:`position_ids` (see [Kernel formats](../concepts.md#kernel-formats)).
+
     Examples:
         >>> import numpy as np, seqbatch
         >>> batches = seqbatch.StreamBatcher(
@@ -68,6 +75,69 @@ class Batch:
     step_reset: np.ndarray | None = None
     step_series: np.ndarray | None = None
     step_position: np.ndarray | None = None
+
+    @functools.cached_property
+    def _runs(self) -> Runs:
+        return runs(self.position, self.sample_weight, self.step_reset, self.step_position)
+
+    @property
+    def seq_idx(self) -> np.ndarray:
+        """``(B, W)`` int32: the run of one series (or of a row's padding) each step is in.
+
+        Runs are numbered ``0, 1, ...`` in row-major order over the batch, so values differ
+        across rows too; along a row, the value changes exactly where a new series starts
+        and where the padding begins. A row's first run continues the row's carried state
+        unless ``reset``; every other run starts from zeros.
+
+        Raises:
+            ValueError: a batch that is not packed, with ``sample_weight`` ``(B,)``
+                (``return_sequences=False``): its padding cannot be told apart.
+
+        Examples:
+            >>> import numpy as np, seqbatch
+            >>> b = seqbatch.StreamBatcher([np.arange(5), np.arange(3)], targets=None,
+            ...     batch_size=2, sequence_length=4, remainder="pad")[1]
+            >>> b.sample_weight
+            array([[1., 0., 0., 0.],
+                   [0., 0., 0., 0.]], dtype=float32)
+            >>> b.seq_idx
+            array([[0, 1, 1, 1],
+                   [2, 2, 2, 2]], dtype=int32)
+        """
+        return self._runs.seq_idx
+
+    @property
+    def cu_seqlens(self) -> np.ndarray:
+        """``(R + 1,)`` int32: where each run of :attr:`seq_idx` starts in the flattened batch.
+
+        The boundaries over the row-major flattening of ``(B, W)``, from 0 to ``B * W``: run
+        ``r`` is steps ``[cu_seqlens[r], cu_seqlens[r + 1])``, always within one row.
+
+        Examples:
+            >>> import numpy as np, seqbatch
+            >>> b = seqbatch.StreamBatcher([np.arange(5), np.arange(3)], targets=None,
+            ...     batch_size=2, sequence_length=4, remainder="pad")[1]
+            >>> b.cu_seqlens
+            array([0, 1, 4, 8], dtype=int32)
+        """
+        return self._runs.cu_seqlens
+
+    @property
+    def position_ids(self) -> np.ndarray:
+        """``(B, W)`` int64: each step's step within its series; over padding ``0, 1, ...``.
+
+        With one series cut into streams, or ``series_boundary="concat"``, the series is
+        the one joined series.
+
+        Examples:
+            >>> import numpy as np, seqbatch
+            >>> b = seqbatch.StreamBatcher([np.arange(5), np.arange(3)], targets=None,
+            ...     batch_size=2, sequence_length=4, remainder="pad")[1]
+            >>> b.position_ids
+            array([[4, 0, 1, 2],
+                   [0, 1, 2, 3]])
+        """
+        return self._runs.position_ids
 
     def __repr__(self) -> str:
         def shape(a: np.ndarray | None) -> str:

@@ -41,10 +41,19 @@ class StreamSource:
     ``batches.state_dict(epoch=int(r["epoch"]), next_batch=int(r["batch"]) + 1)`` after
     training on record ``r``.
 
+    With ``kernel_formats=True`` every record also holds the reset flags in the formats of
+    state-space and linear-attention kernels, those of :class:`seqbatch.Batch`:
+    ``"seq_idx"`` ``(B, W)`` int32, ``"cu_seqlens"`` ``(R + 1,)`` int32 and
+    ``"position_ids"`` ``(B, W)``. ``R`` varies from batch to batch, and a jitted step
+    compiles once per shape it sees: under ``jax.jit``, prefer ``"seq_idx"``, whose shape
+    is fixed.
+
     Args:
         batches: the batcher. It is never changed; its current epoch is the first one, from
             :attr:`~seqbatch.StreamBatcher.resume_batch` on.
         epochs: the number of epochs, a positive int.
+        kernel_formats: add ``"seq_idx"``, ``"cu_seqlens"`` and ``"position_ids"`` to every
+            record.
 
     Raises:
         TypeError: ``batches`` is not a ``StreamBatcher``, or ``epochs`` not an int.
@@ -61,7 +70,9 @@ class StreamSource:
         (1, 1, [[3, 4, 5], [15, 16, 17]], [False, False])
     """
 
-    def __init__(self, batches: StreamBatcher, *, epochs: int = 1) -> None:
+    def __init__(
+        self, batches: StreamBatcher, *, epochs: int = 1, kernel_formats: bool = False
+    ) -> None:
         if not isinstance(batches, StreamBatcher):
             raise TypeError(
                 f"`batches` must be a seqbatch.StreamBatcher. Received: batches of type "
@@ -69,6 +80,11 @@ class StreamSource:
             )
         self.batches = batches
         self.epochs = _checks.positive_int("epochs", epochs)
+        if not isinstance(kernel_formats, bool):
+            raise TypeError(
+                f"`kernel_formats` must be a bool. Received: kernel_formats={kernel_formats!r}"
+            )
+        self.kernel_formats = kernel_formats
         self.first_epoch = batches.epoch
         self.first_batch = batches.resume_batch
         self.batches_per_epoch = len(batches)
@@ -99,6 +115,8 @@ class StreamSource:
             record.update(
                 step_reset=b.step_reset, step_series=b.step_series, step_position=b.step_position
             )
+        if self.kernel_formats:
+            record.update(seq_idx=b.seq_idx, cu_seqlens=b.cu_seqlens, position_ids=b.position_ids)
         return record
 
     def in_order(

@@ -23,6 +23,7 @@ import torch
 from seqbatch import _checks
 from seqbatch import state as _state
 from seqbatch.batcher import Batch, StreamBatcher
+from seqbatch.runs import runs
 from seqbatch.torch import _order
 
 _ALIGN = 16  # bytes: every dtype's tensor view of a shared block starts on a multiple of it
@@ -87,6 +88,10 @@ class TensorBatch:
             what it was served with ``(b.epoch, b.index)``, and saves
             ``batches.state_dict(epoch=b.epoch, next_batch=b.index + 1)`` after training on it.
 
+    The reset flags in the formats of state-space and linear-attention kernels,
+    :attr:`seq_idx`, :attr:`cu_seqlens` and :attr:`position_ids`, are those of
+    :class:`seqbatch.Batch`, as tensors on the device of ``x``, computed on first use.
+
     Examples:
         >>> import numpy as np, seqbatch
         >>> batches = seqbatch.StreamBatcher(np.arange(12.0), batch_size=2, sequence_length=3)
@@ -141,6 +146,43 @@ class TensorBatch:
         made.update(zip(present, tensors, strict=True))
         return cls(**made, epoch=epoch, index=index)
 
+    @functools.cached_property
+    def _runs(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        def numpy(t: torch.Tensor | None) -> Any:
+            return None if t is None else t.cpu().numpy()
+
+        found = runs(
+            numpy(self.position),
+            numpy(self.sample_weight),
+            numpy(self.step_reset),
+            numpy(self.step_position),
+        )
+        return tuple(torch.from_numpy(a).to(self.x.device) for a in found)  # type: ignore[return-value]
+
+    @property
+    def seq_idx(self) -> torch.Tensor:
+        """``(B, W)`` int32: the run each step is in; see :attr:`seqbatch.Batch.seq_idx`.
+
+        Examples:
+            >>> import numpy as np, seqbatch
+            >>> batches = seqbatch.StreamBatcher([np.arange(5), np.arange(3)], targets=None,
+            ...     batch_size=2, sequence_length=4, remainder="pad")
+            >>> TensorBatch.from_batch(batches[1]).seq_idx
+            tensor([[0, 1, 1, 1],
+                    [2, 2, 2, 2]], dtype=torch.int32)
+        """
+        return self._runs[0]
+
+    @property
+    def cu_seqlens(self) -> torch.Tensor:
+        """``(R + 1,)`` int32: the run boundaries; see :attr:`seqbatch.Batch.cu_seqlens`."""
+        return self._runs[1]
+
+    @property
+    def position_ids(self) -> torch.Tensor:
+        """``(B, W)`` int64: the step within its series; see :attr:`seqbatch.Batch.position_ids`."""
+        return self._runs[2]
+
     def to(self, device: torch.device | str, *, non_blocking: bool = False) -> TensorBatch:
         """Every tensor moved to ``device``, as ``torch.Tensor.to`` moves one."""
         return self._map(lambda t: t.to(device, non_blocking=non_blocking))
@@ -154,7 +196,10 @@ class TensorBatch:
         tensors: dict[str, Any] = {
             k: fn(v) for k, v in values.items() if isinstance(v, torch.Tensor)
         }
-        return dataclasses.replace(self, **tensors)
+        moved = dataclasses.replace(self, **tensors)
+        if "_runs" in self.__dict__:  # computed already: moved with the fields
+            moved.__dict__["_runs"] = tuple(fn(t) for t in self.__dict__["_runs"])
+        return moved
 
 
 class StreamSampler(torch.utils.data.Sampler[tuple[int, int]]):
