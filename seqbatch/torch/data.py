@@ -400,9 +400,10 @@ class StreamDataset(torch.utils.data.Dataset[TensorBatch]):
     Resuming: build the dataset on a batcher restored with
     :meth:`~seqbatch.StreamBatcher.load_state_dict`; its first pass starts at the saved
     epoch and batch. Save with ``batches.state_dict(epoch=epoch, next_batch=k + 1)`` after
-    training on batch ``k``. Or let torchdata's ``StatefulDataLoader`` keep the position: its
-    ``state_dict()`` holds the sampler's (:meth:`StreamSampler.state_dict`), and a new
-    loader over a dataset of the same batcher resumes from it, workers and all.
+    training on batch ``k``. Or let torchdata's ``StatefulDataLoader`` keep the position:
+    its ``state_dict()`` holds the sampler's
+    (:meth:`seqbatch.torch.StreamSampler.state_dict`), and a new loader over a dataset of
+    the same batcher resumes from it, workers and all.
 
     Args:
         batches: the batcher. It is never changed; its current epoch is the first one, from
