@@ -24,6 +24,13 @@ import seqbatch
 from seqbatch.torch import StreamDataset
 from tests.carried import assert_served_epoch, at_epoch, many_series
 
+pytestmark = [
+    # torchdata 0.11 calls a torch function that torch 2.14 deprecates, at every loader built.
+    pytest.mark.filterwarnings("ignore:'set_vital' is deprecated:UserWarning"),
+    # 3 workers on a machine of 2 cores: slower, which the test does not mind.
+    pytest.mark.filterwarnings("ignore:This DataLoader will create 3 worker:UserWarning"),
+]
+
 EPOCHS = 3
 WORKER_TIMEOUT = 60  # seconds a loader with workers may wait for one batch
 
@@ -197,3 +204,51 @@ def test_the_sampler_state_is_the_batcher_state_of_the_next_batch() -> None:
     restored = many_series(seed=None)
     restored.load_state_dict(state)
     assert (restored.epoch, restored.resume_batch) == (0, 4)
+
+
+def test_a_plain_dataloader_resumes_from_the_sampler_state_too() -> None:
+    # torch's own DataLoader deals from worker 0 at every pass: the sampler's state alone
+    # resumes it, after any number of batches.
+    sampler_state = many_series().state_dict(epoch=0, next_batch=5)
+    dataset = StreamDataset(many_series())
+    dataset.sampler.load_state_dict(sampler_state)
+    options = {"num_workers": 2, "timeout": WORKER_TIMEOUT}
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=None, sampler=dataset.sampler, **options
+    )
+    served = list(loader)
+    assert [(b.epoch, b.index) for b in served] == [(0, k) for k in range(5, N)]
+    reference = at_epoch(many_series(), 0)
+    for b in served:
+        assert torch.equal(b.x, torch.from_numpy(reference[b.index].x))
+
+
+@pytest.mark.parametrize(
+    ("state", "message"),
+    [
+        (
+            {"epoch": 0},
+            "`state_dict` must come from StreamSampler.state_dict(), with the keys "
+            "epoch, next_batch. Received: ['epoch']",
+        ),
+        (
+            {"epoch": 0, "next_batch": 3},
+            "`state_dict['next_batch']` must be less than "
+            "`num_batches`. Received: next_batch=3, num_batches=3",
+        ),
+        (
+            {"epoch": -1, "next_batch": 0},
+            "`state_dict['epoch']` must be a non-negative "
+            "integer. Received: state_dict['epoch']=-1",
+        ),
+    ],
+    ids=["keys", "past the end", "negative epoch"],
+)
+def test_a_bad_state_is_refused_by_a_sampler_of_its_own(
+    state: dict[str, Any], message: str
+) -> None:
+    sampler = seqbatch.torch.StreamSampler(3)
+    with pytest.raises(ValueError) as err:
+        sampler.load_state_dict(state)
+    assert str(err.value) == message
+    assert list(sampler) == [(0, 0), (0, 1), (0, 2)]  # nothing changed
