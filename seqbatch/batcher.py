@@ -664,8 +664,14 @@ class StreamBatcher:
             )
         return self._view.read(window)
 
-    def describe(self) -> str:
+    def describe(self, *, ranks: int | None = None) -> str:
         """Say how the data is laid out in streams and where every step went.
+
+        Args:
+            ranks: a number of ranks (it must divide the plan's batch size) to add a line on
+                how evenly they share the work: the real steps of the most and the least
+                loaded rank's streams, as :meth:`shard` deals them (see
+                :func:`seqbatch.balance.rank_balance`).
 
         Examples:
             >>> import numpy as np, seqbatch
@@ -675,12 +681,21 @@ class StreamBatcher:
             batches: 5 of 4 streams x 5 steps; resets: 4
             steps: 105 in the data = 100 used + 1 without target + 0 before the offset + 4 dropped (remainder='drop')
             padding: 0 of 100 batch slots (0.0%)
+            >>> print(seqbatch.StreamBatcher([np.zeros(n) for n in (30, 20, 13, 10, 9, 3)],
+            ...       batch_size=4, sequence_length=5, series_boundary="pack",
+            ...       remainder="pad").describe(ranks=2).splitlines()[-1])
+            ranks: 2 of 2 streams; real steps per rank: most 48, least 31 (most / least 1.548387)
         """
         head = f"data: {self.n_series} series, {self._arrays()}"
         plan, streams = self.plan, self.streams
         if self.batch_size != plan.batch_size:
             head += f"\nshard: streams {streams.start} to {streams.stop - 1} of {plan.batch_size}"
-        return head + "\n" + plan.describe()
+        text = head + "\n" + plan.describe()
+        if ranks is not None:
+            from seqbatch.balance import rank_balance
+
+            text += "\n" + rank_balance(plan, ranks).describe()
+        return text
 
     def __repr__(self) -> str:
         shard = ""

@@ -61,7 +61,7 @@ class TableBatcher(StreamBatcher):
         times = self._table.times
         return times() if callable(times) else times
 
-    def describe(self) -> str:
+    def describe(self, *, ranks: int | None = None) -> str:
         """:meth:`seqbatch.StreamBatcher.describe`, with the table's ids and time grid.
 
         Examples:
@@ -80,7 +80,7 @@ class TableBatcher(StreamBatcher):
         c = info.columns
         dtype = info.ids.dtype if info.ids.dtype != object else type(info.ids[0]).__name__
         lines = [
-            super().describe(),
+            super().describe(ranks=ranks),
             f"table: {len(info.ids)} series ids ({dtype}) from column {c.series!r}; "
             f"features {listed(c.features)}",
         ]

@@ -34,26 +34,31 @@ class Key(tuple):
 
     pass_id: int
     place: int
+    first_worker: int
 
-    def __new__(cls, epoch: int, k: int, pass_id: int, place: int) -> Key:
+    def __new__(cls, epoch: int, k: int, pass_id: int, place: int, first_worker: int = 0) -> Key:
         key = super().__new__(cls, (epoch, k))
-        key.pass_id, key.place = pass_id, place
+        key.pass_id, key.place, key.first_worker = pass_id, place, first_worker
         return key
 
-    def __reduce__(self) -> tuple[type[Key], tuple[int, int, int, int]]:
-        return Key, (self[0], self[1], self.pass_id, self.place)
+    def __reduce__(self) -> tuple[type[Key], tuple[int, int, int, int, int]]:
+        return Key, (self[0], self[1], self.pass_id, self.place, self.first_worker)
 
 
-def refuse_unordered_loader(frame: FrameType | None) -> None:
+def refuse_unordered_loader(frame: FrameType | None) -> int:
     """Refuse a DataLoader with ``in_order=False``, found among the callers from ``frame``.
 
     ``frame`` is the one that asks the sampler's generator for its first key: the loader's
     ``_next_index``, or a sampler that wraps this one (``BatchSampler``) a frame below it.
     A loop over the sampler itself has no loader above it, and nothing to refuse.
+
+    Returns the worker that the loader deals the pass's first key to: worker 0, except in
+    a torchdata ``StatefulDataLoader`` restored mid-epoch, which goes on dealing from the
+    worker after the one that read the last batch served (its ``_last_yielded_worker_id``).
     """
     for _ in range(4):
         if frame is None:
-            return
+            return 0
         if frame.f_code is _NEXT_INDEX:
             loader = frame.f_locals.get("self")
             if getattr(loader, "_in_order", True) is False:
@@ -64,8 +69,11 @@ def refuse_unordered_loader(frame: FrameType | None) -> None:
                     "read it. Build the loader with in_order=True, its default. Received: "
                     "in_order=False"
                 )
-            return
+            workers = getattr(loader, "_num_workers", 0)
+            last = getattr(loader, "_last_yielded_worker_id", None)
+            return 0 if not workers or last is None else (last + 1) % workers
         frame = frame.f_back
+    return 0
 
 
 def read_by_loader(frame: FrameType | None) -> bool:
@@ -78,7 +86,8 @@ class KeyOrder:
 
     Each worker process holds its own copy: worker ``w`` of ``n`` reads keys ``w, w + n,
     ...`` of each pass, as a ``DataLoader`` that keeps the order deals them round-robin from
-    worker 0 at every pass; the training process reading alone reads them all.
+    worker 0 at every pass (from the key's ``first_worker``, where a restored torchdata
+    loader goes on dealing); the training process reading alone reads them all.
     """
 
     def __init__(self) -> None:
@@ -95,6 +104,7 @@ class KeyOrder:
                 "from another sampler"
             )
         first, step = (0, 1) if worker is None else (worker.id, worker.num_workers)
+        first = (first - key.first_worker) % step
         if key.pass_id > self.pass_id:
             self.pass_id, self.due = key.pass_id, first
         if key.pass_id != self.pass_id or key.place != self.due:

@@ -9,6 +9,7 @@ and each worker lays out whatever epoch a key names. Reading is a pure function 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import numbers
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 
 from seqbatch import _checks
+from seqbatch import state as _state
 from seqbatch.batcher import Batch, StreamBatcher
 from seqbatch.runs import runs
 from seqbatch.torch import _order
@@ -212,6 +214,10 @@ class StreamSampler(torch.utils.data.Sampler[tuple[int, int]]):
     which yields each batch as soon as some worker has read it, is refused when its pass
     starts, before any batch is read.
 
+    It keeps torchdata's ``state_dict`` protocol, so that a ``StatefulDataLoader`` saves and
+    restores where its pass stands, mid-epoch, with workers and prefetching (see
+    :meth:`state_dict`).
+
     Args:
         num_batches: the batches of one epoch.
         epoch: the epoch of the next pass.
@@ -236,6 +242,12 @@ class StreamSampler(torch.utils.data.Sampler[tuple[int, int]]):
                 "`first_batch` must be less than `num_batches`. Received: "
                 f"first_batch={first_batch}, num_batches={num_batches}"
             )
+        # The batcher whose state this sampler's state is (StreamDataset's, unsharded).
+        self._batches: StreamBatcher | None = None
+        self._saved: dict[str, Any] | None = None  # its seed and fingerprint, once taken
+        # (epoch, next batch) of the pass that yielded last; None: (epoch, first_batch).
+        self._position: tuple[int, int] | None = None
+        self._epoch_set: int | None = None  # the last set_epoch since building or loading
 
     def set_epoch(self, epoch: int) -> None:
         """Make the next pass yield the keys of ``epoch``, a non-negative int.
@@ -244,21 +256,117 @@ class StreamSampler(torch.utils.data.Sampler[tuple[int, int]]):
         ``first_batch``.
         """
         epoch = _checks.non_negative_int("epoch", epoch)
+        self._epoch_set = epoch
         if epoch != self.epoch:
             self.epoch, self.first_batch = epoch, 0
+            self._position = None
+        elif self._position is not None and self._position[1] == self.num_batches:
+            self._position = None  # the epoch again, after a pass that ended it
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the pass stands: the key that comes next, as torchdata's protocol asks.
+
+        ``{"epoch", "next_batch"}``: the epoch and the batch of the next key (after an
+        epoch's last key, batch 0 of the next epoch); from the sampler of a
+        :class:`StreamDataset`, the state of its batcher at that place,
+        :meth:`seqbatch.StreamBatcher.state_dict` (with the seed and the fingerprint, of
+        the whole batcher, not of a rank's shard: every rank stands at the same batch).
+
+        A ``torchdata.stateful_dataloader.StatefulDataLoader`` calls it when it dispatches
+        a key to a worker and keeps the state beside that key, so that its own
+        ``state_dict()`` says where the batches *served* stand, however many it prefetched.
+
+        Examples:
+            >>> sampler = StreamSampler(3, epoch=1)
+            >>> keys = iter(sampler)
+            >>> next(keys), sampler.state_dict()
+            ((1, 0), {'epoch': 1, 'next_batch': 1})
+            >>> resumed = StreamSampler(3)
+            >>> resumed.load_state_dict(sampler.state_dict())
+            >>> list(resumed)
+            [(1, 1), (1, 2)]
+        """
+        epoch, next_batch = self._position or (self.epoch, self.first_batch)
+        if next_batch >= self.num_batches:
+            epoch, next_batch = epoch + 1, 0
+        state: dict[str, Any] = {"epoch": epoch, "next_batch": next_batch}
+        if self._batches is not None:
+            # Called at every key a StatefulDataLoader dispatches: the fingerprint (64 reads
+            # of the data) is taken once.
+            if self._saved is None:
+                self._saved = self._batches.state_dict(epoch=0, next_batch=0)
+            state.update(seed=self._saved["seed"], fingerprint=dict(self._saved["fingerprint"]))
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Make the next pass start where :meth:`state_dict` was taken.
+
+        A ``StatefulDataLoader`` calls it when it is iterated after its own
+        ``load_state_dict``, so after the loop's :meth:`set_epoch`: the state must be of
+        the epoch the loop set, or be the state after that epoch's last batch (batch 0 of
+        the next epoch), which makes the loop's pass over its epoch empty. A state of any
+        other epoch is refused, rather than train the loop's epoch on another's batches.
+
+        Raises:
+            ValueError: a state that is not this sampler's, of other data or arguments, of
+                another seed than the dataset's batcher, or of another epoch than the one
+                :meth:`set_epoch` set last.
+        """
+        if self._batches is not None:
+            epoch, next_batch, seed = _state.check_state(self._batches, state_dict)
+            if seed != self._batches.seed:
+                raise ValueError(
+                    "`state_dict` must come from a batcher of the same seed: the dataset's "
+                    "batches, and its DataLoader workers' copies, are laid out with another. "
+                    "Build the batcher with seed=state_dict['seed'] (or restore it with "
+                    "load_state_dict) before the dataset. Received: a state of seed "
+                    f"{seed}, for a batcher of seed {self._batches.seed}"
+                )
+        else:
+            if not isinstance(state_dict, dict) or set(state_dict) != {"epoch", "next_batch"}:
+                keys = sorted(state_dict) if isinstance(state_dict, dict) else state_dict
+                raise ValueError(
+                    "`state_dict` must come from StreamSampler.state_dict(), with the keys "
+                    f"epoch, next_batch. Received: {keys!r}"
+                )
+            epoch = _checks.non_negative_int("state_dict['epoch']", state_dict["epoch"])
+            next_batch = _checks.non_negative_int(
+                "state_dict['next_batch']", state_dict["next_batch"]
+            )
+            if next_batch >= self.num_batches:
+                raise ValueError(
+                    "`state_dict['next_batch']` must be less than `num_batches`. Received: "
+                    f"next_batch={next_batch}, num_batches={self.num_batches}"
+                )
+        if self._epoch_set is None or self._epoch_set == epoch:
+            self.epoch, self.first_batch = epoch, next_batch
+        elif self._epoch_set == epoch - 1 and next_batch == 0:
+            # Saved after the last batch of the loop's epoch: its pass is empty, and the
+            # loop's next set_epoch starts the next epoch at batch 0.
+            self.epoch, self.first_batch = self._epoch_set, self.num_batches
+        else:
+            raise ValueError(
+                "`state_dict` must resume the epoch that set_epoch set: the loop would count "
+                "the batches of one epoch as another's. Start the loop of epochs at the "
+                "epoch of the last batch served before the state was saved. Received: a "
+                f"state at epoch {epoch}, batch {next_batch}, after set_epoch({self._epoch_set})"
+            )
+        self._position, self._epoch_set = None, None
 
     def __len__(self) -> int:
         return self.num_batches - self.first_batch
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         # Read now: a pass keeps its epoch whatever set_epoch does meanwhile.
+        self._position = None
         return self._keys(self.epoch, self.first_batch)
 
     def _keys(self, epoch: int, first: int) -> Iterator[tuple[int, int]]:
-        _order.refuse_unordered_loader(sys._getframe(1))
+        first_worker = _order.refuse_unordered_loader(sys._getframe(1))
         pass_id = _order.new_pass()
         for place, k in enumerate(range(first, self.num_batches)):
-            yield _order.Key(epoch, k, pass_id, place)
+            self._position = (epoch, k + 1)  # before the key leaves: torchdata reads it then
+            yield _order.Key(epoch, k, pass_id, place, first_worker)
         # The resumed pass is over. Not before: a DataLoader with workers makes an iterator
         # that it drops unread before the one it reads.
         self.first_batch = 0
@@ -292,7 +400,10 @@ class StreamDataset(torch.utils.data.Dataset[TensorBatch]):
     Resuming: build the dataset on a batcher restored with
     :meth:`~seqbatch.StreamBatcher.load_state_dict`; its first pass starts at the saved
     epoch and batch. Save with ``batches.state_dict(epoch=epoch, next_batch=k + 1)`` after
-    training on batch ``k``.
+    training on batch ``k``. Or let torchdata's ``StatefulDataLoader`` keep the position:
+    its ``state_dict()`` holds the sampler's
+    (:meth:`seqbatch.torch.StreamSampler.state_dict`), and a new loader over a dataset of
+    the same batcher resumes from it, workers and all.
 
     Args:
         batches: the batcher. It is never changed; its current epoch is the first one, from
@@ -345,6 +456,9 @@ class StreamDataset(torch.utils.data.Dataset[TensorBatch]):
         self.rank, self.world_size = _rank_and_world_size(rank, world_size, batches.batch_size)
         self.batches = batches.shard(self.rank, self.world_size)
         self.sampler = StreamSampler(len(self.batches), batches.epoch, batches.resume_batch)
+        # Its state is the whole batcher's, the same on every rank; a copy, that a later
+        # load_state_dict on the batcher leaves as the dataset's shard is.
+        self.sampler._batches = copy.copy(batches)
         self._order = _order.KeyOrder()
 
     @property

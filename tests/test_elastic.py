@@ -1,0 +1,209 @@
+"""Elastic resume: a run checkpointed on N ranks (or devices) goes on on M.
+
+PyTorch DDP (gloo on 127.0.0.1, ``tests/workers/elastic_ddp.py``) trains an LSTM with
+truncated BPTT on a fixed global batch of 4 streams, the state of each rank's streams in a
+``seqbatch.torch.StreamState``. A run is stopped after some batch, checkpointed (the
+weights, the optimizer, the batcher's state and every rank's ``StreamState``, saved by
+global stream), and resumed on another number of ranks, each rank loading its own streams'
+state from the files of all the ranks before. Some runs go 2 -> 1 -> 2 ranks and 1 -> 2 -> 1
+-> 2 within one epoch (resumed twice and three times).
+
+References: an uninterrupted run on two ranks is checked against the numpy replay of its
+global batches with explicit state (``tests/replay.py``), and an uninterrupted run on one
+rank is bit-identical to it. Every resumed schedule must then give, at every step, the
+weights, the state of every global stream and the data of every row of the uninterrupted
+run, byte for byte, and end with its final weights.
+
+Keras 3 on JAX (``tests/workers/elastic_keras.py``): ``fit`` under
+``keras.distribution.DataParallel`` on 2 CPU devices, stopped, resumed by
+``seqbatch.keras.BackupAndRestore`` on 2 devices, stopped again in the same epoch, and
+resumed on 1 device. The run resumed on as many devices is bit-identical to the
+uninterrupted run; once on 1 device, XLA sums the batch's gradients in one piece instead
+of one per device and then across them, and the runs part by float32 rounding only: the
+data of every row stays identical, both runs' states equal the numpy replay with their own
+weights at every step, and they stay within 1e-6 of each other.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import seqbatch
+from tests.carried import assert_trained_states_replay, at_epoch, many_series
+from tests.replay import LSTMWeights, from_keras, from_torch
+from tests.workers import elastic_keras, run_workers
+from tests.workers.elastic_ddp import EPOCHS, SCALE, UNITS
+
+pytestmark = pytest.mark.processes
+
+Stop = tuple[int, int]
+Phase = tuple[int, "Stop | None"]  # (world size, stop after this batch, or None: the end)
+
+
+def run_schedule(tmp: Path, phases: list[Phase]) -> dict[str, np.ndarray]:
+    """Run ``phases`` one after the other, each resuming the last; the global record.
+
+    Returns, per step of the whole schedule: ``keys`` (epoch, k), ``weights`` (the flat
+    parameters before the step, rank 0's; every rank's must be equal), ``states`` (``h`` of
+    every global stream after the step, the ranks' rows side by side) and ``firsts`` (the
+    first value of every global row of the batch); and ``final``, the weights at the end.
+    """
+    record: dict[str, list[np.ndarray]] = {"keys": [], "weights": [], "states": [], "firsts": []}
+    resume = ""
+    for p, (world, stop) in enumerate(phases):
+        checkpoint = tmp / f"checkpoint-{p}"
+        checkpoint.mkdir()
+        envs = [
+            {
+                "RANK": str(rank),
+                "WORLD_SIZE": str(world),
+                "GLOO_SOCKET_IFNAME": "lo",
+                "SEQBATCH_RENDEZVOUS": str(tmp / f"rendezvous-{p}"),
+                "SEQBATCH_OUT": str(tmp / f"phase{p}-rank{rank}.npz"),
+                "SEQBATCH_RESUME": resume,
+                "SEQBATCH_STOP": "" if stop is None else f"{stop[0]},{stop[1]}",
+                "SEQBATCH_CHECKPOINT": str(checkpoint),
+            }
+            for rank in range(world)
+        ]
+        run_workers("tests.workers.elastic_ddp", envs, timeout=80)
+        ranks = [dict(np.load(tmp / f"phase{p}-rank{rank}.npz")) for rank in range(world)]
+        for r in ranks[1:]:
+            np.testing.assert_array_equal(r["keys"], ranks[0]["keys"])
+            np.testing.assert_array_equal(r["weights"], ranks[0]["weights"])  # DDP kept them
+        record["keys"].append(ranks[0]["keys"])
+        record["weights"].append(ranks[0]["weights"])
+        record["states"].append(np.concatenate([r["states"] for r in ranks], axis=1))
+        record["firsts"].append(np.concatenate([r["firsts"] for r in ranks], axis=1))
+        if stop is not None:
+            assert ranks[0]["keys"][-1].tolist() == list(stop)
+        resume = str(checkpoint)
+    record["final"] = [ranks[0]["final"]]
+    return {k: np.concatenate(v) for k, v in record.items()}
+
+
+def global_batches(scale: float = 1.0) -> list[seqbatch.Batch]:
+    """The global batches of every epoch trained, in order, ``x`` times ``scale``."""
+    batches = many_series()
+    return [
+        dataclasses.replace(b, x=b.x * scale)
+        for epoch in range(EPOCHS)
+        for b in at_epoch(batches, epoch)
+    ]
+
+
+def lstm_weights(flat: np.ndarray, features: int) -> LSTMWeights:
+    """Layer 0 of the LSTM from the flat parameters (``nn.Module.parameters()`` order)."""
+    shapes = [(4 * UNITS, features), (4 * UNITS, UNITS), (4 * UNITS,), (4 * UNITS,)]
+    parts, start = [], 0
+    for shape in shapes:
+        size = int(np.prod(shape))
+        parts.append(flat[start : start + size].reshape(shape))
+        start += size
+    return from_torch(*parts)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarray]:
+    """One rank that carries all four streams, never stopped."""
+    return run_schedule(tmp_path_factory.mktemp("one-rank"), [(1, None)])
+
+
+def test_the_uninterrupted_run_equals_the_numpy_replay(
+    uninterrupted: dict[str, np.ndarray],
+) -> None:
+    expected = global_batches()
+    n = len(many_series())
+    assert uninterrupted["keys"].tolist() == [[e, k] for e in range(EPOCHS) for k in range(n)]
+    for step, b in enumerate(expected):
+        assert uninterrupted["firsts"][step].tolist() == b.x[:, 0, 0].tolist(), f"step {step}"
+    features = many_series().feature_shape[0]
+    weights = [lstm_weights(w, features) for w in uninterrupted["weights"]]
+    # StreamState keeps idle streams as they were and run_rnn stops at the last real step:
+    # the replay holds the state through padding.
+    assert_trained_states_replay(
+        list(uninterrupted["states"]), weights, global_batches(SCALE), hold=True
+    )
+
+
+# Resumed three times within epoch 0, on 2, then 1, then 2, then 1 rank: each way, and the
+# second and third resume of one epoch, where other loaders lost the position.
+SCHEDULE: list[Phase] = [(2, (0, 3)), (1, (0, 6)), (2, (0, 9)), (1, None)]
+
+
+def test_resumed_on_other_numbers_of_ranks_is_bit_identical(
+    uninterrupted: dict[str, np.ndarray], tmp_path: Path
+) -> None:
+    resumed = run_schedule(tmp_path, SCHEDULE)
+    # Every batch once, in order, and at every step the same weights, the same state of
+    # every global stream and the same data in every row, byte for byte; the same end.
+    for name in ("keys", "firsts", "weights", "states", "final"):
+        np.testing.assert_array_equal(resumed[name], uninterrupted[name], err_msg=name)
+    assert not np.array_equal(resumed["final"][0], resumed["weights"][0])  # it trained
+
+
+# --- Keras 3 on JAX -------------------------------------------------------------------------
+
+KERAS_PHASES = "2:3,2:3,1:0"  # devices:steps, stopped twice in epoch 0; 0: to the end
+BITWISE_STEPS = 6  # the steps trained on 2 devices by both runs
+
+
+@pytest.fixture(scope="module")
+def keras_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarray]:
+    out = tmp_path_factory.mktemp("keras") / "runs.npz"
+    env = {
+        "KERAS_BACKEND": "jax",
+        "JAX_PLATFORMS": "cpu",
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+        "SEQBATCH_OUT": str(out),
+        "SEQBATCH_PHASES": KERAS_PHASES,
+    }
+    run_workers("tests.workers.elastic_keras", [env], timeout=85)
+    return dict(np.load(out))
+
+
+def keras_lstm_weights(flat: np.ndarray, features: int) -> LSTMWeights:
+    """The LSTM's kernel, recurrent kernel and bias from the flat ``get_weights()``."""
+    units = elastic_keras.UNITS
+    shapes = [(features, 4 * units), (units, 4 * units), (4 * units,)]
+    parts, start = [], 0
+    for shape in shapes:
+        size = int(np.prod(shape))
+        parts.append(flat[start : start + size].reshape(shape))
+        start += size
+    return from_keras(*parts)
+
+
+def test_keras_resumed_on_other_devices_equals_the_uninterrupted_run(
+    keras_runs: dict[str, np.ndarray],
+) -> None:
+    assert int(keras_runs["devices"]) == 2
+    expected = global_batches()
+    features = many_series().feature_shape[0]
+    runs = {
+        name: {
+            k.removeprefix(f"{name}_"): v for k, v in keras_runs.items() if k.startswith(f"{name}_")
+        }
+        for name in ("uninterrupted", "resumed")
+    }
+    for name, run in runs.items():
+        # The global batch of every step of both epochs, every row in its place.
+        assert run["firsts"].tolist() == [b.x[:, 0, 0].tolist() for b in expected], name
+        # Each run's state after every step is the replay's with the weights before it.
+        weights = [
+            keras_lstm_weights(w, features) for w in [run["initial"][0], *run["weights"][:-1]]
+        ]
+        assert_trained_states_replay(list(run["states"]), weights, global_batches(SCALE))
+    whole, resumed = runs["uninterrupted"], runs["resumed"]
+    # Stopped and resumed on as many devices: byte for byte.
+    for name in ("weights", "states"):
+        np.testing.assert_array_equal(
+            resumed[name][:BITWISE_STEPS], whole[name][:BITWISE_STEPS], err_msg=name
+        )
+    # Then on one device: the same arithmetic but for float32 rounding.
+    for name in ("weights", "states", "final_weights", "final_state"):
+        np.testing.assert_allclose(resumed[name], whole[name], rtol=0, atol=1e-6, err_msg=name)
