@@ -138,9 +138,9 @@ class RowGroups:
 class ParquetColumns:
     """Some columns of a Parquet dataset as one array ``(N, *features)`` that reads lazily.
 
-    A slice is a :class:`RowRange`, which reads only when it is sliced in turn or converted
-    with ``np.asarray``: series ``s`` of a :class:`~seqbatch.ragged.Ragged` over these columns
-    is a range, and a window of it reads the row groups under the window alone.
+    A slice reads the row groups under it alone. Series ``s`` of a
+    :class:`~seqbatch.ragged.Ragged` over these columns is a range of rows not read yet (as
+    for an h5py dataset), and a window of it reads the rows of the window.
     """
 
     def __init__(self, groups: RowGroups, spec: str | tuple[str, ...], dtype: np.dtype) -> None:
@@ -154,40 +154,16 @@ class ParquetColumns:
     def __len__(self) -> int:
         return self.shape[0]
 
-    def __getitem__(self, key: slice) -> RowRange:
+    def __getitem__(self, key: slice) -> np.ndarray:
+        """Rows ``key`` (a contiguous slice) as a new array, read from their row groups."""
         if not isinstance(key, slice) or key.step not in (None, 1):
             raise TypeError(f"Parquet columns are read by contiguous slices. Received: {key!r}")
         start, stop, _ = key.indices(self.shape[0])
-        return RowRange(self, start, max(start, stop))
-
-    def read(self, start: int, stop: int) -> np.ndarray:
-        """Rows ``[start, stop)`` as a new array."""
+        stop = max(start, stop)
         out = np.empty((stop - start, len(self.columns)), self.dtype)
         if stop > start:
             self.groups.read(self.columns, start, stop, out)
         return out[:, 0] if self.flat else out
-
-
-class RowRange:
-    """Rows ``[start, stop)`` of :class:`ParquetColumns`, not read yet."""
-
-    def __init__(self, columns: ParquetColumns, start: int, stop: int) -> None:
-        self.source, self.start, self.stop = columns, start, stop
-        self.shape = (stop - start, *columns.shape[1:])
-        self.dtype = columns.dtype
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __getitem__(self, key: slice) -> np.ndarray:
-        if not isinstance(key, slice) or key.step not in (None, 1):
-            raise TypeError(f"Parquet rows are read by contiguous slices. Received: {key!r}")
-        a, b, _ = key.indices(self.shape[0])
-        return self.source.read(self.start + a, self.start + max(a, b))
-
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        out = self.source.read(self.start, self.stop)
-        return out if dtype is None else out.astype(dtype)
 
 
 class Times:
