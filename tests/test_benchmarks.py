@@ -67,8 +67,8 @@ def test_quick_run_prints_every_row_and_draws_the_figure(tmp_path: Path) -> None
         # A batch per layout of tokens and of features, then two build rows.
         "many series": 2 * len(many_series.BOUNDARIES) + 2,
         # from_frame's build time and memory; an epoch's memory over a Parquet file and a
-        # quarter of it, and the time per batch.
-        "tables": 5,
+        # quarter of it, the full one under a memory limit, and the time per batch.
+        "tables": 6,
         "scaling": 2 * len(QUICK.series_lengths),
         # No quick cell reaches 64 KB, so only the two tf.data worst-cell rows.
         "grid": 2,
