@@ -228,7 +228,7 @@ def _parquet_rows(sizes: Sizes, workdir: Path) -> list[Row]:
             )
         )
     full = workdir / f"table-{sizes.parquet_rows}.parquet"
-    warm = parquet_file(workdir / "warm.parquet", 20_000)
+    warm = parquet_file(workdir / "warm.parquet", 2 * B * SERIES_ROWS)  # B streams fill
     limited = probe("limited", full, B, W, LIMIT_MB, warm)
     values_mb = sizes.parquet_rows * len(FEATURES) * 4 / 1e6
     out.append(

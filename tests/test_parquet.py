@@ -211,3 +211,39 @@ def test_paths_that_are_not_parquet_are_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(TypeError, match="Received: source of type int"):
         build(3)
+
+
+def test_torch_loader_workers_serve_the_batches(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch", reason="torch is in the test extra")
+    from torch.utils.data import DataLoader
+
+    from seqbatch.torch import StreamDataset
+
+    folder = sorted_files(tmp_path / "data", long_table(LENGTHS, id_kind="int"))
+    batches = build(folder, shuffle=True, seed=3)
+    dataset = StreamDataset(batches)
+    loader = DataLoader(
+        dataset, batch_size=None, sampler=dataset.sampler, num_workers=2, timeout=120
+    )
+    served = list(loader)
+    assert len(served) == len(batches)
+    for k, item in enumerate(served):
+        want = batches[k]
+        for field in ("x", "y", "sample_weight", "reset", "series", "position"):
+            got = getattr(item, field)
+            assert isinstance(got, torch.Tensor), field
+            np.testing.assert_array_equal(got.numpy(), getattr(want, field), err_msg=f"{k} {field}")
+
+
+@pytest.mark.needs_tensorflow
+def test_tf_data_gives_the_batches(tmp_path: Path) -> None:
+    folder = sorted_files(tmp_path / "data", long_table(LENGTHS, id_kind="int"))
+    batches = build(folder, remainder="pad")
+    elements = list(batches.to_tf_dataset(reset_input=True).as_numpy_iterator())
+    assert len(elements) == len(batches)
+    for k, ((x, reset), y, weight) in enumerate(elements):
+        want = batches[k]
+        np.testing.assert_array_equal(x, want.x, err_msg=f"batch {k} x")
+        np.testing.assert_array_equal(y, want.y, err_msg=f"batch {k} y")
+        np.testing.assert_array_equal(reset, want.reset.astype(np.float32))
+        np.testing.assert_array_equal(weight > 0, want.sample_weight > 0)
