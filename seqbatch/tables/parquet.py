@@ -342,8 +342,17 @@ def sort_parquet(
         >>> pq.read_table(os.path.join(folder, "sorted.parquet"))["y"].to_pylist()
         [10, 11, 20, 21]
     """
+    import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     table = open_dataset(source).to_table()
-    keys = [(series, "ascending"), *([] if time is None else [(time, "ascending")])]
-    pq.write_table(table.sort_by(keys), os.fspath(destination), row_group_size=row_group_size)
+    names = [series, *([] if time is None else [time])]
+    keys = {}
+    for name in names:
+        column = table.column(name)
+        if pa.types.is_dictionary(column.type):  # categories: by the ids they hold
+            column = column.cast(column.type.value_type)
+        keys[name] = column
+    order = pc.sort_indices(pa.table(keys), [(name, "ascending") for name in names])
+    pq.write_table(table.take(order), os.fspath(destination), row_group_size=row_group_size)
