@@ -18,15 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from seqbatch.ragged import Ragged
-from seqbatch.source import ShiftedTargets
-from seqbatch.tables.batcher import TableBatcher, TableInfo, made
+from seqbatch.tables.batcher import TableBatcher, TableInfo, table_batcher
 from seqbatch.tables.columns import (
     Columns,
     as_ticks,
     choose,
     listed,
-    numeric,
     refuse_missing,
     shown,
     step_text,
@@ -60,12 +57,15 @@ def open_dataset(source: Any) -> Any:
 class RowGroups:
     """The row groups of a dataset's files end to end, read on demand; the last few kept.
 
+    Each set of columns read together (the features, the targets) is kept as one block of
+    ``(rows, columns)`` per row group, so that a window is one copy out of it.
+
     Args:
         dataset: a ``pyarrow.dataset.FileSystemDataset`` of Parquet files.
-        columns: the columns to read from every row group.
-        keep: how many decoded row groups to keep (least recently used out first). A batch
-            of ``B`` streams reads windows from up to ``2 * B`` row groups, which the next
-            batch mostly reads again: keep at least that many.
+        columns: the columns that may be read from every row group.
+        keep: how many decoded row groups to keep per set of columns (least recently used
+            out first). A batch of ``B`` streams reads windows from up to ``2 * B`` row
+            groups, which the next batch mostly reads again: keep at least that many.
 
     Attributes:
         starts: ``(G + 1,)`` the first row of each row group, then the number of rows.
@@ -85,11 +85,12 @@ class RowGroups:
         self.where = np.array(where, dtype=np.int64).reshape(-1, 2)
         self.starts = np.concatenate(([0], np.cumsum(sizes, dtype=np.int64)))
         self.reads = 0
+        self._sets: set[tuple[tuple[str, ...], str]] = set()
         self._open()
 
     def _open(self) -> None:
         self._fragments = list(self.dataset.get_fragments())
-        self._cache: OrderedDict[int, dict[str, np.ndarray]] = OrderedDict()
+        self._cache: OrderedDict[tuple[int, tuple[str, ...], str], np.ndarray] = OrderedDict()
 
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k not in ("_fragments", "_cache")}
@@ -98,41 +99,52 @@ class RowGroups:
         self.__dict__.update(state)
         self._open()
 
-    def group(self, g: int) -> dict[str, np.ndarray]:
-        """The columns of row group ``g`` as numpy arrays, from the cache or the file."""
-        cached = self._cache.get(g)
+    def block(self, g: int, columns: tuple[str, ...], dtype: np.dtype) -> np.ndarray:
+        """Row group ``g``'s ``columns`` as one read-only ``(rows, len(columns))`` array of
+        ``dtype``, from the cache or the file."""
+        key = (g, columns, np.dtype(dtype).str)
+        cached = self._cache.get(key)
         if cached is not None:
-            self._cache.move_to_end(g)
+            self._cache.move_to_end(key)
             return cached
         f, i = self.where[g].tolist()
         fragment = self._fragments[f]
+        # One row group is decoded fastest on this thread.
         table = fragment.subset(row_group_ids=[i]).to_table(
-            schema=self.dataset.schema, columns=self.columns
+            schema=self.dataset.schema, columns=list(columns), use_threads=False
         )
         self.reads += 1
         refuse_missing(
-            {c: table.column(c) for c in self.columns},
-            "source",
-            f" in row group {i} of {fragment.path}",
+            {c: table.column(c) for c in columns}, "source", f" in row group {i} of {fragment.path}"
         )
-        decoded = {c: table.column(c).to_numpy() for c in self.columns}
-        self._cache[g] = decoded
-        while len(self._cache) > self.keep:
+        out = np.empty((table.num_rows, len(columns)), dtype)
+        for j, c in enumerate(columns):
+            out[:, j] = table.column(c).to_numpy()
+        out.flags.writeable = False
+        self._sets.add(key[1:])
+        self._cache[key] = out
+        while len(self._cache) > self.keep * len(self._sets):
             self._cache.popitem(last=False)
-        return decoded
+        return out
 
-    def read(self, columns: list[str], start: int, stop: int, out: np.ndarray) -> None:
-        """Rows ``[start, stop)`` of ``columns`` into ``out`` (``(stop - start, n)``)."""
+    def read(self, columns: tuple[str, ...], dtype: np.dtype, start: int, stop: int) -> np.ndarray:
+        """Rows ``[start, stop)`` of ``columns``, ``(stop - start, len(columns))``: a read-only
+        view of the cache when they lie in one row group, else a new array."""
         g = int(np.searchsorted(self.starts, start, side="right")) - 1
+        begin, end = int(self.starts[g]), int(self.starts[g + 1])
+        if stop <= end:
+            return self.block(g, columns, dtype)[start - begin : stop - begin]
+        out = np.empty((stop - start, len(columns)), dtype)
         at = start
         while at < stop:
             begin, end = int(self.starts[g]), int(self.starts[g + 1])
             upto = min(stop, end)
-            group = self.group(g)
-            for j, c in enumerate(columns):
-                out[at - start : upto - start, j] = group[c][at - begin : upto - begin]
+            out[at - start : upto - start] = self.block(g, columns, dtype)[
+                at - begin : upto - begin
+            ]
             at = upto
             g += 1
+        return out
 
 
 class ParquetColumns:
@@ -145,7 +157,7 @@ class ParquetColumns:
 
     def __init__(self, groups: RowGroups, spec: str | tuple[str, ...], dtype: np.dtype) -> None:
         self.groups = groups
-        self.columns = listed(spec)
+        self.columns = tuple(listed(spec))
         self.flat = isinstance(spec, str)
         self.dtype = np.dtype(dtype)
         n = int(groups.starts[-1])
@@ -155,14 +167,13 @@ class ParquetColumns:
         return self.shape[0]
 
     def __getitem__(self, key: slice) -> np.ndarray:
-        """Rows ``key`` (a contiguous slice) as a new array, read from their row groups."""
+        """Rows ``key`` (a contiguous slice), read from their row groups (read-only)."""
         if not isinstance(key, slice) or key.step not in (None, 1):
             raise TypeError(f"Parquet columns are read by contiguous slices. Received: {key!r}")
         start, stop, _ = key.indices(self.shape[0])
-        stop = max(start, stop)
-        out = np.empty((stop - start, len(self.columns)), self.dtype)
-        if stop > start:
-            self.groups.read(self.columns, start, stop, out)
+        if stop <= start:
+            return np.empty((0, *self.shape[1:]), self.dtype)
+        out = self.groups.read(self.columns, self.dtype, start, stop)
         return out[:, 0] if self.flat else out
 
 
@@ -284,18 +295,11 @@ def from_parquet(
     """
     dataset = open_dataset(source)
     c = choose(series, time, features, targets, dataset.schema.names, "source")
-    schema = dataset.schema
-    dtype = numeric(schema, listed(c.features), "source")
+    dtypes = c.dtypes(dataset.schema, "source")
     offsets, ids, grid = index(dataset, c)
     keep = row_groups_kept if row_groups_kept is not None else 2 * int(kwargs.get("batch_size", 32))
     value_columns = [n for n in c.needed() if n not in (c.series, c.time)]
     groups = RowGroups(dataset, value_columns, keep)
-    x = Ragged(ParquetColumns(groups, c.features, dtype), offsets)
-    core: Any = c.core_targets()
-    if c.target_columns is not None:
-        y_dtype = numeric(schema, listed(c.target_columns), "source")
-        y = Ragged(ParquetColumns(groups, c.target_columns, y_dtype), offsets)
-        core = y if c.shift == 0 else ShiftedTargets(c.shift, y)
     gaps = None
     times = None
     if grid is not None and c.time is not None:
@@ -304,8 +308,14 @@ def from_parquet(
         gaps = grid.gaps(
             lambda row: f"row {row} of the files end to end", lambda s: step_text(s, unit)
         )
-    batches = TableBatcher(x, core, **kwargs)
-    return made(batches, TableInfo("arrow", c, ids, times, gaps))
+    return table_batcher(
+        c,
+        dtypes,
+        offsets,
+        lambda spec, dtype: ParquetColumns(groups, spec, dtype),
+        TableInfo("arrow", c, ids, times, gaps),
+        kwargs,
+    )
 
 
 def sort_parquet(
