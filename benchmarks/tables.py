@@ -178,11 +178,11 @@ def measure(mode: str, args: list[str]) -> dict[str, Any]:
     return out
 
 
-def interleaved(probes: list[tuple[Any, ...]], rounds: int = 2) -> list[dict[str, Any]]:
-    """The fastest of ``rounds`` runs of each probe, run in turn round after round, so that a
-    burst of load from other processes slows them alike."""
+def interleaved(probes: list[tuple[Any, ...]], sizes: Sizes) -> list[dict[str, Any]]:
+    """The fastest of two runs of each probe, run in turn round after round, so that a burst
+    of load from other processes slows them alike (one run at the quick size)."""
     best: list[dict[str, Any] | None] = [None] * len(probes)
-    for _ in range(rounds):
+    for _ in range(2 if sizes.repeats > 2 else 1):
         for i, args in enumerate(probes):
             result = probe(*args)
             current = best[i]
@@ -193,7 +193,7 @@ def interleaved(probes: list[tuple[Any, ...]], rounds: int = 2) -> list[dict[str
 
 def _frame_rows(sizes: Sizes) -> list[Row]:
     rows, series = sizes.table_rows, sizes.table_series
-    ours, peer = interleaved([("from_frame", rows, series), ("pandas", rows, series)])
+    ours, peer = interleaved([("from_frame", rows, series), ("pandas", rows, series)], sizes)
     what = f"{rows:,} rows of {series:,} series, 8 float32 columns, rows shuffled"
     table_mb = ours["table_mb"]
     return [
@@ -257,7 +257,7 @@ def _parquet_rows(sizes: Sizes, workdir: Path) -> list[Row]:
     )
     # The time per batch: an epoch again, in turn with pyarrow (the memory rows above each
     # ran alone).
-    ours, peer = interleaved([("from_parquet", full, B, W), ("pyarrow", full, B, W)])
+    ours, peer = interleaved([("from_parquet", full, B, W), ("pyarrow", full, B, W)], sizes)
     per_batch, peer_per_batch = ours["seconds"] / ours["count"], peer["seconds"] / peer["count"]
     out.append(
         Row(
