@@ -21,6 +21,7 @@ __all__ = [
     "Window",
     "jax",
     "keras",
+    "tables",
     "tf",
     "torch",
 ]
@@ -28,7 +29,8 @@ __version__ = "0.2.0.dev0"  # the one source of the version: pyproject.toml read
 
 
 def __getattr__(name: str) -> Any:
-    # The adapters load their frameworks, so they load on first use.
-    if name in ("jax", "keras", "tf", "torch"):
+    # The adapters load their frameworks, so they load on first use (and seqbatch.tables
+    # with them: its table libraries load only when its functions run).
+    if name in ("jax", "keras", "tables", "tf", "torch"):
         return importlib.import_module(f"seqbatch.{name}")
     raise AttributeError(f"module 'seqbatch' has no attribute {name!r}")

@@ -48,10 +48,52 @@ class Ragged(Sequence[Any]):
         if not isinstance(s, numbers.Integral):
             raise TypeError(f"series indices must be integers. Received: {s!r}")
         s = int(s) % len(self)
-        return self.values[int(self.offsets[s]) : int(self.offsets[s + 1])]
+        start, stop = int(self.offsets[s]), int(self.offsets[s + 1])
+        if isinstance(self.values, np.ndarray):
+            return self.values[start:stop]  # a view (of a memory map too): nothing read
+        # An h5py or zarr dataset reads a slice when it is asked for: the series stays
+        # unread until a window of it is sliced in turn.
+        return Rows(self.values, start, stop)
 
     def __iter__(self) -> Iterator[Any]:
         return (self[s] for s in range(len(self)))
+
+
+class Rows:
+    """Rows ``[start, stop)`` of a lazy array (h5py, zarr), read only when sliced or converted.
+
+    Series ``s`` of a :class:`Ragged` over such an array: a window of it, ``rows[a:b]``, reads
+    ``values[start + a:start + b]`` alone, never the whole series.
+
+    Examples:
+        >>> class Loud:  # slices like an h5py dataset, and says what it reads
+        ...     shape, dtype = (10,), np.dtype(int)
+        ...     def __getitem__(self, key):
+        ...         print("read", key)
+        ...         return np.arange(10)[key]
+        >>> rows = Ragged(Loud(), np.array([0, 4, 10]))[1]
+        >>> rows.shape, rows[1:3].tolist()
+        read slice(5, 7, None)
+        ((6,), [5, 6])
+    """
+
+    def __init__(self, values: Any, start: int, stop: int) -> None:
+        self.values, self.start, self.stop = values, start, stop
+        self.shape = (stop - start, *values.shape[1:])
+        self.dtype = np.dtype(values.dtype)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: slice) -> Any:
+        if not isinstance(key, slice) or key.step not in (None, 1):
+            raise TypeError(f"lazy series are read by contiguous slices. Received: {key!r}")
+        a, b, _ = key.indices(self.shape[0])
+        return self.values[self.start + a : self.start + max(a, b)]
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = np.asarray(self.values[self.start : self.stop])
+        return out if dtype is None else out.astype(dtype)
 
 
 def lengths_of(sources: Sequence[Any]) -> np.ndarray:

@@ -71,15 +71,3 @@ def as_kind(table: pa.Table, kind: str) -> Any:
 
         return pl.from_arrow(table)
     return table
-
-
-def assert_same_batches(a: Any, b: Any) -> None:
-    """Two batchers yield equal batches, field by field."""
-    assert len(a) == len(b)
-    for k in range(len(a)):
-        x, y = a[k], b[k]
-        for field in ("x", "y", "sample_weight", "reset", "series", "position"):
-            u, v = getattr(x, field), getattr(y, field)
-            assert (u is None) == (v is None), (k, field)
-            if u is not None:
-                np.testing.assert_array_equal(u, v, err_msg=f"batch {k}, {field}")

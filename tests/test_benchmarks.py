@@ -69,8 +69,8 @@ def test_quick_run_prints_every_row_and_draws_the_figure(tmp_path: Path) -> None
         # A batch per layout of tokens and of features, then two build rows.
         "many series": 2 * len(many_series.BOUNDARIES) + 2,
         # from_frame's build time and memory; an epoch's memory over a Parquet file and a
-        # quarter of it, and the time per batch.
-        "tables": 5,
+        # quarter of it, the full one under a memory limit, and the time per batch.
+        "tables": 6,
         # Validation nats per token, carried state vs each of three others.
         "language model": 3,
         # The torch epoch through unroll against "reset" per case, and against the per-step

@@ -19,12 +19,12 @@ from seqbatch.tables import ahead
 from tests.long_tables import (
     FEATURES,
     as_kind,
-    assert_same_batches,
     ids_of,
     long_table,
     reference,
     value,
 )
+from tests.same import assert_same_batches
 
 KW = {"batch_size": 3, "sequence_length": 4}
 
@@ -56,6 +56,34 @@ def test_shuffled_rows_give_the_batches_of_the_sorted_series(
             assert [str(i) for i in batches.series_ids[b.series[held]]] == [
                 str(ids[int(k)]) for k in s
             ]
+
+
+class ArrowStream:
+    """A table of another library: it speaks only the Arrow C stream interface."""
+
+    def __init__(self, table: pa.Table) -> None:
+        self._table = table
+
+    def __arrow_c_stream__(self, requested_schema: object = None) -> object:
+        return self._table.__arrow_c_stream__(requested_schema)
+
+
+def test_any_table_that_speaks_the_arrow_c_stream_interface() -> None:
+    lengths = [7, 12, 5]
+    table = long_table(lengths, shuffle_seed=4)
+    batches = seqbatch.StreamBatcher.from_frame(
+        ArrowStream(table), series="id", time="t", features=FEATURES, **KW
+    )
+    assert_same_batches(batches, seqbatch.StreamBatcher(reference(lengths), **KW))
+    assert batches.series_ids.tolist() == ids_of("str", 3)
+    out = batches.by_series_frame(np.concatenate([b.x for b in batches]))
+    assert isinstance(out, pa.Table)  # an Arrow table back
+    with pytest.raises(TypeError) as err:
+        seqbatch.StreamBatcher.from_frame([1, 2], series="id", features="f0", **KW)
+    assert str(err.value) == (
+        "`frame` must be a pandas or polars DataFrame, a pyarrow Table, or an object with "
+        "__arrow_c_stream__. Received: frame of type list"
+    )
 
 
 def test_rows_keep_their_order_within_a_series_without_time() -> None:
@@ -279,6 +307,7 @@ def test_import_seqbatch_loads_no_table_library() -> None:
     code = (
         "import sys, numpy as np, seqbatch\n"
         "seqbatch.StreamBatcher(np.arange(20.0), batch_size=2, sequence_length=3)[0]\n"
+        "seqbatch.tables.ahead('y')  # loaded on first use, without its libraries\n"
         "print([m for m in ('pandas', 'polars', 'pyarrow') if m in sys.modules])\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

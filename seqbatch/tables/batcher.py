@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 
 from seqbatch.batcher import StreamBatcher
+from seqbatch.ragged import Ragged
+from seqbatch.source import ShiftedTargets
 from seqbatch.tables.columns import Columns, listed
 from seqbatch.tables.grid import Gaps
 
@@ -151,9 +153,27 @@ def _output_names(batches: TableBatcher, names: Any, count: int) -> list[str]:
     return ["output"] + [f"output_{i}" for i in range(1, count)]
 
 
-def made(batches: StreamBatcher, info: TableInfo) -> TableBatcher:
-    """``batches`` with its table's information; warns of gaps in the time grid."""
-    assert isinstance(batches, TableBatcher)
+def table_batcher(
+    c: Columns,
+    dtypes: tuple[np.dtype, np.dtype | None],
+    offsets: np.ndarray,
+    values: Callable[[str | tuple[str, ...], np.dtype], Any],
+    info: TableInfo,
+    kwargs: dict[str, Any],
+) -> TableBatcher:
+    """The batcher of a long table, for ``from_frame`` and ``from_parquet`` alike.
+
+    ``values(columns, dtype)`` gives those columns of every row, series after series, as an
+    array ``(N, *features)`` (in memory, or read lazily); ``offsets`` cut it into series.
+    Warns of gaps in the time grid.
+    """
+    x_dtype, y_dtype = dtypes
+    core: Any = c.core_targets()
+    if c.target_columns is not None:
+        assert y_dtype is not None
+        y = Ragged(values(c.target_columns, y_dtype), offsets)
+        core = y if c.shift == 0 else ShiftedTargets(c.shift, y)
+    batches = TableBatcher(Ragged(values(c.features, x_dtype), offsets), core, **kwargs)
     batches._table = info
     gaps = info.gaps
     if gaps is not None and (gaps.missing or gaps.off_grid):
@@ -163,6 +183,6 @@ def made(batches: StreamBatcher, info: TableInfo) -> TableBatcher:
             "each series on its grid and interpolate), or cut the series at its gaps (one id "
             "per stretch) if they should not be joined.",
             UserWarning,
-            stacklevel=4,
+            stacklevel=4,  # the caller of StreamBatcher.from_frame or from_parquet
         )
     return batches

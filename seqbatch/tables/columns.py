@@ -104,6 +104,14 @@ class Columns:
         """What the batcher's ``targets`` becomes without target columns: None or steps."""
         return None if self.shift == 0 else self.shift
 
+    def dtypes(self, schema: Any, what: str) -> tuple[np.dtype, np.dtype | None]:
+        """The numpy dtypes of the features and of the target columns (None without), from
+        an Arrow ``schema``; an error naming the first column that holds no numbers."""
+        x = numeric(schema, listed(self.features), what)
+        if self.target_columns is None:
+            return x, None
+        return x, numeric(schema, listed(self.target_columns), what)
+
 
 def choose(
     series: Any, time: Any, features: Any, targets: Any, available: Sequence[str], what: str

@@ -8,19 +8,16 @@ offsets (:meth:`seqbatch.StreamBatcher.from_offsets`' form). No Python runs per 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from seqbatch.ragged import Ragged
-from seqbatch.source import ShiftedTargets
-from seqbatch.tables.batcher import TableBatcher, TableInfo, made
+from seqbatch.tables.batcher import TableBatcher, TableInfo, table_batcher
 from seqbatch.tables.columns import (
     Columns,
     as_ticks,
     choose,
-    listed,
-    numeric,
     refuse_missing,
     shown,
     stacked,
@@ -30,25 +27,23 @@ from seqbatch.tables.columns import (
 from seqbatch.tables.grid import GridCheck
 
 
-def arrow_table(frame: Any, needed: list[str] | None, what: str) -> tuple[str, Any, list[str]]:
-    """``(kind, table, columns)``: the frame's kind, its ``needed`` columns as a
-    ``pyarrow.Table`` (all of them when None), and every column name it has."""
+def arrow_source(frame: Any, what: str) -> tuple[str, list[str], Callable[[list[str]], Any]]:
+    """``(kind, names, select)``: the frame's kind, its column names, and a function that
+    gives some of its columns as a ``pyarrow.Table`` (pandas and polars convert only those)."""
     import pyarrow as pa
 
     module = type(frame).__module__.split(".")[0]
     if module == "pandas" and hasattr(frame, "columns"):
-        available = [str(c) for c in frame.columns]
-        cols = available if needed is None else [c for c in needed if c in available]
-        return "pandas", pa.Table.from_pandas(frame[cols], preserve_index=False), available
+        return (
+            "pandas",
+            [str(c) for c in frame.columns],
+            lambda cols: pa.Table.from_pandas(frame[cols], preserve_index=False),
+        )
     if module == "polars" and hasattr(frame, "to_arrow"):
-        available = list(frame.columns)
-        cols = available if needed is None else [c for c in needed if c in available]
-        return "polars", frame.select(cols).to_arrow(), available
+        return "polars", list(frame.columns), lambda cols: frame.select(cols).to_arrow()
     if isinstance(frame, (pa.Table, pa.RecordBatch)) or hasattr(frame, "__arrow_c_stream__"):
         table = frame if isinstance(frame, pa.Table) else pa.table(frame)
-        available = list(table.column_names)
-        cols = available if needed is None else [c for c in needed if c in available]
-        return "arrow", table.select(cols), available
+        return "arrow", list(table.column_names), table.select
     raise TypeError(
         f"`{what}` must be a pandas or polars DataFrame, a pyarrow Table, or an object with "
         f"__arrow_c_stream__. Received: {what} of type {type(frame).__name__}"
@@ -140,14 +135,11 @@ def from_frame(
     **kwargs: Any,
 ) -> TableBatcher:
     """The batcher of a long table; see :meth:`seqbatch.StreamBatcher.from_frame`."""
-    kind, table, available = arrow_table(frame, None, "frame")
-    c = choose(series, time, features, targets, available, "frame")
-    if kind != "arrow":
-        kind, table, _ = arrow_table(frame, c.needed(), "frame")
-    else:
-        table = table.select(c.needed())
+    kind, names, select = arrow_source(frame, "frame")
+    c = choose(series, time, features, targets, names, "frame")
+    table = select(c.needed())
+    dtypes = c.dtypes(table.schema, "frame")
     refuse_missing({name: table.column(name) for name in c.needed()}, "frame")
-    dtype = numeric(table.schema, listed(c.features), "frame")
     codes, ids = series_codes(table.column(c.series))
     times = None if c.time is None else time_values(table.column(c.time), c.time, "frame")
     order = table_order(codes, None if times is None else as_ticks(times))
@@ -165,11 +157,11 @@ def from_frame(
         where = lambda row: f"series {ids[codes[row]]!r} at {c.time}={shown(times, row)}"  # noqa: E731
         gaps = grid.gaps(where, lambda step: step_text(step, times.dtype))
     offsets = np.concatenate(([0], np.cumsum(np.bincount(codes, minlength=len(ids)))))
-    x = stacked(column, c.features, len(codes), dtype)
-    core: Any = c.core_targets()
-    if c.target_columns is not None:
-        y_dtype = numeric(table.schema, listed(c.target_columns), "frame")
-        y = Ragged(stacked(column, c.target_columns, len(codes), y_dtype), offsets)
-        core = y if c.shift == 0 else ShiftedTargets(c.shift, y)
-    batches = TableBatcher(Ragged(x, offsets), core, **kwargs)
-    return made(batches, TableInfo(kind, c, ids, times, gaps))
+    return table_batcher(
+        c,
+        dtypes,
+        offsets,
+        lambda spec, dtype: stacked(column, spec, len(codes), dtype),
+        TableInfo(kind, c, ids, times, gaps),
+        kwargs,
+    )

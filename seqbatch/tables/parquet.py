@@ -18,15 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from seqbatch.ragged import Ragged
-from seqbatch.source import ShiftedTargets
-from seqbatch.tables.batcher import TableBatcher, TableInfo, made
+from seqbatch.tables.batcher import TableBatcher, TableInfo, table_batcher
 from seqbatch.tables.columns import (
     Columns,
     as_ticks,
     choose,
     listed,
-    numeric,
     refuse_missing,
     shown,
     step_text,
@@ -60,12 +57,15 @@ def open_dataset(source: Any) -> Any:
 class RowGroups:
     """The row groups of a dataset's files end to end, read on demand; the last few kept.
 
+    Each set of columns read together (the features, the targets) is kept as one block of
+    ``(rows, columns)`` per row group, so that a window is one copy out of it.
+
     Args:
         dataset: a ``pyarrow.dataset.FileSystemDataset`` of Parquet files.
-        columns: the columns to read from every row group.
-        keep: how many decoded row groups to keep (least recently used out first). A batch
-            of ``B`` streams reads windows from up to ``2 * B`` row groups, which the next
-            batch mostly reads again: keep at least that many.
+        columns: the columns that may be read from every row group.
+        keep: how many decoded row groups to keep per set of columns (least recently used
+            out first). A batch of ``B`` streams reads windows from up to ``2 * B`` row
+            groups, which the next batch mostly reads again: keep at least that many.
 
     Attributes:
         starts: ``(G + 1,)`` the first row of each row group, then the number of rows.
@@ -85,11 +85,12 @@ class RowGroups:
         self.where = np.array(where, dtype=np.int64).reshape(-1, 2)
         self.starts = np.concatenate(([0], np.cumsum(sizes, dtype=np.int64)))
         self.reads = 0
+        self._sets: set[tuple[tuple[str, ...], str]] = set()
         self._open()
 
     def _open(self) -> None:
         self._fragments = list(self.dataset.get_fragments())
-        self._cache: OrderedDict[int, dict[str, np.ndarray]] = OrderedDict()
+        self._cache: OrderedDict[tuple[int, tuple[str, ...], str], np.ndarray] = OrderedDict()
 
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k not in ("_fragments", "_cache")}
@@ -98,54 +99,65 @@ class RowGroups:
         self.__dict__.update(state)
         self._open()
 
-    def group(self, g: int) -> dict[str, np.ndarray]:
-        """The columns of row group ``g`` as numpy arrays, from the cache or the file."""
-        cached = self._cache.get(g)
+    def block(self, g: int, columns: tuple[str, ...], dtype: np.dtype) -> np.ndarray:
+        """Row group ``g``'s ``columns`` as one read-only ``(rows, len(columns))`` array of
+        ``dtype``, from the cache or the file."""
+        key = (g, columns, np.dtype(dtype).str)
+        cached = self._cache.get(key)
         if cached is not None:
-            self._cache.move_to_end(g)
+            self._cache.move_to_end(key)
             return cached
         f, i = self.where[g].tolist()
         fragment = self._fragments[f]
+        # One row group is decoded fastest on this thread.
         table = fragment.subset(row_group_ids=[i]).to_table(
-            schema=self.dataset.schema, columns=self.columns
+            schema=self.dataset.schema, columns=list(columns), use_threads=False
         )
         self.reads += 1
         refuse_missing(
-            {c: table.column(c) for c in self.columns},
-            "source",
-            f" in row group {i} of {fragment.path}",
+            {c: table.column(c) for c in columns}, "source", f" in row group {i} of {fragment.path}"
         )
-        decoded = {c: table.column(c).to_numpy() for c in self.columns}
-        self._cache[g] = decoded
-        while len(self._cache) > self.keep:
+        out = np.empty((table.num_rows, len(columns)), dtype)
+        for j, c in enumerate(columns):
+            out[:, j] = table.column(c).to_numpy()
+        out.flags.writeable = False
+        self._sets.add(key[1:])
+        self._cache[key] = out
+        while len(self._cache) > self.keep * len(self._sets):
             self._cache.popitem(last=False)
-        return decoded
+        return out
 
-    def read(self, columns: list[str], start: int, stop: int, out: np.ndarray) -> None:
-        """Rows ``[start, stop)`` of ``columns`` into ``out`` (``(stop - start, n)``)."""
+    def read(self, columns: tuple[str, ...], dtype: np.dtype, start: int, stop: int) -> np.ndarray:
+        """Rows ``[start, stop)`` of ``columns``, ``(stop - start, len(columns))``: a read-only
+        view of the cache when they lie in one row group, else a new array."""
         g = int(np.searchsorted(self.starts, start, side="right")) - 1
+        begin, end = int(self.starts[g]), int(self.starts[g + 1])
+        if stop <= end:
+            return self.block(g, columns, dtype)[start - begin : stop - begin]
+        out = np.empty((stop - start, len(columns)), dtype)
         at = start
         while at < stop:
             begin, end = int(self.starts[g]), int(self.starts[g + 1])
             upto = min(stop, end)
-            group = self.group(g)
-            for j, c in enumerate(columns):
-                out[at - start : upto - start, j] = group[c][at - begin : upto - begin]
+            out[at - start : upto - start] = self.block(g, columns, dtype)[
+                at - begin : upto - begin
+            ]
             at = upto
             g += 1
+        return out
 
 
 class ParquetColumns:
     """Some columns of a Parquet dataset as one array ``(N, *features)`` that reads lazily.
 
-    A slice is a :class:`RowRange`, which reads only when it is sliced in turn or converted
-    with ``np.asarray``: series ``s`` of a :class:`~seqbatch.ragged.Ragged` over these columns
-    is a range, and a window of it reads the row groups under the window alone.
+    A slice reads the row groups under it alone. Series ``s`` of a
+    :class:`~seqbatch.ragged.Ragged` over these columns is a range of rows not read yet (as
+    for an h5py dataset), and a window of it reads the rows of the window.
     """
 
     def __init__(self, groups: RowGroups, spec: str | tuple[str, ...], dtype: np.dtype) -> None:
         self.groups = groups
-        self.columns = listed(spec)
+        self.columns = tuple(listed(spec))
         self.flat = isinstance(spec, str)
         self.dtype = np.dtype(dtype)
         n = int(groups.starts[-1])
@@ -154,40 +166,15 @@ class ParquetColumns:
     def __len__(self) -> int:
         return self.shape[0]
 
-    def __getitem__(self, key: slice) -> RowRange:
+    def __getitem__(self, key: slice) -> np.ndarray:
+        """Rows ``key`` (a contiguous slice), read from their row groups (read-only)."""
         if not isinstance(key, slice) or key.step not in (None, 1):
             raise TypeError(f"Parquet columns are read by contiguous slices. Received: {key!r}")
         start, stop, _ = key.indices(self.shape[0])
-        return RowRange(self, start, max(start, stop))
-
-    def read(self, start: int, stop: int) -> np.ndarray:
-        """Rows ``[start, stop)`` as a new array."""
-        out = np.empty((stop - start, len(self.columns)), self.dtype)
-        if stop > start:
-            self.groups.read(self.columns, start, stop, out)
+        if stop <= start:
+            return np.empty((0, *self.shape[1:]), self.dtype)
+        out = self.groups.read(self.columns, self.dtype, start, stop)
         return out[:, 0] if self.flat else out
-
-
-class RowRange:
-    """Rows ``[start, stop)`` of :class:`ParquetColumns`, not read yet."""
-
-    def __init__(self, columns: ParquetColumns, start: int, stop: int) -> None:
-        self.source, self.start, self.stop = columns, start, stop
-        self.shape = (stop - start, *columns.shape[1:])
-        self.dtype = columns.dtype
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __getitem__(self, key: slice) -> np.ndarray:
-        if not isinstance(key, slice) or key.step not in (None, 1):
-            raise TypeError(f"Parquet rows are read by contiguous slices. Received: {key!r}")
-        a, b, _ = key.indices(self.shape[0])
-        return self.source.read(self.start + a, self.start + max(a, b))
-
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        out = self.source.read(self.start, self.stop)
-        return out if dtype is None else out.astype(dtype)
 
 
 class Times:
@@ -308,18 +295,11 @@ def from_parquet(
     """
     dataset = open_dataset(source)
     c = choose(series, time, features, targets, dataset.schema.names, "source")
-    schema = dataset.schema
-    dtype = numeric(schema, listed(c.features), "source")
+    dtypes = c.dtypes(dataset.schema, "source")
     offsets, ids, grid = index(dataset, c)
     keep = row_groups_kept if row_groups_kept is not None else 2 * int(kwargs.get("batch_size", 32))
     value_columns = [n for n in c.needed() if n not in (c.series, c.time)]
     groups = RowGroups(dataset, value_columns, keep)
-    x = Ragged(ParquetColumns(groups, c.features, dtype), offsets)
-    core: Any = c.core_targets()
-    if c.target_columns is not None:
-        y_dtype = numeric(schema, listed(c.target_columns), "source")
-        y = Ragged(ParquetColumns(groups, c.target_columns, y_dtype), offsets)
-        core = y if c.shift == 0 else ShiftedTargets(c.shift, y)
     gaps = None
     times = None
     if grid is not None and c.time is not None:
@@ -328,8 +308,14 @@ def from_parquet(
         gaps = grid.gaps(
             lambda row: f"row {row} of the files end to end", lambda s: step_text(s, unit)
         )
-    batches = TableBatcher(x, core, **kwargs)
-    return made(batches, TableInfo("arrow", c, ids, times, gaps))
+    return table_batcher(
+        c,
+        dtypes,
+        offsets,
+        lambda spec, dtype: ParquetColumns(groups, spec, dtype),
+        TableInfo("arrow", c, ids, times, gaps),
+        kwargs,
+    )
 
 
 def sort_parquet(
@@ -366,8 +352,17 @@ def sort_parquet(
         >>> pq.read_table(os.path.join(folder, "sorted.parquet"))["y"].to_pylist()
         [10, 11, 20, 21]
     """
+    import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     table = open_dataset(source).to_table()
-    keys = [(series, "ascending"), *([] if time is None else [(time, "ascending")])]
-    pq.write_table(table.sort_by(keys), os.fspath(destination), row_group_size=row_group_size)
+    names = [series, *([] if time is None else [time])]
+    keys = {}
+    for name in names:
+        column = table.column(name)
+        if pa.types.is_dictionary(column.type):  # categories: by the ids they hold
+            column = column.cast(column.type.value_type)
+        keys[name] = column
+    order = pc.sort_indices(pa.table(keys), [(name, "ascending") for name in names])
+    pq.write_table(table.take(order), os.fspath(destination), row_group_size=row_group_size)
