@@ -152,6 +152,7 @@ class StreamSequence(keras.utils.PyDataset):
             use_multiprocessing=_checks.boolean("use_multiprocessing", use_multiprocessing),
             max_queue_size=_checks.positive_int("max_queue_size", max_queue_size),
         )
+        batches.fixed_length("a StreamSequence")
         self.batches = batches
         self.reset_input = _checks.boolean("reset_input", reset_input)
         self.sample_weight = _checks.boolean("sample_weight", sample_weight)
@@ -176,7 +177,9 @@ class StreamSequence(keras.utils.PyDataset):
         # seqbatch's refusal can come first. Everywhere else, this sequence has none.
         call = running_call()
         if call is not None and call.method == "fit":
-            check_validation_split(call, (self.batches.batch_size, self.batches.sequence_length))
+            check_validation_split(
+                call, (self.batches.batch_size, self.batches.fixed_length("a StreamSequence"))
+            )
         raise AttributeError(f"'{type(self).__name__}' object has no attribute '__array__'")
 
     def _start_pass_at(self, first_batch: int) -> None:
@@ -239,14 +242,14 @@ class StreamSequence(keras.utils.PyDataset):
             )
         check_process_split()
         b = self.batches
+        W = b.fixed_length("a StreamSequence")
         y_shape = None
         if b.target_shape is not None:
-            steps = (b.sequence_length,) if b.return_sequences else ()
+            steps = (W,) if b.return_sequences else ()
             y_shape = (b.batch_size, *steps, *b.target_shape)
-        inputs = [(b.batch_size, b.sequence_length, *b.feature_shape)]
+        inputs = [(b.batch_size, W, *b.feature_shape)]
         if self.reset_input:
-            packed = b.packed
-            inputs.append((b.batch_size, b.sequence_length) if packed else (b.batch_size,))
+            inputs.append((b.batch_size, W) if b.packed else (b.batch_size,))
         check_call(call, input_shapes=inputs, y_shape=y_shape, steps=len(self.batches))
         fit = call.fit
         if not call.training or not call.first_epoch or fit is None:
