@@ -124,7 +124,7 @@ class GraphReader:
         self.batches = batches
         self.rows = batches.batch_size // replicas
         self.with_weight = with_weight
-        self.width = batches.sequence_length
+        self.width = batches.fixed_length("to_tf_dataset")
         self.shift = batches.shift
         self.has_targets = batches.target_shape is not None
         self.return_sequences = batches.return_sequences
@@ -271,7 +271,7 @@ class NumpyReader:
         self.batches = batches
         self.replicas = replicas
         self.with_weight = with_weight
-        rows, W = batches.batch_size // replicas, batches.sequence_length
+        rows, W = batches.batch_size // replicas, batches.fixed_length("to_tf_dataset")
         specs = [(_tf_dtype(batches.dtype, "x"), (rows, W, *batches.feature_shape))]
         self.has_targets = batches.target_shape is not None
         if batches.target_shape is not None:

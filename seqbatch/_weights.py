@@ -45,7 +45,9 @@ def real_step_weight(batches: StreamBatcher) -> float:
     """
     plan = batches.plan
     real = plan.real_slots(last_step_only=not batches.return_sequences)
-    slots = len(plan) * plan.batch_size * (plan.sequence_length if batches.return_sequences else 1)
+    # Windows of every length: the slots of each batch (its steps, or one per window).
+    steps = int(plan.window_lengths.sum()) if batches.return_sequences else len(plan)
+    slots = plan.batch_size * steps
     return float(np.float64(slots) / real) if real else 1.0
 
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from seqbatch.runs import Runs, runs
+
+_ONE = np.ones((), dtype=np.float64)  # the lr_scale of windows of one length, shared read-only
+_ONE.flags.writeable = False
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -49,6 +52,10 @@ class Batch:
             of every step, ``-1`` on padding. Column 0 is ``series``.
         step_position: ``(B, W)`` int64 with ``series_boundary="pack"``, else None: the step
             of that series, ``-1`` on padding. Column 0 is ``position``.
+        lr_scale: ``()`` float64, ``length / nominal``: what to multiply the learning rate of
+            this batch by when the window lengths vary (``sequence_length`` a schedule: see
+            :mod:`seqbatch.lengths`); 1.0 for an int ``sequence_length``. An array, as every
+            field is (``float(b.lr_scale)`` gives the number).
 
     The reset flags in the formats of state-space and linear-attention kernels are
     properties, computed on first use: :attr:`seq_idx`, :attr:`cu_seqlens` and
@@ -75,6 +82,12 @@ class Batch:
     step_reset: np.ndarray | None = None
     step_series: np.ndarray | None = None
     step_position: np.ndarray | None = None
+    lr_scale: np.ndarray = field(default_factory=lambda: _ONE)
+
+    @property
+    def length(self) -> int:
+        """The steps of this batch's windows, ``W``: ``x.shape[1]``."""
+        return int(self.x.shape[1])
 
     @functools.cached_property
     def _runs(self) -> Runs:

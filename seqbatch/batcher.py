@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 import numpy as np
 
 from seqbatch import _checks
+from seqbatch import lengths as _lengths
 from seqbatch import state as _state
 from seqbatch.batch import Batch
 from seqbatch.cursor import Cursor
@@ -58,7 +59,12 @@ class StreamBatcher:
             ``k >= 1`` (the step ``k`` ahead; the last ``k`` steps of each series have no target),
             or target arrays with the structure of ``data`` and the same number of steps.
         batch_size: number of parallel streams, the rows of every batch.
-        sequence_length: steps per window (the truncated-BPTT length).
+        sequence_length: steps per window (the truncated-BPTT length): an int, or a pure
+            callable ``(epoch, k) -> int`` giving the steps of batch ``k`` of each epoch, such
+            as the schedules of :mod:`seqbatch.lengths` (``seqbatch.lengths.awd(bptt=70)``).
+            The windows of a stream are then cut at the cumulative sums of the lengths, an
+            epoch has as many batches as its streams need (``len()`` says it for the current
+            epoch), and each batch carries its ``lr_scale``. See the guide "Window lengths".
         return_sequences: ``True``: ``y`` holds the target of every step, ``(B, W, *t)``.
             ``False``: the target of each window's last step, ``(B, *t)``.
         remainder: ``"drop"`` (default): steps after the last full window are left out and
@@ -144,7 +150,7 @@ class StreamBatcher:
         seed: int | None = None,
     ) -> None:
         batch_size = _checks.positive_int("batch_size", batch_size)
-        self.sequence_length = _checks.positive_int("sequence_length", sequence_length)
+        self.sequence_length = _lengths.check("sequence_length", sequence_length)
         self.return_sequences = _checks.boolean("return_sequences", return_sequences)
         _checks.one_of("remainder", remainder, ("drop", "pad"))
         _checks.one_of("series_boundary", series_boundary, ("reset", "concat", "pack"))
@@ -520,7 +526,32 @@ class StreamBatcher:
         return shard
 
     def __len__(self) -> int:
-        return len(self._view)
+        # The batches of the current epoch: the same in every epoch unless the lengths vary.
+        return self._view.n_batches(self._cursor.epoch)
+
+    @property
+    def varying(self) -> bool:
+        """Whether the window lengths vary (``sequence_length`` is a callable)."""
+        return self._view.varying
+
+    def fixed_length(self, use: str) -> int:
+        """The int ``sequence_length``, for ``use``, which needs one window length; else raise.
+
+        Raises:
+            ValueError: the window lengths vary (``sequence_length`` is a callable).
+
+        Examples:
+            >>> import numpy as np, seqbatch
+            >>> seqbatch.StreamBatcher(np.arange(20), batch_size=2, sequence_length=3).fixed_length("x")
+            3
+        """
+        if not _lengths.is_schedule(self.sequence_length):
+            return int(self.sequence_length)  # type: ignore[arg-type]
+        raise ValueError(
+            f"`sequence_length` must be an int for {use}, which needs every window of one "
+            "length. Received: sequence_length="
+            f"{_lengths.describe(self.sequence_length)}, whose window lengths vary"
+        )
 
     @overload
     def __getitem__(self, k: int) -> Batch: ...
@@ -600,12 +631,13 @@ class StreamBatcher:
             epoch = _checks.non_negative_int("epoch", epoch)
         if next_batch is not None:
             next_batch = _checks.non_negative_int("next_batch", next_batch)
-            if next_batch > len(self):
+            n = self._view.n_batches(self._cursor.epoch if epoch is None else epoch)
+            if next_batch > n:
                 # Past the end is never the next epoch's batch: a wrong count of the loop's.
                 raise ValueError(
                     "`next_batch` must be at most the number of batches per epoch (that "
                     "number itself means the epoch is over). Received: "
-                    f"next_batch={next_batch} for {len(self)} batches"
+                    f"next_batch={next_batch} for {n} batches"
                 )
         return _state.state_dict(
             self,
@@ -709,7 +741,7 @@ class StreamBatcher:
 
     def _arrays(self) -> str:
         """The shapes and dtypes of ``x`` and ``y`` in every batch, in words."""
-        B, W = self.batch_size, self.sequence_length
+        B, W = self.batch_size, self.plan.sequence_length
         y = "none"
         if self._view.layout.has_targets:
             t_shape = (B, W) if self.return_sequences else (B,)

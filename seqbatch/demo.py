@@ -375,7 +375,7 @@ def train_and_compare(
     losses = []
     for n, (name, what, sequence) in enumerate(runs, 1):
         print(f"\n[{n}/2] {name}: {what}", file=out, flush=True)
-        model = build_model(train.batch_size, train.sequence_length, units, seed)
+        model = build_model(train.batch_size, train.fixed_length("the demo"), units, seed)
         callbacks: list[keras.callbacks.Callback] = [StatefulTraining()]
         if verbose == 2:
             callbacks.append(_EpochLines(out))

@@ -81,7 +81,7 @@ def series_end(batches: StreamBatcher, series: int) -> SeriesEnd:
             f"`series` must be the index of one of the {batches.n_series} series of the data. "
             f"Received: series={series}"
         )
-    plan, W = batches.plan, batches.sequence_length
+    plan, W = batches.plan, batches.fixed_length("series_end")
     local = batches.streams
     if batches.packed:
         seg = plan.segments()
@@ -124,7 +124,7 @@ def stream_end(batches: StreamBatcher, stream: int) -> SeriesEnd:
     holds last (``position`` counts the steps of the plan's series: with series joined end
     to end, of the joined one).
     """
-    plan, W = batches.plan, batches.sequence_length
+    plan, W = batches.plan, batches.fixed_length("series_end")
     g = batches.streams.start + stream
     if batches.packed:
         seg = plan.segments()

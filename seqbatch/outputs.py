@@ -61,7 +61,7 @@ def by_series(batches: StreamBatcher, outputs: Any) -> list[np.ma.MaskedArray]:
                            False, False, False, False,  True,  True,  True],
                fill_value=1e+20)
     """
-    n, B, W = len(batches), batches.batch_size, batches.sequence_length
+    n, B, W = len(batches), batches.batch_size, batches.fixed_length("by_series")
     values = _per_batch(outputs, n, B)
     if batches.return_sequences and (values.ndim < 3 or values.shape[2] != W):
         raise ValueError(
@@ -140,7 +140,7 @@ def _provenance(batches: StreamBatcher, n: int) -> tuple[np.ndarray, np.ndarray]
         return np.stack([s.series for s in steps]), np.stack([s.position for s in steps])
     t = plan.table()
     series, start, length = t.series[:, streams], t.start[:, streams], t.length[:, streams]
-    W = batches.sequence_length
+    W = batches.fixed_length("by_series")
     real = np.arange(W) < length[:, :, None]
     position = np.where(real, start[:, :, None] + np.arange(W), -1)
     return np.where(real, series[:, :, None], -1), position

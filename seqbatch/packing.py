@@ -14,11 +14,14 @@ a time flat in the number of series.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
 from seqbatch.segments import SegmentIndex
+
+if TYPE_CHECKING:
+    from seqbatch.lengths import Drawn
 
 
 class Steps(NamedTuple):
@@ -101,6 +104,9 @@ class Packed:
         sequence_length: steps per window.
         drop: leave out each stream's steps after its last full window (every window is then
             full or idle) instead of padding its last window.
+        drawn: window lengths that vary (:class:`seqbatch.lengths.Drawn`): window ``k`` of a
+            stream is then its steps ``[cum[k], cum[k + 1])`` instead of ``sequence_length``
+            steps from ``k * sequence_length``.
 
     Attributes:
         n_batches: windows of the longest stream.
@@ -123,9 +129,11 @@ class Packed:
         batch_size: int,
         sequence_length: int,
         drop: bool,
+        drawn: Drawn | None = None,
     ) -> None:
         B, W = batch_size, sequence_length
         self.width = W
+        self.cum: np.ndarray | None = None
         # One row per segment (line, stream, series, steps), so that a lookup reads one
         # cache line; a last row holds the end of the line.
         rows = np.empty((order.size + 1, 4), dtype=np.int64)
@@ -138,7 +146,21 @@ class Packed:
         np.cumsum(seg_len[:-1], out=line[1:])
         base = line[np.searchsorted(stream, np.arange(B + 1))]
         steps = np.diff(base)
-        held = steps // W * W if drop else steps
+        if drawn is not None:
+            drawn.reach(int(steps.max()))
+            cum = drawn.cum
+            held = cum[np.searchsorted(cum, steps, side="right") - 1] if drop else steps
+        else:
+            held = steps // W * W if drop else steps
+        if held.min() == 0 and drawn is not None:
+            i = int(np.argmin(held))
+            raise ValueError(
+                "Every stream must hold at least the steps of its first window when "
+                "series_boundary='pack' and remainder='drop'. Received: sequence_length("
+                f"epoch={drawn.epoch}, k=0) = {int(drawn.lengths[0])}, but stream {i} of {B} "
+                f"holds {int(steps[i])} usable steps (use remainder='pad' or a smaller "
+                "batch_size)"
+            )
         if held.min() == 0:
             i = int(np.argmin(held))
             raise ValueError(
@@ -152,7 +174,11 @@ class Packed:
             live = np.flatnonzero(used)  # series that drop leaves out entirely
             rows[live, 3] = used[live]
             rows = rows[np.append(live, order.size)]
-        self.n_batches = int(-(-held.max() // W))
+        if drawn is not None:
+            self.n_batches = int(np.searchsorted(drawn.cum, held.max(), side="left"))
+            self.cum = drawn.cum[: self.n_batches + 1]
+        else:
+            self.n_batches = int(-(-held.max() // W))
         self.seg_line = rows[:, 0]
         self.seg_stream, self.seg_series, self.seg_len = rows[:-1, 1:].T
         self.base = base[:-1]
@@ -169,10 +195,10 @@ class Packed:
             steps, its reset flag, where its first step lies on the line, and the segment
             holding that step.
         """
-        W = self.width
-        length = np.clip(self.held[streams] - k * W, 0, W)
-        first = self.base[streams] + k * W
-        j = self.index.find(streams, k * W)
+        at, W = self._at(k)
+        length = np.clip(self.held[streams] - at, 0, W)
+        first = self.base[streams] + at
+        j = self.index.find(streams, at)
         held = length > 0
         start = np.where(held, first - self.seg_line[j], -1)
         series = np.where(held, self.seg_series[j], -1)
@@ -180,10 +206,10 @@ class Packed:
 
     def pieces(self, k: int, streams: np.ndarray) -> Pieces:
         """The pieces of window ``k`` of ``streams``; rows count from 0 in ``streams``."""
-        W = self.width
-        length = np.clip(self.held[streams] - k * W, 0, W)
-        first = self.base[streams] + k * W
-        j = self.index.find(streams, np.int64(k * W))
+        at, W = self._at(np.int64(k))
+        length = np.clip(self.held[streams] - at, 0, W)
+        first = self.base[streams] + at
+        j = self.index.find(streams, at)
         end = first + length
         last = self.index.find(streams, end - 1 - self.base[streams])
         count = np.where(length > 0, last - j + 1, 0)
@@ -198,7 +224,15 @@ class Packed:
             row, begin - first[row], self.seg_series[seg], start, stop - begin, start == 0
         )
 
+    def _at(self, k: np.ndarray | np.int64) -> tuple[np.ndarray | np.int64, np.ndarray | int]:
+        """The first step of window ``k`` in its stream, and its width."""
+        if self.cum is None:
+            return k * self.width, self.width
+        return self.cum[k], self.cum[k + 1] - self.cum[k]
+
     def resets_inside_windows(self) -> int:
         """How many series start at a step other than the first of a window."""
         offset = self.seg_line[:-1] - self.base[self.seg_stream]
+        if self.cum is not None:
+            return int(np.count_nonzero(~np.isin(offset, self.cum)))
         return int(np.count_nonzero(offset % self.width))

@@ -26,6 +26,7 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 
 from seqbatch import _checks
+from seqbatch import lengths as _lengths
 from seqbatch.deal import deal
 from seqbatch.packing import Packed, Pieces, Steps
 from seqbatch.segments import SegmentIndex
@@ -110,7 +111,14 @@ class StreamPlan:
     Args:
         lengths: usable steps of each series (steps that have a target), in series order.
         batch_size: number of streams.
-        sequence_length: steps per window.
+        sequence_length: steps per window: an int, or a pure callable ``(epoch, k) -> int``
+            (a schedule of :mod:`seqbatch.lengths`), the steps of window ``k`` of this epoch.
+            The windows of a stream are then cut at the cumulative sums of the lengths: window
+            ``k`` of a stream holds its steps ``[cum[k], cum[k] + length(k))``, a series of
+            ``layout="whole"`` starts on such a boundary, and the epoch has as many batches as
+            its longest stream needs. With ``remainder="drop"`` and ``layout="whole"``, a
+            series shorter than the window it would start in is left out whole (counted in
+            ``accounting.dropped``).
         layout: ``"split"`` cuts the only series into ``batch_size`` contiguous segments;
             ``"whole"`` keeps every series whole in one stream; ``"pack"`` keeps every series
             whole in one stream and packs each stream's series end to end.
@@ -137,7 +145,11 @@ class StreamPlan:
             between the starts of neighbouring streams (window ``k`` of stream ``i`` then
             starts at ``offset + i * stride + k * sequence_length``); else None.
         full_batches: with ``layout="split"``, batches ``k < full_batches`` have every window
-            full, in series 0; else 0.
+            full, in series 0; else 0 (also when the lengths vary).
+        schedule: the callable ``sequence_length``, or None for an int.
+        window_lengths: ``(len(plan),)`` int64, the steps of each batch's windows.
+        nominal: the length that ``lr_scale`` divides by: the int ``sequence_length``, a
+            schedule's ``nominal``, or else the mean window length of this epoch.
 
     Raises:
         TypeError: ``lengths`` are not integers, or an argument has the wrong type.
@@ -192,7 +204,16 @@ class StreamPlan:
         epoch: int = 0,
     ) -> None:
         self.batch_size = _checks.positive_int("batch_size", batch_size)
-        self.sequence_length = _checks.positive_int("sequence_length", sequence_length)
+        self.epoch = _checks.non_negative_int("epoch", epoch)
+        length = _lengths.check("sequence_length", sequence_length)
+        self.schedule = length if _lengths.is_schedule(length) else None
+        self._drawn: _lengths.Drawn | None = None
+        if self.schedule is not None:
+            self._drawn = _lengths.Drawn(length, self.epoch)  # type: ignore[arg-type]
+            self._drawn.count(1)
+            self.sequence_length = int(self._drawn.lengths[0])  # until the epoch is laid out
+        else:
+            self.sequence_length = int(length)  # type: ignore[arg-type]
         self.layout = _checks.one_of("layout", layout, ("split", "whole", "pack"))
         self.remainder = _checks.one_of("remainder", remainder, ("drop", "pad"))
         self.align = _checks.one_of("align", align, ("start", "end"))
@@ -206,7 +227,6 @@ class StreamPlan:
             )
         self.shuffle = _checks.boolean("shuffle", shuffle)
         self.seed = _checks.seed("seed", seed)
-        self.epoch = _checks.non_negative_int("epoch", epoch)
         self.no_target = _checks.non_negative_int("no_target", no_target)
         given = np.asarray(lengths)
         if given.size and given.dtype.kind not in "iu":
@@ -222,13 +242,27 @@ class StreamPlan:
             raise ValueError(
                 f"`layout='split'` takes exactly one series. Received: {self.lengths.size} series"
             )
-        if self.remainder == "pad" and layout != "pack":
+        if self.remainder == "pad" and layout != "pack" and self._drawn is None:
             self._refuse_windows_longer_than(int(self.lengths.max()), "series", "series")
         rng = np.random.default_rng([self.seed, self.epoch]) if shuffle else None
         if layout == "split":
             self._split(rng)
         else:
             self._deal(rng)
+        if self._drawn is None:
+            self.window_lengths = np.full(self._n_batches, self.sequence_length, dtype=np.int64)
+            self.window_lengths.flags.writeable = False
+            self._C: np.ndarray | None = None
+            self.nominal = float(self.sequence_length)
+            slots_total = self._n_batches * self.batch_size * self.sequence_length
+        else:
+            self.window_lengths, self._C = self._drawn.cut(self._n_batches)
+            self.sequence_length = int(self.window_lengths.max())  # the longest window
+            nominal = getattr(self.schedule, "nominal", None)
+            if not isinstance(nominal, numbers.Real) or isinstance(nominal, bool) or nominal <= 0:
+                nominal = float(self.window_lengths.mean())
+            self.nominal = float(nominal)
+            slots_total = self.batch_size * int(self._C[-1])
         W = self.sequence_length
         B = self.batch_size
         # Shared, read-only fields of the full batches of a split layout.
@@ -245,7 +279,7 @@ class StreamPlan:
             no_target=self.no_target * int(self.lengths.size),
             before_offset=self._before,
             dropped=int(self.lengths.sum()) - used - self._before,
-            padded=self._n_batches * self.batch_size * W - used,
+            padded=slots_total - used,
         )
 
     def _refuse_windows_longer_than(self, longest: int, what: str, whats: str) -> None:
@@ -272,6 +306,9 @@ class StreamPlan:
         )
 
     def _split(self, rng: np.random.Generator | None) -> None:
+        if self._drawn is not None:
+            self._split_varying(rng, self._drawn)
+            return
         n = int(self.lengths[0])
         B, W = self.batch_size, self.sequence_length
         # A shuffled epoch lays out the steps [offset, offset + cut) for an offset drawn from
@@ -318,6 +355,111 @@ class StreamPlan:
         self.stride = int(seg_len[0]) if (seg_len == seg_len[0]).all() else None
         self.full_batches = int(seg_len.min()) // W
 
+    def _split_varying(self, rng: np.random.Generator | None, drawn: _lengths.Drawn) -> None:
+        """``_split`` for window lengths that vary: the streams hold as many steps as for an
+        int, and their windows are cut at the cumulative sums of the lengths."""
+        n, B = int(self.lengths[0]), self.batch_size
+        first = int(drawn.lengths[0])
+        cut = n - (first - 1) if self.shuffle else n
+        more = " + sequence_length(epoch, 0) - 1" if self.shuffle else ""
+        if self.remainder == "drop":
+            per = max(cut, 0) // B
+            drawn.reach(per)
+            n_batches = int(np.searchsorted(drawn.cum, per, side="right")) - 1
+            if n_batches == 0:
+                raise ValueError(
+                    f"`batch_size * sequence_length(epoch, 0){more}` must not exceed the "
+                    f"usable steps of the series ({n}) when remainder='drop'. Received: "
+                    f"batch_size={B}, sequence_length(epoch={self.epoch}, k=0) = {first}"
+                )
+            seg_len = np.full(B, drawn.cum[n_batches], dtype=np.int64)
+        else:
+            if cut < B:
+                raise ValueError(
+                    f"`batch_size{more}` must not exceed the usable steps of the series ({n}): "
+                    f"every stream needs at least one step. Received: batch_size={B}"
+                    + (f", sequence_length(epoch={self.epoch}, k=0) = {first}" if more else "")
+                )
+            q, r = divmod(cut, B)
+            seg_len = q + (np.arange(B) < r).astype(np.int64)
+            drawn.reach(int(seg_len.max()) - 1)
+            n_batches = int(np.searchsorted(drawn.cum, seg_len.max(), side="left"))
+        drawn_offset = int(rng.integers(0, first)) if rng is not None else 0
+        if self.align == "start":
+            self.offset = drawn_offset
+        else:
+            self.offset = n - drawn_offset - B * int(drawn.cum[n_batches])
+        self._before = self.offset
+        self._n_batches = n_batches
+        self._seg_stream = np.arange(B, dtype=np.int64)
+        self._seg_series = np.zeros(B, dtype=np.int64)
+        self._seg_first = np.zeros(B, dtype=np.int64)
+        self._seg_len = seg_len
+        self._seg_windows = np.searchsorted(drawn.cum, seg_len, side="left").astype(np.int64)
+        self._seg_start = self.offset + np.concatenate(([0], np.cumsum(seg_len)[:-1]))
+        self.stride = None
+        self.full_batches = 0
+
+    def _deal_varying(
+        self, order: np.ndarray, seg_stream: np.ndarray, drawn: _lengths.Drawn
+    ) -> None:
+        """Lay out the series of each stream (``layout="whole"``) on windows that vary.
+
+        Each series starts on a window boundary of its stream, where the one before it ended,
+        and takes windows until it is covered (``remainder="pad"``) or until the next window
+        would not be full (``"drop"``; a series that fills no window is left out whole).
+        Done rank by rank: the ``r``-th series of every stream at once.
+        """
+        B, S = self.batch_size, order.size
+        m = self.lengths[order]
+        starts = np.searchsorted(seg_stream, np.arange(B))
+        rank = np.arange(S) - starts[seg_stream]
+        by_rank = np.argsort(rank, kind="stable")
+        bounds = np.concatenate(([0], np.cumsum(np.bincount(rank))))
+        first = np.zeros(S, dtype=np.int64)
+        windows = np.zeros(S, dtype=np.int64)
+        used = np.zeros(S, dtype=np.int64)
+        cur = np.zeros(B, dtype=np.int64)
+        pad = self.remainder == "pad"
+        for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+            j = by_rank[lo:hi]
+            st = seg_stream[j]
+            k0 = cur[st]
+            target = drawn.cum[k0] + m[j]
+            drawn.reach(int(target.max()))
+            if pad:
+                k1 = np.searchsorted(drawn.cum, target, side="left")
+                used[j] = m[j]
+            else:
+                k1 = np.searchsorted(drawn.cum, target, side="right") - 1
+                used[j] = drawn.cum[k1] - drawn.cum[k0]
+            first[j], windows[j] = k0, k1 - k0
+            cur[st] = k1
+        if cur.min() == 0:
+            i = int(np.argmin(cur))
+            raise ValueError(
+                "Every stream must hold at least one full window when remainder='drop'. "
+                f"Received: stream {i} of {B} holds series "
+                f"{order[seg_stream == i].tolist()} of {m[seg_stream == i].tolist()} usable "
+                f"steps, and sequence_length(epoch={self.epoch}, k=0) = "
+                f"{int(drawn.lengths[0])} (use remainder='pad', or a smaller batch_size)"
+            )
+        live = np.flatnonzero(windows)
+        self._seg_stream = seg_stream[live]
+        self._seg_series = order[live]
+        self._seg_first = first[live]
+        self._seg_windows = windows[live]
+        self._seg_len = used[live]
+        if self.align == "end":
+            self._seg_start = m[live] - used[live]
+            self._before = int(self._seg_start.sum())
+        else:
+            self._seg_start = np.zeros(live.size, dtype=np.int64)
+        self._n_batches = int(cur.max())
+        self._index = SegmentIndex(
+            self._seg_first, np.zeros(B, np.int64), self._seg_stream, self._n_batches
+        )
+
     def _deal(self, rng: np.random.Generator | None) -> None:
         lengths = self.lengths
         B, W = self.batch_size, self.sequence_length
@@ -330,7 +472,8 @@ class StreamPlan:
                 f"Received: batch_size={B} for {S} series (pass one array to cut it into "
                 "streams, or series_boundary='concat')"
             )
-        if self.layout == "pack":
+        if self.layout == "pack" or self._drawn is not None:
+            # Windows that vary have no fixed number per series: deal by steps.
             seg_len = units = lengths
         elif self.remainder == "drop":
             short = np.flatnonzero(lengths < W)
@@ -355,15 +498,26 @@ class StreamPlan:
         self.full_batches = 0
         self._before = 0
         if self.layout == "pack":
-            if self.remainder == "pad":
+            if self.remainder == "pad" and self._drawn is None:
                 self._refuse_windows_longer_than(int(loads.max()), "stream", "streams")
             drop = self.remainder == "drop"
-            packed = Packed(lengths, order, seg_stream, batch_size=B, sequence_length=W, drop=drop)
+            packed = Packed(
+                lengths,
+                order,
+                seg_stream,
+                batch_size=B,
+                sequence_length=W,
+                drop=drop,
+                drawn=self._drawn,
+            )
             self._packed = packed
             self._n_batches = packed.n_batches
             self._seg_stream = packed.seg_stream
             self._seg_series = packed.seg_series
             self._seg_len = packed.seg_len
+            return
+        if self._drawn is not None:
+            self._deal_varying(order, seg_stream, self._drawn)
             return
         # One row per segment, so that looking a window up reads one cache line, not one per
         # field: with millions of series, the fields no longer fit in the caches.
@@ -395,6 +549,24 @@ class StreamPlan:
     def __len__(self) -> int:
         return self._n_batches
 
+    def length(self, k: int) -> int:
+        """The steps of the windows of batch ``k``.
+
+        Examples:
+            >>> plan = StreamPlan([20], batch_size=2, sequence_length=lambda e, k: k + 1,
+            ...                   layout="split")
+            >>> len(plan), [plan.length(k) for k in range(len(plan))]
+            (4, [1, 2, 3, 4])
+            >>> plan.window(2).start.tolist(), plan.window(2).length.tolist()
+            ([3, 13], [3, 3])
+        """
+        self._check_batch(k)
+        return int(self.window_lengths[k])
+
+    def lr_scale(self, k: int) -> float:
+        """``length(k) / nominal``: what to multiply the learning rate of batch ``k`` by."""
+        return self.length(k) / self.nominal
+
     def window(self, k: int, streams: slice = slice(None)) -> Window:
         """The windows of batch ``k`` (``0 <= k < len(plan)``), for the streams asked for.
 
@@ -406,6 +578,9 @@ class StreamPlan:
             A :class:`Window` whose arrays have one entry per stream in ``streams``.
         """
         self._check_batch(k)
+        if self._C is not None:
+            lo, hi, step = streams.indices(self.batch_size)
+            return Window(*self._lookup(np.int64(k), np.arange(lo, hi, step, dtype=np.int64)))
         if k < self.full_batches:
             # Every window full, one segment per stream: no lookup needed.
             start = self._seg_start[streams] + k * self.sequence_length
@@ -447,6 +622,16 @@ class StreamPlan:
         if self.layout == "pack":
             return self._packed.window(k, streams)[:4]
         j = streams if self.layout == "split" else self._index.find(streams, k)
+        if self._C is not None:
+            # Window k of a segment that starts at window f holds its steps from C[k] - C[f].
+            C = self._C
+            f = self._seg_first[j]
+            held = (self._seg_stream[j] == streams) & (k - f < self._seg_windows[j])
+            into = C[k] - C[f]
+            length = np.where(held, np.minimum(self._seg_len[j] - into, self.window_lengths[k]), 0)
+            start = np.where(held, self._seg_start[j] + into, -1)
+            series = np.where(held, self._seg_series[j], -1)
+            return series, start, length, held & (k == f)
         w = k - self._seg_first[j]
         held = (self._seg_stream[j] == streams) & (w < self._seg_windows[j])
         length = np.where(held, np.minimum(self._seg_len[j] - w * W, W), 0)
@@ -486,7 +671,7 @@ class StreamPlan:
             ([[0, -1, -1], [2, -1, -1]], [[False, False, False], [False, False, False]])
         """
         lo, hi, step = streams.indices(self.batch_size)
-        return self.pieces(k, streams).steps(len(range(lo, hi, step)), self.sequence_length)
+        return self.pieces(k, streams).steps(len(range(lo, hi, step)), self.length(k))
 
     def stream_steps(self) -> np.ndarray:
         """``(batch_size,)`` int64: the steps of data each stream holds in this epoch.
@@ -514,6 +699,13 @@ class StreamPlan:
         """
         if not last_step_only:
             return self.accounting.used
+        if self._C is not None:
+            C = self._C
+            if self.layout == "pack":
+                loads = np.bincount(self._seg_stream, weights=self._seg_len).astype(np.int64)
+                return int((np.searchsorted(C, loads, side="right") - 1).sum())
+            end = C[self._seg_first] + self._seg_len
+            return int((np.searchsorted(C, end, side="right") - 1 - self._seg_first).sum())
         W = self.sequence_length
         if self.layout == "pack":
             # Each stream is one run of steps from step 0: its windows end on a real step
@@ -553,6 +745,11 @@ class StreamPlan:
         """What ``shuffle=True`` draws anew for every epoch of this layout, in words."""
         if not self.shuffle:
             return "nothing: shuffle=False"
+        if self.layout == "split" and self._C is not None:
+            return (
+                "the cut offset, drawn from 0 to the first window's length - 1 "
+                f"(this epoch: {self.offset})"
+            )
         if self.layout == "split":
             if self.sequence_length == 1:
                 return "nothing: windows of one step allow a single cut"
@@ -572,7 +769,14 @@ class StreamPlan:
     def describe(self) -> str:
         """A few lines that say how the data is laid out and where every step went."""
         a = self.accounting
-        slots = len(self) * self.batch_size * self.sequence_length
+        slots = a.used + a.padded
+        steps = f"{self.sequence_length} steps"
+        if self._C is not None:
+            L = self.window_lengths
+            steps = (
+                f"{int(L.min())} to {int(L.max())} steps (mean {float(L.mean()):.1f}, nominal "
+                f"{self.nominal:g}: {_lengths.describe(self.schedule)})"
+            )
         how = {
             "split": "one series cut into contiguous streams",
             "whole": f"{self.lengths.size} series dealt whole onto the streams",
@@ -587,8 +791,7 @@ class StreamPlan:
         return "\n".join(
             [
                 f"layout: {how} ({epoch})",
-                f"batches: {len(self)} of {self.batch_size} streams x "
-                f"{self.sequence_length} steps; resets: {resets}",
+                f"batches: {len(self)} of {self.batch_size} streams x {steps}; resets: {resets}",
                 f"steps: {a.total} in the data = {a.used} used + {a.no_target} without target"
                 + (
                     f" + {a.before_offset} before the offset + {a.dropped} dropped "
@@ -604,7 +807,8 @@ class StreamPlan:
     def __repr__(self) -> str:
         return (
             f"StreamPlan({self.lengths.size} series, layout={self.layout!r}, "
-            f"batch_size={self.batch_size}, sequence_length={self.sequence_length}, "
+            f"batch_size={self.batch_size}, sequence_length="
+            f"{self.sequence_length if self._C is None else _lengths.describe(self.schedule)}, "
             f"remainder={self.remainder!r}, "
             + (f"align={self.align!r}, " if self.align == "end" else "")
             + f"shuffle={self.shuffle}, epoch={self.epoch}): "

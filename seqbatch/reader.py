@@ -52,7 +52,12 @@ class WindowReader:
             self.windows = strided_windows(self.values, 0, (n, 1, width), 0, 1)[:, 0]
 
     def read(
-        self, series: np.ndarray, start: np.ndarray, length: np.ndarray, full: bool
+        self,
+        series: np.ndarray,
+        start: np.ndarray,
+        length: np.ndarray,
+        full: bool,
+        width: int | None = None,
     ) -> np.ndarray:
         """The windows ``[start[i], start[i] + length[i])`` of ``series[i]``, zero-padded.
 
@@ -61,10 +66,19 @@ class WindowReader:
             start: ``(B,)`` the first step of each window.
             length: ``(B,)`` real steps of each window, at most ``width``.
             full: whether every ``length`` is ``width``.
+            width: the steps of these windows, when they differ from the reader's (window
+                lengths that vary): one gather of every step where the data allows.
 
         Returns:
             A new array of shape ``(B, width, *features)``.
+
+        Examples:
+            >>> reader = WindowReader([np.arange(10)], 1)
+            >>> reader.read(np.array([0, 0]), np.array([1, 8]), np.array([4, 2]), False, 4).tolist()
+            [[1, 2, 3, 4], [8, 9, 0, 0]]
         """
+        if width is not None and width != self.width:
+            return self._read_width(series, start, length, width)
         width = self.width
         if self.windows is not None:
             assert self.offsets is not None
@@ -83,6 +97,24 @@ class WindowReader:
             out[np.arange(width) >= length[:, None]] = 0
             return out
         out = (np.empty if full else np.zeros)((len(start), *self.shape), self.dtype)
+        for i in np.flatnonzero(length).tolist():
+            s, n = int(start[i]), int(length[i])
+            out[i, :n] = self.sources[int(series[i])][s : s + n]
+        return out
+
+    def _read_width(
+        self, series: np.ndarray, start: np.ndarray, length: np.ndarray, width: int
+    ) -> np.ndarray:
+        """:meth:`read` for windows of ``width`` steps, whatever the reader's own width."""
+        held = np.arange(width) < length[:, None]
+        if self.values is not None:
+            assert self.offsets is not None
+            at = (self.offsets[np.maximum(series, 0)] + start)[:, None] + np.arange(width)
+            at[~held] = 0
+            out = np.take(self.values, at, axis=0)
+            out[~held] = 0
+            return out
+        out = np.zeros((len(start), width, *self.shape[1:]), self.dtype)
         for i in np.flatnonzero(length).tolist():
             s, n = int(start[i]), int(length[i])
             out[i, :n] = self.sources[int(series[i])][s : s + n]
@@ -117,7 +149,8 @@ class WindowReader:
             [[[4, 5, 100]], [[5, 6, 101]]]
             [[[4, 5, 100]], [[5, 6, 101]]]
         """
-        rows = steps.series.shape[0]
+        rows, width = steps.series.shape
+        shape = (width, *self.shape[1:])
         padding = steps.series < 0
         if self.values is not None:
             assert self.offsets is not None
@@ -125,7 +158,7 @@ class WindowReader:
             at += steps.position
             if padding.any():
                 at[padding] = 0
-            outs = np.empty((len(shifts), rows, *self.shape), self.dtype)
+            outs = np.empty((len(shifts), rows, *shape), self.dtype)
             done = 0
             for out, shift in zip(outs, shifts, strict=True):
                 at += shift - done  # in place: no index array per shift
@@ -135,11 +168,11 @@ class WindowReader:
             # One allocation for every shift, not one each: freeing two large blocks can make
             # malloc return them to the system, and the next batch then faults its pages in
             # anew.
-            outs = np.empty((len(shifts), rows, *self.shape), self.dtype)
+            outs = np.empty((len(shifts), rows, *shape), self.dtype)
             # Rows of steps, one after another: a piece is one run of them.
-            flat = outs.reshape(len(shifts), rows * self.width, *self.shape[1:])
+            flat = outs.reshape(len(shifts), rows * width, *self.shape[1:])
             extra = max(shifts)
-            first = pieces.row * self.width + pieces.column
+            first = pieces.row * width + pieces.column
             runs = (a.tolist() for a in (first, pieces.series, pieces.start, pieces.length))
             for at_, series, start, length in zip(*runs, strict=True):
                 run = self.sources[series][start : start + length + extra]

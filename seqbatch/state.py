@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from seqbatch import _checks
+from seqbatch import lengths as _lengths
 from seqbatch.ragged import lengths_of
 
 if TYPE_CHECKING:
@@ -75,8 +76,30 @@ def _sampled(sources: Sequence[Any]) -> list[np.ndarray]:
     return [np.asarray(sources[s][t : t + 1]) for s, t in pairs]
 
 
-def fingerprint(batches: StreamBatcher) -> dict[str, Any]:
-    """What a batcher reads and how it lays it out, in a few JSON-friendly values."""
+def _sequence_length(batches: StreamBatcher, epoch: int, seed: int | None) -> Any:
+    """The int ``sequence_length``, or a schedule in words with the lengths of ``epoch``.
+
+    A callable cannot be compared across processes: what a checkpoint checks is its name
+    (a schedule of :mod:`seqbatch.lengths` names every argument) and the window lengths it
+    gives for the saved epoch. Later epochs are the callable's to keep the same: it must be
+    pure.
+    """
+    length = batches.sequence_length
+    if not _lengths.is_schedule(length):
+        return length
+    view = batches.view if seed is None or seed == batches.seed else batches.view.with_seed(seed)
+    plan = view.plan(epoch)
+    return f"{_lengths.describe(length)}; epoch {epoch}: {_digest(plan.window_lengths)}"
+
+
+def fingerprint(
+    batches: StreamBatcher, epoch: int | None = None, seed: int | None = None
+) -> dict[str, Any]:
+    """What a batcher reads and how it lays it out, in a few JSON-friendly values.
+
+    With window lengths that vary, ``epoch`` and ``seed`` name the epoch whose lengths are
+    recorded, and the seed of its layout (default: the batcher's).
+    """
     sources = batches.sources
     lengths = [lengths_of(sources)]
     parts = getattr(sources[0], "ends", None)  # the series that series_boundary="concat" joined
@@ -96,7 +119,9 @@ def fingerprint(batches: StreamBatcher) -> dict[str, Any]:
         "target_arrays": batches.target_sources is not sources,
         "batch_size": batches.plan.batch_size,
         "streams": f"[{batches.streams.start}, {batches.streams.stop})",
-        "sequence_length": batches.sequence_length,
+        "sequence_length": _sequence_length(
+            batches, batches.epoch if epoch is None else epoch, seed
+        ),
         "return_sequences": batches.return_sequences,
         "remainder": batches.remainder,
         "align": batches.align,
@@ -108,14 +133,14 @@ def fingerprint(batches: StreamBatcher) -> dict[str, Any]:
 
 def state_dict(batches: StreamBatcher, epoch: int, next_batch: int) -> dict[str, Any]:
     """The state of ``batches`` when batch ``next_batch`` of ``epoch`` comes next."""
-    if next_batch >= len(batches):
+    if next_batch >= batches.view.n_batches(epoch):
         # The epoch is over: what comes next is the first batch of the next one.
         epoch, next_batch = epoch + 1, 0
     return {
         "epoch": epoch,
         "next_batch": next_batch,
         "seed": batches.seed,
-        "fingerprint": fingerprint(batches),
+        "fingerprint": fingerprint(batches, epoch),
     }
 
 
@@ -127,7 +152,9 @@ def check_state(batches: StreamBatcher, state: Any) -> tuple[int, int, int]:
             "`state` must be a dict from StreamBatcher.state_dict(), with the keys "
             f"{', '.join(_KEYS)}. Received: state with {keys}"
         )
-    saved, here = state["fingerprint"], fingerprint(batches)
+    epoch = _checks.non_negative_int("state['epoch']", state["epoch"])
+    seed = _checks.seed("state['seed']", state["seed"])
+    saved, here = state["fingerprint"], fingerprint(batches, epoch, seed)
     if not isinstance(saved, dict):
         saved = {}
     differ = [k for k in here if saved.get(k) != here[k]]
@@ -138,12 +165,11 @@ def check_state(batches: StreamBatcher, state: Any) -> tuple[int, int, int]:
             "its position would name other batches, and the streams would no longer line up. "
             f"Received: a state that differs in {what}"
         )
-    epoch = _checks.non_negative_int("state['epoch']", state["epoch"])
-    seed = _checks.seed("state['seed']", state["seed"])
     next_batch = _checks.non_negative_int("state['next_batch']", state["next_batch"])
-    if next_batch >= len(batches):
+    n = (batches.view if seed == batches.seed else batches.view.with_seed(seed)).n_batches(epoch)
+    if next_batch >= n:
         raise ValueError(
             "`state['next_batch']` must be less than the number of batches per epoch. "
-            f"Received: state['next_batch']={next_batch} for {len(batches)} batches"
+            f"Received: state['next_batch']={next_batch} for {n} batches"
         )
     return epoch, next_batch, seed

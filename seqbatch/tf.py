@@ -174,6 +174,7 @@ def to_dataset(
         raise TypeError(
             f"`batches` must be a seqbatch.StreamBatcher. Received: batches={batches!r}"
         )
+    batches.fixed_length("to_tf_dataset")
     reset_input = _checks.boolean("reset_input", reset_input)
     sample_weight = _checks.boolean("sample_weight", sample_weight)
     replicas = 1

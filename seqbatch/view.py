@@ -11,6 +11,7 @@ the view and never copy or move a batcher to reach an epoch.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from seqbatch import lengths as _lengths
 from seqbatch.batch import Batch
 from seqbatch.plan import Align, Layout, StreamPlan, Window
 from seqbatch.reader import WindowReader
@@ -33,7 +35,7 @@ class LayoutSpec:
     lengths: np.ndarray  # usable steps of each series (those with a target)
     layout: Layout
     streams_total: int
-    sequence_length: int
+    sequence_length: Any  # an int, or a callable (epoch, k) -> int: seqbatch.lengths
     remainder: str
     align: Align
     shift: int
@@ -84,6 +86,8 @@ class EpochView:
         self._plans: dict[int, tuple[StreamPlan, Any]] = {}
         self._ones_cache: np.ndarray | None = None
         W, same = self.layout.sequence_length, self.target_sources is self.sources
+        if self.varying:
+            W = 1  # every read names its width
         self._x_reader = WindowReader(self.sources, W)
         self._y_reader = (
             self._x_reader
@@ -125,16 +129,26 @@ class EpochView:
         """Whether series lie end to end in each stream (``series_boundary="pack"``)."""
         return self.layout.packed
 
+    @property
+    def varying(self) -> bool:
+        """Whether the window lengths vary: ``sequence_length`` is a callable."""
+        return _lengths.is_schedule(self.layout.sequence_length)
+
     def __len__(self) -> int:
         return len(self.plan(0))
 
+    def n_batches(self, epoch: int) -> int:
+        """The batches of ``epoch``: the same in every epoch unless the lengths vary."""
+        return len(self.plan(epoch))
+
     def plan(self, epoch: int) -> StreamPlan:
-        """The layout of ``epoch`` (every epoch's is epoch 0's without ``shuffle``)."""
+        """The layout of ``epoch`` (every epoch's is epoch 0's without ``shuffle``, unless
+        the window lengths vary)."""
         return self._epoch(epoch)[0]
 
     def _epoch(self, epoch: int) -> tuple[StreamPlan, Any]:
         """The plan of ``epoch`` and its zero-copy window views, made once and kept a while."""
-        epoch = epoch if self.layout.shuffle else 0
+        epoch = epoch if self.layout.shuffle or self.varying else 0
         made = self._plans.get(epoch)
         if made is None:
             lay = self.layout
@@ -197,6 +211,9 @@ class EpochView:
         k = int(k) % n
         if self.packed:
             return self._packed(plan, k)
+        if plan.schedule is not None:
+            batch = self.read(plan.window(k, self.streams), plan.length(k))
+            return dataclasses.replace(batch, lr_scale=np.array(plan.lr_scale(k)))
         if views is not None and k < len(views[0]):
             full = self._ones
             weight = full if self.layout.return_sequences or views[1] is None else full[:, 0]
@@ -208,8 +225,10 @@ class EpochView:
     def _views(self, plan: StreamPlan) -> tuple[np.ndarray, np.ndarray | None] | None:
         """Zero-copy views of the full batches of one numpy series cut into streams."""
         x_src, y_src = self.sources[0], self.target_sources[0]
-        if plan.stride is None or not (
-            isinstance(x_src, np.ndarray) and isinstance(y_src, np.ndarray)
+        if (
+            plan.schedule is not None
+            or plan.stride is None
+            or not (isinstance(x_src, np.ndarray) and isinstance(y_src, np.ndarray))
         ):
             return None
         lay = self.layout
@@ -223,13 +242,25 @@ class EpochView:
             y = strided_windows(y_src, first + lay.shift + W - 1, (nb, B, 1), stride, W)[:, :, 0]
         return x, y
 
-    def read(self, window: Window) -> Batch:
-        """Read the batch that ``window`` (one batch of a plan that is not packed) describes."""
+    def read(self, window: Window, width: int | None = None) -> Batch:
+        """Read the batch that ``window`` (one batch of a plan that is not packed) describes.
+
+        Args:
+            window: the windows of one batch.
+            width: the steps of its windows, when the window lengths vary.
+        """
         lay = self.layout
-        W = lay.sequence_length
         series, start, length = window.series, window.start, window.length
-        full = bool(length.min() == W)
-        weight = self._ones if full else (np.arange(W) < length[:, None]).astype(np.float32)
+        if width is None and self.varying:
+            width = int(length.max())
+        if width is None:
+            W = lay.sequence_length
+            full = bool(length.min() == W)
+            weight = self._ones if full else (np.arange(W) < length[:, None]).astype(np.float32)
+        else:
+            W = width
+            full = False
+            weight = (np.arange(W) < length[:, None]).astype(np.float32)
         if lay.has_targets and lay.return_sequences and self._y_reader is self._x_reader:
             # x and y are windows of the same series `shift` steps apart: one gather into one
             # new array reads both (one allocation, not two, is also kinder to malloc).
@@ -238,13 +269,14 @@ class EpochView:
                 np.concatenate((start, start + lay.shift)),
                 np.concatenate((length, length)),
                 full,
+                width,
             )
             B = len(start)
             return Batch(both[:B], both[B:], weight, window.reset, series, start)
-        x = self._x_reader.read(series, start, length, full)
+        x = self._x_reader.read(series, start, length, full, width)
         y = None
         if lay.has_targets and lay.return_sequences:
-            y = self._y_reader.read(series, start + lay.shift, length, full)
+            y = self._y_reader.read(series, start + lay.shift, length, full, width)
         elif lay.has_targets:
             # The target of the window's last step, where that step is real.
             last = start + (lay.shift + W - 1)
@@ -256,8 +288,8 @@ class EpochView:
         """Batch ``k`` of a packed plan, with the per-step provenance and resets."""
         lay = self.layout
         pieces = plan.pieces(k, self.streams)
-        steps = pieces.steps(self.batch_size, lay.sequence_length)
-        full = bool(steps.series[:, -1].min() >= 0)
+        steps = pieces.steps(self.batch_size, plan.length(k))
+        full = bool(steps.series[:, -1].min() >= 0) and plan.schedule is None
         weight = self._ones if full else (steps.series >= 0).astype(np.float32)
         y = None
         if lay.has_targets and lay.return_sequences and self._y_reader is self._x_reader:
@@ -272,4 +304,7 @@ class EpochView:
             y = self._y_reader.read(steps.series[:, -1], last + lay.shift, held, False)[:, 0]
             weight = weight[:, -1]
         first = (steps.reset[:, 0], steps.series[:, 0], steps.position[:, 0])
-        return Batch(x, y, weight, *first, steps.reset, steps.series, steps.position)
+        steps_of = (steps.reset, steps.series, steps.position)
+        if plan.schedule is None:
+            return Batch(x, y, weight, *first, *steps_of)
+        return Batch(x, y, weight, *first, *steps_of, np.array(plan.lr_scale(k)))

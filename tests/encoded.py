@@ -13,7 +13,7 @@ invariant (docs/concepts.md, "The invariant") against the decoded positions, not
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -55,6 +55,7 @@ def check_epoch(
     shift: int,
     target_arrays: bool,
     concat: bool,
+    window: Callable[[int], int] | None = None,
 ) -> dict[str, int]:
     """Assert every clause of the invariant over one epoch of ``batches``; return counts.
 
@@ -65,8 +66,12 @@ def check_epoch(
         shift: steps ahead of the target (0 for target arrays or no targets).
         target_arrays: targets are arrays holding ``-code``.
         concat: the series were joined end to end (``series_boundary="concat"``).
+        window: the steps that batch ``k`` must have, when they vary (the test's own
+            schedule); else every batch has ``sequence_length``.
     """
-    B, W = batches.batch_size, batches.sequence_length
+    B = batches.batch_size
+    width = window or (lambda k: batches.sequence_length)
+    widths: list[int] = []
     lengths = list(lengths)
     joined_start = np.concatenate(([0], np.cumsum(lengths)[:-1]))
     has_targets = shift > 0 or target_arrays
@@ -88,6 +93,8 @@ def check_epoch(
     assert n >= 1
     for k in range(n):
         b = batches[k]
+        W = width(k)
+        widths.append(W)
         # 4. Shape: every batch has B rows and W steps.
         assert b.x.shape == (B, W, *features)
         assert b.reset.shape == b.series.shape == b.position.shape == (B,)
@@ -153,9 +160,13 @@ def check_epoch(
     assert a.used + a.no_target + a.before_offset + a.dropped == total
     if batches.streams == range(batches.plan.batch_size):
         assert a.used == len(used)
-        assert a.padded == n * B * W - len(used)
+        assert a.padded == sum(widths) * B - len(used)
     series_count = 1 if concat else len(lengths)
     assert a.no_target == shift * series_count
+    if window is not None:
+        check_varying_waste(batches, lengths, shift, used, n, window, seen[-1])
+        return {"used": len(used), "batches": n}
+    W = batches.sequence_length
     # 6. Little waste. A shuffled cut of one series leaves out W - 1 steps, before and after
     # it, so that every epoch has as many batches. Aligned to the end, the steps left over
     # come first, and the newest are used.
@@ -215,13 +226,13 @@ def check_targets(
         expected = real.copy()
         for _ in range(shift):
             expected = np.vectorize(lambda c: next_code(c, lengths, concat))(expected)
-    W = batches.sequence_length
     if batches.return_sequences:
         y = decode_targets(b.y, features, target_arrays)
         assert np.array_equal(np.where(held, y, -1), np.where(held, expected, -1))
         assert not b.y[~held].any()
     else:
         full = held.all(axis=1)
+        W = held.shape[1]
         y = decode_targets(b.y[:, None], features, target_arrays)[:, 0]
         assert np.array_equal(y[full], expected[full, W - 1])
         assert not b.y[~full].any()
@@ -249,6 +260,7 @@ def check_packed_epoch(
     shift: int,
     target_arrays: bool,
     single: bool,
+    window: Callable[[int], int] | None = None,
 ) -> dict[str, int]:
     """Assert the invariant of packed batches (docs/concepts.md, "The invariant") over one epoch.
 
@@ -263,8 +275,12 @@ def check_packed_epoch(
         shift: steps ahead of the target (0 for target arrays or no targets).
         target_arrays: targets are arrays holding ``-code``.
         single: the data was one array, cut into streams.
+        window: the steps that batch ``k`` must have, when they vary (the test's own
+            schedule); else every batch has ``sequence_length``.
     """
-    B, W = batches.batch_size, batches.sequence_length
+    B = batches.batch_size
+    width = window or (lambda k: batches.sequence_length)
+    widths: list[int] = []
     usable = [n - shift for n in lengths]
     has_targets = shift > 0 or target_arrays
     prev = np.full(B, -1)  # code of each stream's last real step so far, -1 before its first
@@ -274,6 +290,8 @@ def check_packed_epoch(
     assert n >= 1
     for k in range(n):
         b = batches[k]
+        W = width(k)
+        widths.append(W)
         assert b.x.shape == (B, W, *features)
         assert b.reset.shape == b.series.shape == b.position.shape == (B,)
         for steps in (b.step_reset, b.step_series, b.step_position):
@@ -335,10 +353,14 @@ def check_packed_epoch(
     assert a.no_target == shift * len(lengths)
     if batches.streams == range(batches.plan.batch_size):
         assert a.used == len(used)
-        assert a.padded == n * B * W - len(used)
+        assert a.padded == sum(widths) * B - len(used)
         if batches.remainder == "pad" and not single:
             every = {SERIES_STRIDE * (s + 1) + t for s, u in enumerate(usable) for t in range(u)}
             assert set(used.tolist()) == every, "remainder='pad' left out a step"
+    if window is not None:
+        check_varying_waste(batches, lengths, shift, used, n, window, seen[-1])
+        return {"used": len(used), "batches": n}
+    W = batches.sequence_length
     assert 0 <= a.before_offset < W
     # A shuffled cut of one series leaves out W - 1 steps, before and after it.
     cut_slack = W - 1 if batches.shuffle and batches.plan.layout == "split" else 0
@@ -347,3 +369,46 @@ def check_packed_epoch(
     else:
         assert a.before_offset + a.dropped < batches.plan.batch_size * W + cut_slack
     return {"used": len(used), "batches": n}
+
+
+def check_varying_waste(
+    batches: seqbatch.StreamBatcher,
+    lengths: Sequence[int],
+    shift: int,
+    used: np.ndarray,
+    n: int,
+    window: Callable[[int], int],
+    real_last: np.ndarray,
+) -> None:
+    """6. Little waste, for window lengths that vary, and the number of batches.
+
+    The epoch ends with the last batch that holds data (``len()`` counts no idle batch);
+    with ``remainder="pad"`` every step that has a target is used but for a shuffled cut's
+    slack (``length(0) - 1`` steps of one series); with ``"drop"`` what is left out is
+    counted, and the steps of one long series left out are fewer than the next window
+    (``length(n)``, after the last batch) would need in every stream.
+    """
+    a = batches.plan.accounting
+    if batches.streams == range(batches.plan.batch_size):
+        assert real_last.size > 0, "the last batch of the epoch holds no data"
+    first = window(0)
+    split = batches.plan.layout == "split"
+    slack = first - 1 if batches.shuffle and split else 0
+    if batches.remainder == "pad":
+        assert a.before_offset + a.dropped == slack
+        if not split and batches.streams == range(batches.plan.batch_size):
+            usable = [m - shift for m in lengths]
+            every = {SERIES_STRIDE * (s + 1) + t for s, u in enumerate(usable) for t in range(u)}
+            assert set(used.tolist()) == every, "remainder='pad' left out a step"
+    elif split:
+        assert a.before_offset + a.dropped < batches.plan.batch_size * window(n) + slack
+    if batches.align == "end" and batches.streams == range(batches.plan.batch_size):
+        if split:
+            joined = np.cumsum([0, *lengths])[used // SERIES_STRIDE - 1] + used % SERIES_STRIDE
+            assert joined.max() == sum(lengths) - shift - 1 - a.dropped
+        else:
+            # A series keeps its newest step, unless it fills no window and is left out.
+            for s, m in enumerate(lengths):
+                mine = used[used // SERIES_STRIDE == s + 1]
+                assert mine.size == 0 or mine.max() % SERIES_STRIDE == m - shift - 1
+    assert len(batches) == n

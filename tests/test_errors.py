@@ -41,7 +41,8 @@ CASES: list[tuple[str, dict[str, Any], type[Exception], str]] = [
         "float window",
         {"sequence_length": 2.5},
         TypeError,
-        "`sequence_length` must be a positive integer. Received: sequence_length=2.5",
+        "`sequence_length` must be a positive integer or a callable (epoch, k) -> int. "
+        "Received: sequence_length=2.5",
     ),
     (
         "bool batch size",

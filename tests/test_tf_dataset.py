@@ -73,7 +73,10 @@ def assert_yields(ds: tf.data.Dataset, expected: list[tuple]) -> None:
 def rows_of(b: seqbatch.Batch, rows: slice) -> seqbatch.Batch:
     """The rows ``rows`` of the numpy batch ``b``."""
     fields: dict[str, Any] = {f.name: getattr(b, f.name) for f in dataclasses.fields(b)}
-    return dataclasses.replace(b, **{k: None if v is None else v[rows] for k, v in fields.items()})
+    # Per-row fields are sliced; per-batch ones (lr_scale, 0-d) are kept.
+    return dataclasses.replace(
+        b, **{k: v if v is None or v.ndim == 0 else v[rows] for k, v in fields.items()}
+    )
 
 
 def elements(batches: Any, whole: Any = None, **flags: bool) -> list[tuple]:

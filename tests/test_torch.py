@@ -262,7 +262,8 @@ def test_to_and_pin_memory_move_every_tensor(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(torch.Tensor, "pin_memory", lambda t: pinned.append(t) or t + 0)
     out = torch.utils.data._utils.pin_memory.pin_memory(item)
     assert isinstance(out, TensorBatch) and out.y is None
-    assert len(pinned) == 5 and torch.equal(out.x, item.x)
+    # x, sample_weight, reset, series, position and lr_scale
+    assert len(pinned) == 6 and torch.equal(out.x, item.x)
     assert (out.epoch, out.index) == (0, 1)
 
 

@@ -27,9 +27,13 @@ class StreamSource:
     numpy arrays, the fields of :class:`seqbatch.Batch` (``"x"``, ``"y"`` when there are
     targets, ``"sample_weight"``, ``"reset"``, ``"series"``, ``"position"``, and for packed
     batches ``"step_reset"``, ``"step_series"``, ``"step_position"``) and two int64 scalars
-    that say which batch it is, ``"epoch"`` and ``"batch"``. Feed the records to the model
-    through :meth:`in_order`, which refuses any other order before it is used. A packed
-    record must reset the state at each step that ``"step_reset"`` flags, inside the scan.
+    that say which batch it is, ``"epoch"`` and ``"batch"``. When the window lengths vary
+    (``sequence_length`` a callable), the records' time axes differ (a jitted step traces
+    once per distinct length: prefer a schedule of few lengths, or pad), each epoch has its
+    own number of records, and each record also holds ``"lr_scale"``, a float64 scalar.
+    Feed the records to the model through :meth:`in_order`, which refuses any other order
+    before it is used. A packed record must reset the state at each step that
+    ``"step_reset"`` flags, inside the scan.
 
     Each epoch of a shuffled batcher has its own layout. ``grain``'s ``repeat()`` starts
     the same epochs again: give ``epochs`` the number of epochs to train instead. Shard by
@@ -88,9 +92,21 @@ class StreamSource:
         self.first_epoch = batches.epoch
         self.first_batch = batches.resume_batch
         self.batches_per_epoch = len(batches)
+        # Where each epoch's records start, counted from batch 0 of the first epoch: the
+        # epochs have as many batches unless the window lengths vary.
+        counts = [self.batches_per_epoch] * self.epochs
+        if batches.varying:
+            counts = [batches.view.n_batches(self.first_epoch + e) for e in range(self.epochs)]
+        self._starts = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
 
     def __len__(self) -> int:
-        return self.epochs * self.batches_per_epoch - self.first_batch
+        return int(self._starts[-1]) - self.first_batch
+
+    def _key(self, index: int) -> tuple[int, int]:
+        """The epoch (counted from the first) and batch of record ``index``."""
+        j = index + self.first_batch
+        epoch = int(np.searchsorted(self._starts, j, side="right")) - 1
+        return epoch, j - int(self._starts[epoch])
 
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
         if isinstance(index, bool) or not isinstance(index, numbers.Integral):
@@ -98,7 +114,7 @@ class StreamSource:
         n = len(self)
         if not -n <= index < n:
             raise IndexError(f"record index out of range. Received: {index} for {n} records")
-        epoch, k = divmod(int(index) % n + self.first_batch, self.batches_per_epoch)
+        epoch, k = self._key(int(index) % n)
         b = self.batches.batch_at(self.first_epoch + epoch, k)
         record = {"x": b.x}
         if b.y is not None:
@@ -117,6 +133,8 @@ class StreamSource:
             )
         if self.kernel_formats:
             record.update(seq_idx=b.seq_idx, cu_seqlens=b.cu_seqlens, position_ids=b.position_ids)
+        if self.batches.varying:
+            record["lr_scale"] = b.lr_scale
         return record
 
     def in_order(
@@ -166,7 +184,7 @@ class StreamSource:
                     f"record with epoch={epoch_mark!r}, batch={batch_mark!r}"
                 )
             got = (int(epoch_mark), int(batch_mark))
-            epoch, k = divmod(i + self.first_batch, self.batches_per_epoch)
+            epoch, k = self._key(i) if i < len(self) else (self.epochs, i - len(self))
             expected = (self.first_epoch + epoch, k)
             if got != expected:
                 raise ValueError(

@@ -176,8 +176,14 @@ class StreamSequence(keras.utils.PyDataset):
         # seqbatch's refusal can come first. Everywhere else, this sequence has none.
         call = running_call()
         if call is not None and call.method == "fit":
-            check_validation_split(call, (self.batches.batch_size, self.batches.sequence_length))
+            check_validation_split(call, (self.batches.batch_size, self._width()))
         raise AttributeError(f"'{type(self).__name__}' object has no attribute '__array__'")
+
+    def _width(self) -> int:
+        """The steps of a window: the first batch's, for the checks, when they vary."""
+        if self.batches.varying:
+            return self.batches.plan.length(0)
+        return self.batches.fixed_length("a StreamSequence")
 
     def _start_pass_at(self, first_batch: int) -> None:
         """Serve the rest of an epoch from ``first_batch`` on, until the pass ends.
@@ -209,7 +215,7 @@ class StreamSequence(keras.utils.PyDataset):
         if call.epoch is None:
             return
         self._epoch = call.epoch
-        if self.batches.shuffle and self.batches.epoch != call.epoch:
+        if (self.batches.shuffle or self.batches.varying) and self.batches.epoch != call.epoch:
             self.batches.set_epoch(call.epoch)
             # Keras started the workers before this hook: they would read the old layout.
             _restart_workers(call.adapter.enqueuer)
@@ -239,14 +245,16 @@ class StreamSequence(keras.utils.PyDataset):
             )
         check_process_split()
         b = self.batches
+        W = self._width()
+        if b.varying:
+            _check_varying(call, b, len(self))
         y_shape = None
         if b.target_shape is not None:
-            steps = (b.sequence_length,) if b.return_sequences else ()
+            steps = (W,) if b.return_sequences else ()
             y_shape = (b.batch_size, *steps, *b.target_shape)
-        inputs = [(b.batch_size, b.sequence_length, *b.feature_shape)]
+        inputs = [(b.batch_size, W, *b.feature_shape)]
         if self.reset_input:
-            packed = b.packed
-            inputs.append((b.batch_size, b.sequence_length) if packed else (b.batch_size,))
+            inputs.append((b.batch_size, W) if b.packed else (b.batch_size,))
         check_call(call, input_shapes=inputs, y_shape=y_shape, steps=len(self.batches))
         fit = call.fit
         if not call.training or not call.first_epoch or fit is None:
@@ -267,6 +275,37 @@ class StreamSequence(keras.utils.PyDataset):
                 UserWarning,
                 stacklevel=2,
             )
+
+
+def _check_varying(call: KerasCall, batches: StreamBatcher, served: int) -> None:
+    """Refuse what Keras cannot run on window lengths that vary, naming the fix.
+
+    A model input with a fixed time axis cannot take them; and Keras reads the number of
+    batches once per ``fit()``, so that one call may only span epochs of as many batches.
+    """
+    inputs = getattr(call.model, "inputs", None)
+    if isinstance(inputs, list) and inputs and len(inputs[0].shape) > 1:
+        steps = inputs[0].shape[1]
+        if steps is not None:
+            raise ValueError(
+                "`sequence_length` must be an int for a model whose input has a fixed time "
+                "axis: the window lengths vary. Build the model with keras.Input(batch_shape="
+                f"({batches.batch_size}, None, ...)). Received: a model input of shape "
+                f"{tuple(inputs[0].shape)}"
+            )
+    fit = call.fit
+    if fit is None or not call.training or not call.first_epoch:
+        return
+    first = fit.arguments.get("initial_epoch", 0)
+    counts = {e: batches.view.n_batches(e) for e in range(first, fit.arguments.get("epochs", 1))}
+    if set(counts.values()) - {served}:
+        raise ValueError(
+            "`epochs` of one fit() must have as many batches each: Keras reads the number "
+            "of batches once per call, and the window lengths vary, so that the epochs of "
+            "this batcher differ. Call fit() once per epoch: for e in range(epochs): "
+            "model.fit(sequence, epochs=e + 1, initial_epoch=e, shuffle=False). Received: "
+            f"batches per epoch {counts}, of which Keras counts {served}"
+        )
 
 
 def _restart_workers(enqueuer: Any) -> None:

@@ -82,6 +82,8 @@ class TensorBatch:
             None: zero the stream's state right before each flagged step.
         step_series: ``(B, W)`` int64 for packed batches, else None: the series of each step.
         step_position: ``(B, W)`` int64 for packed batches, else None: the step of that series.
+        lr_scale: ``()`` float64, ``length / nominal`` when the window lengths vary, else 1.0:
+            what to multiply this batch's learning rate by (see :mod:`seqbatch.lengths`).
         epoch: the epoch of the batch, an int, as :class:`StreamDataset` serves it (None from
             :meth:`from_batch` without ``epoch``).
         index: the batch's index ``k`` in its epoch, an int (None likewise). A loop checks
@@ -112,8 +114,14 @@ class TensorBatch:
     step_reset: torch.Tensor | None = None
     step_series: torch.Tensor | None = None
     step_position: torch.Tensor | None = None
+    lr_scale: torch.Tensor | None = None
     epoch: int | None = None
     index: int | None = None
+
+    @property
+    def length(self) -> int:
+        """The steps of this batch's windows: ``x.shape[1]``."""
+        return int(self.x.shape[1])
 
     @classmethod
     def from_batch(
@@ -219,7 +227,8 @@ class StreamSampler(torch.utils.data.Sampler[tuple[int, int]]):
     :meth:`state_dict`).
 
     Args:
-        num_batches: the batches of one epoch.
+        num_batches: the batches of one epoch, or a callable ``epoch -> int`` when the number
+            varies by epoch (window lengths that vary: ``batches.view.n_batches``).
         epoch: the epoch of the next pass.
         first_batch: the batch the next pass starts at, ``0 <= first_batch < num_batches``.
 
@@ -233,8 +242,14 @@ class StreamSampler(torch.utils.data.Sampler[tuple[int, int]]):
         ([(5, 2)], [(5, 0), (5, 1), (5, 2)])
     """
 
-    def __init__(self, num_batches: int, epoch: int = 0, first_batch: int = 0) -> None:
-        self.num_batches = _checks.positive_int("num_batches", num_batches)
+    def __init__(
+        self, num_batches: int | Callable[[int], int], epoch: int = 0, first_batch: int = 0
+    ) -> None:
+        self._per_epoch: Callable[[int], int] | None = None
+        if callable(num_batches):
+            self._per_epoch = num_batches
+        else:
+            self._num_batches = _checks.positive_int("num_batches", num_batches)
         self.epoch = _checks.non_negative_int("epoch", epoch)
         self.first_batch = _checks.non_negative_int("first_batch", first_batch)
         if self.first_batch >= self.num_batches:
@@ -248,6 +263,13 @@ class StreamSampler(torch.utils.data.Sampler[tuple[int, int]]):
         # (epoch, next batch) of the pass that yielded last; None: (epoch, first_batch).
         self._position: tuple[int, int] | None = None
         self._epoch_set: int | None = None  # the last set_epoch since building or loading
+
+    @property
+    def num_batches(self) -> int:
+        """The batches of the epoch of the next pass."""
+        if self._per_epoch is None:
+            return self._num_batches
+        return self._per_epoch(self.epoch)
 
     def set_epoch(self, epoch: int) -> None:
         """Make the next pass yield the keys of ``epoch``, a non-negative int.
@@ -364,7 +386,8 @@ class StreamSampler(torch.utils.data.Sampler[tuple[int, int]]):
     def _keys(self, epoch: int, first: int) -> Iterator[tuple[int, int]]:
         first_worker = _order.refuse_unordered_loader(sys._getframe(1))
         pass_id = _order.new_pass()
-        for place, k in enumerate(range(first, self.num_batches)):
+        n = self.num_batches if self._per_epoch is None else self._per_epoch(epoch)
+        for place, k in enumerate(range(first, n)):
             self._position = (epoch, k + 1)  # before the key leaves: torchdata reads it then
             yield _order.Key(epoch, k, pass_id, place, first_worker)
         # The resumed pass is over. Not before: a DataLoader with workers makes an iterator
@@ -455,7 +478,8 @@ class StreamDataset(torch.utils.data.Dataset[TensorBatch]):
                     ) from err
         self.rank, self.world_size = _rank_and_world_size(rank, world_size, batches.batch_size)
         self.batches = batches.shard(self.rank, self.world_size)
-        self.sampler = StreamSampler(len(self.batches), batches.epoch, batches.resume_batch)
+        count = self.batches.view.n_batches if batches.varying else len(self.batches)
+        self.sampler = StreamSampler(count, batches.epoch, batches.resume_batch)
         # Its state is the whole batcher's, the same on every rank; a copy, that a later
         # load_state_dict on the batcher leaves as the dataset's shard is.
         self.sampler._batches = copy.copy(batches)
@@ -471,7 +495,9 @@ class StreamDataset(torch.utils.data.Dataset[TensorBatch]):
         self.sampler.set_epoch(epoch)
 
     def __len__(self) -> int:
-        return len(self.batches)
+        # The batches of the epoch of the next pass (the same in every epoch unless the
+        # window lengths vary).
+        return self.batches.view.n_batches(self.sampler.epoch)
 
     def __getitem__(self, key: tuple[int, int]) -> TensorBatch:
         if not (
@@ -493,7 +519,10 @@ class StreamDataset(torch.utils.data.Dataset[TensorBatch]):
             self._order.check(key, worker)
         batch = self.batches.batch_at(epoch, key[1])
         return TensorBatch.from_batch(
-            batch, shared=worker is not None, epoch=epoch, index=int(key[1]) % len(self)
+            batch,
+            shared=worker is not None,
+            epoch=epoch,
+            index=int(key[1]) % self.batches.view.n_batches(epoch),
         )
 
     def __getitems__(self, keys: list[Any]) -> list[TensorBatch]:

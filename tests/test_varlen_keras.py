@@ -1,0 +1,96 @@
+"""Window lengths that vary through Keras (``to_keras_sequence()``), on every backend.
+
+A stateful LSTM built with ``batch_shape=(B, None, F)`` trains (learning rate 0) on windows
+of a drawn schedule; after every batch its states must be those of the numpy LSTM of
+``tests.replay``, which carries each row's state by hand over the same windows. Under JAX,
+each distinct length traces the step again: the schedule has few of them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+import pytest
+
+import seqbatch
+from seqbatch.keras import StatefulTraining, stateful_rnns
+from tests.keras_models import lstm_model, quiet_sequence, state_values, to_numpy
+from tests.replay import from_keras, lstm_replay
+from tests.varying import Table
+
+pytestmark = pytest.mark.keras
+
+B, F = 2, 3
+SCHEDULE = Table((3, 1, 5, 2))
+# 38 usable steps per stream: epoch 0's windows end at 37 (14 batches), epoch 1's at 34 (13).
+T = 2 * 38 + 1
+
+
+def data() -> np.ndarray:
+    return np.random.default_rng(7).normal(size=(T, F)).astype("float32")
+
+
+class States(keras.callbacks.Callback):
+    """The states of the model's LSTM after every training batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[list[np.ndarray]] = []
+
+    def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+        self.seen.append(state_values(self.model))
+
+
+def test_a_model_with_an_open_time_axis_carries_the_replays_states() -> None:
+    batches = seqbatch.StreamBatcher(data(), batch_size=B, sequence_length=SCHEDULE)
+    model = lstm_model(B, None, F, F, reset_input=True)  # type: ignore[arg-type]
+    model.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse")
+    (lstm,) = stateful_rnns(model)
+    weights = from_keras(*(to_numpy(w) for w in lstm.cell.weights))
+    sequence = batches.to_keras_sequence(reset_input=True)
+    state: Any = None
+    for epoch, count in ((0, 14), (1, 13)):
+        assert len(sequence) == count
+        seen = States()
+        model.fit(
+            sequence,
+            epochs=epoch + 1,
+            initial_epoch=epoch,
+            shuffle=False,
+            verbose=0,
+            callbacks=[StatefulTraining(), seen],
+        )
+        assert len(seen.seen) == count
+        state = None  # StatefulTraining starts every epoch from zero states
+        for k in range(count):
+            b = batches.batch_at(epoch, k)
+            _, state = lstm_replay(weights, [(b.x, b.reset)], state)
+            h, c = seen.seen[k]
+            np.testing.assert_allclose(h, state[0], atol=1e-5)
+            np.testing.assert_allclose(c, state[1], atol=1e-5)
+    assert np.abs(state[0]).max() > 0.05, "the test needs states far from zero"
+    assert batches.epoch == 2
+
+
+def test_one_fit_over_epochs_of_unequal_counts_is_refused() -> None:
+    batches = seqbatch.StreamBatcher(data(), batch_size=B, sequence_length=SCHEDULE)
+    model = lstm_model(B, None, F, F, reset_input=False)  # type: ignore[arg-type]
+    model.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse")
+    with pytest.raises(ValueError, match=r"Call fit\(\) once per epoch.*\{0: 14, 1: 13\}"):
+        model.fit(
+            quiet_sequence(batches),
+            epochs=2,
+            shuffle=False,
+            verbose=0,
+            callbacks=[StatefulTraining()],
+        )
+
+
+def test_a_model_with_a_fixed_time_axis_is_refused() -> None:
+    batches = seqbatch.StreamBatcher(data(), batch_size=B, sequence_length=SCHEDULE)
+    model = lstm_model(B, 3, F, F, reset_input=False)
+    model.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse")
+    with pytest.raises(ValueError, match=r"keras.Input\(batch_shape=\(2, None, \.\.\.\)\)"):
+        model.fit(quiet_sequence(batches), epochs=1, shuffle=False, verbose=0)
