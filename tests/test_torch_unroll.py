@@ -20,7 +20,7 @@ import pytest
 import torch
 
 import seqbatch
-from seqbatch.torch import TensorBatch, unroll
+from seqbatch.torch import TensorBatch, runs, unroll
 from tests.carried import FEATURES, LENGTHS
 from tests.encoded import SERIES_STRIDE, decode_real, encoded_series
 
@@ -111,7 +111,50 @@ def windows_with_several_series(batches: seqbatch.StreamBatcher) -> int:
     + [("LSTM", "reset"), ("GRU", "reset"), ("RNN", "concat")],
 )
 def test_every_real_step_is_the_layer_on_its_series_alone(kind: str, boundary: str) -> None:
-    rnn = make_rnn(kind)
+    check_against_series_alone(make_rnn(kind), boundary)
+
+
+@pytest.mark.parametrize("way", ["_bit_pieces", "_column_pieces"])
+def test_both_ways_of_calling_the_layer_are_exact(
+    way: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """unroll takes the way with fewer calls; each must be exact on its own."""
+    if way == "_bit_pieces":
+        monkeypatch.setattr(
+            runs,
+            "_pieces",
+            lambda rows, cols, lengths, W: runs._bit_pieces(rows * W + cols, lengths),
+        )
+    else:
+        monkeypatch.setattr(runs, "_pieces", runs._column_pieces)
+    check_against_series_alone(make_rnn("GRU"), "pack")
+
+
+@pytest.mark.parametrize("way", ["_bit_pieces", "_column_pieces"])
+def test_the_pieces_cover_every_run_once_in_order(way: str) -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        starts = torch.from_numpy(np.sort(rng.choice(60, size=rng.integers(1, 8), replace=False)))
+        ends = torch.cat([starts[1:], torch.tensor([60])])
+        rows, cols, lengths = torch.zeros_like(starts), starts, ends - starts
+        pieces = (
+            runs._bit_pieces(cols, lengths)
+            if way == "_bit_pieces"
+            else runs._column_pieces(rows, cols, lengths, 60)
+        )
+        covered: list[list[int]] = [[] for _ in range(len(starts))]
+        for part, flat, width in pieces:
+            for r, f in zip(part.tolist(), flat.tolist(), strict=True):
+                covered[r] += range(f, f + width)
+        for r in range(len(starts)):
+            assert covered[r] == list(range(int(cols[r]), int(ends[r]))), (starts, r)
+    if way == "_bit_pieces":
+        assert len(pieces) <= 6  # at most one call per bit of a length below 64
+
+
+def check_against_series_alone(rnn: torch.nn.RNNBase, boundary: str) -> None:
+    """Two epochs through unroll, the state carried: every real step and every row's state
+    after each batch against ``rnn`` on the series alone."""
     batches = batcher(boundary)
     inputs = series_inputs(boundary)
     if boundary == "pack":

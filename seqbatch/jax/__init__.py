@@ -18,9 +18,9 @@ Importing this module imports JAX; ``import seqbatch`` does not.
 
 from __future__ import annotations
 
+from seqbatch.jax.scan import unroll
 from seqbatch.jax.source import StreamSource
 from seqbatch.jax.state import hold, reset_rows, weighted_mean
 from seqbatch.jax.stream_state import StreamState
-from seqbatch.jax.unroll import unroll
 
 __all__ = ["StreamSource", "StreamState", "hold", "reset_rows", "unroll", "weighted_mean"]

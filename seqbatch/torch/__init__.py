@@ -24,9 +24,9 @@ from __future__ import annotations
 
 from seqbatch.torch.data import StreamDataset, StreamSampler, TensorBatch
 from seqbatch.torch.padding import hold, real_lengths, run_rnn
+from seqbatch.torch.runs import unroll
 from seqbatch.torch.state import detach, reset_rows, weighted_mean
 from seqbatch.torch.stream_state import StreamState
-from seqbatch.torch.unroll import unroll
 
 __all__ = [
     "StreamDataset",

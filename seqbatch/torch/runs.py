@@ -7,23 +7,25 @@ window instead into its runs, the stretches of real steps of one series: a row's
 starts from the state the row carries (zeros if the row resets at step 0), every later run
 from zeros, and padding is no run at all. Every run is an independent sequence, run whole
 from its initial state to its exact end, and the layer runs over all of them together in its
-fused kernel (oneDNN on the CPU, cuDNN on a GPU), a few calls per window however many series
-start in it: call ``j`` runs, at width ``2 ** j`` from the widest down, the piece of every
-run whose length has bit ``j`` set, from where its wider pieces ended. A window of 100 steps
-takes at most 7 calls, and no step of padding is computed. The outputs go back to their
-place in the window, and each row keeps the state of its last run. Batches of the other
-layouts have one run per row, which begins at step 0.
+fused kernel (oneDNN on the CPU, cuDNN on a GPU), in few calls, each of which has a fixed
+cost. Either the window is cut at every column where a run begins or ends (one call for a
+window in which no series starts after step 0 and no row ends early, as in most batches of
+the other layouts), or, when that makes more calls, by the bits of the run lengths: call
+``j`` runs, at width ``2 ** j`` from the widest down, the piece of every run whose length
+has bit ``j`` set, from where its wider pieces ended, at most 7 calls for a window of 100
+steps however many series start in it. No step of padding is computed. The outputs go back
+to their place in the window, and each row keeps the state of its last run.
 
 Why not one ``PackedSequence`` of the runs: its lengths differ, and torch's CPU kernel for
 packed sequences of unequal lengths leaves oneDNN, with a backward pass that measured 5 to 8
-times slower than the whole padded window's. Why not one call per stretch between flagged
-columns: each call of the kernel costs a fixed time (about 2 ms forward and backward for an
-``nn.LSTM(8, 64)`` on 32 rows here), and a window of 32 packed streams holds about 14 such
-stretches.
+times slower than the whole padded window's. Each call of the CPU kernel costs about 1 to
+2 ms forward and backward for an ``nn.LSTM(8, 64)`` on 32 rows here, whatever its width;
+a window of 32 packed streams holds about 14 columns where a series starts.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from functools import partial
 from typing import Any
@@ -141,7 +143,7 @@ def unroll(
     )
     flat = x.reshape(B * W, -1)
     pieces, places = [], []
-    for part, start, width in _pieces(rows * W + cols, run_lengths):
+    for part, start, width in _pieces(rows, cols, run_lengths, W):
         part, place = part.to(on), (start[:, None] + torch.arange(width)).to(on)
         out, new = rnn(flat[place], _map_state(partial(_rows_of, part), runs_state))
         runs_state = _map_state(partial(_put_rows, part, iter(_leaves(new))), runs_state)
@@ -164,24 +166,49 @@ def _put_rows(rows: torch.Tensor, values: Iterator[torch.Tensor], t: torch.Tenso
     return t.index_copy(1, rows, next(values))
 
 
-def _pieces(
-    starts: torch.Tensor, lengths: torch.Tensor
-) -> list[tuple[torch.Tensor, torch.Tensor, int]]:
+Pieces = list[tuple[torch.Tensor, torch.Tensor, int]]
+
+
+def _pieces(rows: torch.Tensor, cols: torch.Tensor, lengths: torch.Tensor, W: int) -> Pieces:
     """The calls of the layer that run every run exactly: ``(runs, flat starts, width)`` each.
 
-    A call of the fused kernel runs sequences of one width from an initial state to a final
-    one. Call ``j`` runs, for width ``2 ** j`` from the widest down, the piece of every run
-    whose length has bit ``j`` set, from where the run's wider pieces ended: each run is run
-    whole, in order, from its initial state to its exact end, with no step of padding, in as
-    many calls as the window's width has bits (7 for 100 steps), however many series start
-    in it. Calls of one width per step of a reset would number one per flagged column.
+    A call of the fused kernel runs sequences of one width, each from an initial state to a
+    final one; each run must be run whole, in order, from its initial state to its exact
+    end, with no step of padding. Of two ways, the one with fewer calls (each call has a
+    fixed cost): by columns (:func:`_column_pieces`), as many calls as the window has
+    columns where a run begins or ends, plus one, a single call for a window in which no
+    series starts after step 0 and no row ends early; or by bits (:func:`_bit_pieces`), at
+    most as many calls as the window's width has bits (7 for 100 steps), however many series
+    start in it.
     """
+    by_bits = _bit_pieces(rows * W + cols, lengths)
+    if len(torch.unique(torch.cat([cols, cols + lengths]))) - 1 > len(by_bits):
+        return by_bits
+    return _column_pieces(rows, cols, lengths, W)
+
+
+def _bit_pieces(starts: torch.Tensor, lengths: torch.Tensor) -> Pieces:
+    """Call ``j`` runs, at width ``2 ** j`` from the widest down, the piece of every run whose
+    length has bit ``j`` set, from where the run's wider pieces ended."""
     calls = []
     for j in reversed(range(int(lengths.max()).bit_length())):
         part = torch.nonzero(lengths & (1 << j)).flatten()
         if len(part):
             done = (lengths[part] >> (j + 1)) << (j + 1)
             calls.append((part, starts[part] + done, 1 << j))
+    return calls
+
+
+def _column_pieces(rows: torch.Tensor, cols: torch.Tensor, lengths: torch.Tensor, W: int) -> Pieces:
+    """The window cut at every column where a run begins or ends: a call per stretch between
+    two cuts, over the runs that span it."""
+    ends = cols + lengths
+    cuts = torch.unique(torch.cat([cols, ends])).tolist()
+    calls = []
+    for a, e in itertools.pairwise(cuts):
+        part = torch.nonzero((cols <= a) & (ends >= e)).flatten()
+        if len(part):
+            calls.append((part, rows[part] * W + a, e - a))
     return calls
 
 
