@@ -293,6 +293,8 @@ def from_parquet(
             rows) to keep it small.
         source, series, time, features, targets, kwargs: see ``StreamBatcher.from_parquet``.
     """
+    import pyarrow as pa
+
     dataset = open_dataset(source)
     c = choose(series, time, features, targets, dataset.schema.names, "source")
     dtypes = c.dtypes(dataset.schema, "source")
@@ -303,7 +305,9 @@ def from_parquet(
     gaps = None
     times = None
     if grid is not None and c.time is not None:
-        unit = time_values(dataset.head(1, columns=[c.time]).column(c.time), c.time, "source").dtype
+        # The time column's numpy dtype, from the schema: reading rows would read ahead.
+        empty = pa.chunked_array([], type=dataset.schema.field(c.time).type)
+        unit = time_values(empty, c.time, "source").dtype
         times = Times(dataset, c.time)
         gaps = grid.gaps(
             lambda row: f"row {row} of the files end to end", lambda s: step_text(s, unit)
