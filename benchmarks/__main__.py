@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     from benchmarks import (
         grid,
         keras_path,
+        lengths,
         machine,
         many_series,
         memory,
@@ -71,6 +72,7 @@ def main(argv: list[str] | None = None) -> None:
             plan_scale,
             many_series,
             tables,
+            lengths,
         ):
             progress(section.__name__)
             rows += section.run(sizes, workdir)

@@ -51,7 +51,9 @@ def plan_step_weight(plan: StreamPlan, return_sequences: bool) -> float:
     """:func:`real_step_weight` of the epoch that ``plan`` lays out."""
     real = plan.real_slots(last_step_only=not return_sequences)
     # Windows of every length: the slots of each batch (its steps, or one per window).
-    steps = int(plan.window_lengths.sum()) if return_sequences else len(plan)
+    steps = len(plan)
+    if return_sequences:
+        steps = len(plan) * plan.sequence_length if plan.schedule is None else int(plan.cum_steps)
     slots = plan.batch_size * steps
     return float(np.float64(slots) / real) if real else 1.0
 

@@ -46,6 +46,7 @@ def test_quick_run_prints_every_row_and_draws_the_figure(tmp_path: Path) -> None
             "plan",
             "many series",
             "tables",
+            "lengths",
             "scaling",
             "grid",
         )
@@ -69,6 +70,8 @@ def test_quick_run_prints_every_row_and_draws_the_figure(tmp_path: Path) -> None
         # from_frame's build time and memory; an epoch's memory over a Parquet file and a
         # quarter of it, and the time per batch.
         "tables": 5,
+        # The validation loss of AWD-random against fixed lengths, and a batch of each.
+        "lengths": 2,
         "scaling": 2 * len(QUICK.series_lengths),
         # No quick cell reaches 64 KB, so only the two tf.data worst-cell rows.
         "grid": 2,
