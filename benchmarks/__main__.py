@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> None:
         grid,
         keras_path,
         language_model,
+        lengths,
         machine,
         many_series,
         memory,
@@ -75,6 +76,7 @@ def main(argv: list[str] | None = None) -> None:
             tables,
             language_model,
             unroll,
+            lengths,
         ):
             progress(section.__name__)
             rows += section.run(sizes, workdir)

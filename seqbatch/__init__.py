@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from seqbatch import lengths
 from seqbatch.batcher import Batch, StreamBatcher
 from seqbatch.plan import Accounting, StreamPlan, Window
 
@@ -21,6 +22,7 @@ __all__ = [
     "Window",
     "jax",
     "keras",
+    "lengths",
     "tables",
     "tf",
     "torch",

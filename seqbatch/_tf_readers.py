@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
+from seqbatch._weights import batch_step_weight
 from seqbatch.batch import reset_flags
 from seqbatch.batcher import StreamBatcher
 from seqbatch.plan import Window
@@ -271,7 +272,10 @@ class NumpyReader:
         self.batches = batches
         self.replicas = replicas
         self.with_weight = with_weight
-        rows, W = batches.batch_size // replicas, batches.fixed_length("to_tf_dataset")
+        rows = batches.batch_size // replicas
+        # Windows that vary have an open time axis.
+        W = None if batches.varying else batches.fixed_length("to_tf_dataset")
+        specs: list[tuple[tf.DType, tuple[int | None, ...]]]
         specs = [(_tf_dtype(batches.dtype, "x"), (rows, W, *batches.feature_shape))]
         self.has_targets = batches.target_shape is not None
         if batches.target_shape is not None:
@@ -298,10 +302,22 @@ class NumpyReader:
 
     def passes(self, epochs: PassEpochs) -> tf.data.Dataset:
         """Per element of every pass: its epoch and its index in the pass."""
-        n = len(self.batches) * self.replicas
-        return _epochs(epochs, self.replicas).flat_map(
-            lambda epoch, first: tf.data.Dataset.range(first, n).map(lambda j: (epoch, j))
-        )
+        if not self.batches.varying:
+            n = len(self.batches) * self.replicas
+            return _epochs(epochs, self.replicas).flat_map(
+                lambda epoch, first: tf.data.Dataset.range(first, n).map(lambda j: (epoch, j))
+            )
+        view, R = self.batches.view, self.replicas
+
+        def pass_of(epoch: tf.Tensor, first: tf.Tensor) -> tf.data.Dataset:
+            # Each epoch has its own number of batches: asked once per pass.
+            count = tf.numpy_function(
+                lambda e: np.int64(view.n_batches(int(e)) * R), [epoch], tf.int64, stateful=False
+            )
+            count = tf.ensure_shape(count, ())
+            return tf.data.Dataset.range(first, count).map(lambda j: (epoch, j))
+
+        return _epochs(epochs, self.replicas).flat_map(pass_of)
 
     def read_numpy(self, epoch: np.int64, j: np.int64) -> list[np.ndarray]:
         """Element ``j`` of ``epoch`` as arrays: x, y (with targets), reset, weight (if asked)."""
@@ -311,7 +327,12 @@ class NumpyReader:
         if b.y is not None:
             out.append(_native(b.y))
         out.append(reset_flags(b))
-        if self.with_weight:
+        if self.with_weight and self.batches.varying:
+            # The weight of a real step depends on the batch's length (seqbatch._weights).
+            plan = self.shards(self.batches.seed)[r].plan(int(epoch))
+            scale = batch_step_weight(plan, self.batches.return_sequences, k)
+            out.append((b.sample_weight * np.float32(scale)).astype(np.float32))
+        elif self.with_weight:
             out.append(b.sample_weight)
         return out
 

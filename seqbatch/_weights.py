@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from seqbatch.batcher import StreamBatcher
+from seqbatch.plan import StreamPlan
 
 
 def real_step_weight(batches: StreamBatcher) -> float:
@@ -43,12 +44,34 @@ def real_step_weight(batches: StreamBatcher) -> float:
         >>> real_step_weight(batches)
         1.2
     """
-    plan = batches.plan
-    real = plan.real_slots(last_step_only=not batches.return_sequences)
+    return plan_step_weight(batches.plan, batches.return_sequences)
+
+
+def plan_step_weight(plan: StreamPlan, return_sequences: bool) -> float:
+    """:func:`real_step_weight` of the epoch that ``plan`` lays out."""
+    real = plan.real_slots(last_step_only=not return_sequences)
     # Windows of every length: the slots of each batch (its steps, or one per window).
-    steps = int(plan.window_lengths.sum()) if batches.return_sequences else len(plan)
+    steps = len(plan)
+    if return_sequences:
+        steps = len(plan) * plan.sequence_length if plan.schedule is None else int(plan.cum_steps)
     slots = plan.batch_size * steps
     return float(np.float64(slots) / real) if real else 1.0
+
+
+def batch_step_weight(plan: StreamPlan, return_sequences: bool, k: int) -> float:
+    """The weight of a real step of batch ``k``, when the window lengths vary.
+
+    Keras divides each batch's weighted loss by the batch's own slots (``B * length``) and
+    reports the mean over batches: for the epoch's loss to be the mean over its real steps,
+    the real steps of batch ``k`` weigh :func:`plan_step_weight` times ``length(k)`` over the
+    epoch's mean length. Each real step then weighs the same in the gradient, which is what
+    AWD-LSTM's learning-rate scaling (``lr_scale``) does by hand: do not apply it again.
+    """
+    weight = plan_step_weight(plan, return_sequences)
+    if not return_sequences:
+        return weight
+    L = plan.window_lengths
+    return weight * float(L[k]) * L.size / float(L.sum())
 
 
 def spread(weight: np.ndarray, target_shape: tuple[int, ...], step_weight: float) -> np.ndarray:

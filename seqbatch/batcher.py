@@ -742,11 +742,19 @@ class StreamBatcher:
     def _arrays(self) -> str:
         """The shapes and dtypes of ``x`` and ``y`` in every batch, in words."""
         B, W = self.batch_size, self.plan.sequence_length
+        steps: Any = W
+        if self.varying:  # windows of every length of the epoch's
+            L = self.plan.window_lengths
+            steps = f"{int(L.min())} to {int(L.max())}"
+
+        def shape(*dims: Any) -> str:
+            return "(" + ", ".join(str(d) for d in dims) + ("," if len(dims) == 1 else "") + ")"
+
         y = "none"
         if self._view.layout.has_targets:
-            t_shape = (B, W) if self.return_sequences else (B,)
-            y = f"{(*t_shape, *(self.target_shape or ()))} {self.target_dtype}"
-        return f"x {(B, W, *self.feature_shape)} {self.dtype}, y {y}"
+            t_shape = (B, steps) if self.return_sequences else (B,)
+            y = f"{shape(*t_shape, *(self.target_shape or ()))} {self.target_dtype}"
+        return f"x {shape(B, steps, *self.feature_shape)} {self.dtype}, y {y}"
 
     def to_tf_dataset(self, **kwargs: Any) -> tf.data.Dataset:
         """A ``tf.data.Dataset`` of these batches, in the same order; see :func:`seqbatch.tf.to_dataset`."""

@@ -250,8 +250,10 @@ class StreamPlan:
         else:
             self._deal(rng)
         if self._drawn is None:
-            self.window_lengths = np.full(self._n_batches, self.sequence_length, dtype=np.int64)
-            self.window_lengths.flags.writeable = False
+            # A read-only view of one int: no memory per batch.
+            self.window_lengths = np.broadcast_to(
+                np.int64(self.sequence_length), (self._n_batches,)
+            )
             self._C: np.ndarray | None = None
             self.nominal = float(self.sequence_length)
             slots_total = self._n_batches * self.batch_size * self.sequence_length
@@ -562,6 +564,13 @@ class StreamPlan:
         """
         self._check_batch(k)
         return int(self.window_lengths[k])
+
+    @property
+    def cum_steps(self) -> int:
+        """The steps of every window of a stream together: ``sum(window_lengths)``."""
+        if self._C is None:
+            return self._n_batches * self.sequence_length
+        return int(self._C[-1])
 
     def lr_scale(self, k: int) -> float:
         """``length(k) / nominal``: what to multiply the learning rate of batch ``k`` by."""

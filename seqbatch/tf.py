@@ -174,7 +174,6 @@ def to_dataset(
         raise TypeError(
             f"`batches` must be a seqbatch.StreamBatcher. Received: batches={batches!r}"
         )
-    batches.fixed_length("to_tf_dataset")
     reset_input = _checks.boolean("reset_input", reset_input)
     sample_weight = _checks.boolean("sample_weight", sample_weight)
     replicas = 1
@@ -207,7 +206,7 @@ def to_dataset(
     if batches.target_dtype is not None:
         paths.add(carried_by(batches.target_dtype, "y"))
     reader_type: type[GraphReader | NumpyReader] = NumpyReader
-    if batches.in_memory and paths == {"gather"}:
+    if batches.in_memory and paths == {"gather"} and not batches.varying:
         packed = batches.packed
         reader_type = PackedGraphReader if packed else GraphReader
     reader = reader_type(batches, replicas, with_weight)
@@ -215,7 +214,8 @@ def to_dataset(
     # Real steps weigh the epoch's slots over its real steps, so that Keras reports the mean
     # over real steps (seqbatch._weights); a loss reduces only the target's last axis, so the
     # weights repeat over the others. Both are the same in every epoch of a batcher.
-    step_weight = _weights.real_step_weight(batches)
+    # Window lengths that vary weigh each batch's steps as they are read (batch_step_weight).
+    step_weight = 1.0 if batches.varying else _weights.real_step_weight(batches)
     extra = tuple(batches.target_shape[:-1]) if batches.target_shape is not None else ()
 
     epochs = PassEpochs(batches.epoch)
@@ -227,7 +227,13 @@ def to_dataset(
             return (inputs,)
         if weight is None:
             return (inputs, y)
+        if not extra:
+            return (inputs, y, weight * step_weight)
         shape = tuple(weight.shape)
+        if None in shape:  # an open time axis: the window lengths vary
+            dynamic = tf.shape(weight)
+            weight = tf.reshape(weight, tf.concat([dynamic, [1] * len(extra)], 0))
+            return (inputs, y, tf.broadcast_to(weight, tf.concat([dynamic, extra], 0)))
         weight = tf.reshape(weight * step_weight, shape + (1,) * len(extra))
         return (inputs, y, tf.broadcast_to(weight, shape + extra))
 
@@ -236,12 +242,13 @@ def to_dataset(
     # A strategy shards a dataset after cutting its global batches into per-replica blocks:
     # DATA then gives each worker its own blocks of every batch (OFF gives it every block).
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    dataset = (
-        reader.passes(epochs)
-        .map(element, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        .apply(tf.data.experimental.assert_cardinality(len(batches) * replicas))
-        .with_options(options)
+    dataset = reader.passes(epochs).map(
+        element, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
     )
+    if not batches.varying:
+        # Epochs whose window lengths vary each have their number of batches: unknown here.
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(len(batches) * replicas))
+    dataset = dataset.with_options(options)
     # For seqbatch.keras.StatefulTraining: it checks fit()'s model and arguments against the
     # batches, and sets the epoch of each pass to fit()'s. It finds them through the user's
     # transformations (seqbatch._tf_found).

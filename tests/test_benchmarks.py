@@ -48,6 +48,7 @@ def test_quick_run_prints_every_row_and_draws_the_figure(tmp_path: Path) -> None
             "tables",
             "language model",
             "unroll",
+            "lengths",
             "scaling",
             "grid",
         )
@@ -76,6 +77,8 @@ def test_quick_run_prints_every_row_and_draws_the_figure(tmp_path: Path) -> None
         # The torch epoch through unroll against "reset" per case, and against the per-step
         # loop on the first case.
         "unroll": len(unroll.CASES["quick"]) + 1,
+        # The validation loss of AWD-random against fixed lengths, and a batch of each.
+        "lengths": 2,
         "scaling": 2 * len(QUICK.series_lengths),
         # No quick cell reaches 64 KB, so only the two tf.data worst-cell rows.
         "grid": 2,

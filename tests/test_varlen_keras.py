@@ -94,3 +94,17 @@ def test_a_model_with_a_fixed_time_axis_is_refused() -> None:
     model.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse")
     with pytest.raises(ValueError, match=r"keras.Input\(batch_shape=\(2, None, \.\.\.\)\)"):
         model.fit(quiet_sequence(batches), epochs=1, shuffle=False, verbose=0)
+
+
+def test_the_weights_make_the_reported_loss_the_mean_over_real_steps() -> None:
+    series = [np.ones((n, F), "float32") for n in (40, 31, 17, 9, 5)]
+    batches = seqbatch.StreamBatcher(
+        series, batch_size=B, sequence_length=SCHEDULE, remainder="pad"
+    )
+    sequence = quiet_sequence(batches)
+    reported = 0.0
+    for k in range(len(sequence)):
+        _, _, weight = sequence[k]
+        assert ((weight > 0) == (batches[k].sample_weight > 0)).all()
+        reported += weight.sum() / weight.size  # a loss of 1 on every real step, per batch
+    assert reported / len(sequence) == pytest.approx(1.0, rel=1e-6)

@@ -138,7 +138,9 @@ class BackupAndRestore(keras.callbacks.Callback):
                 "and restores where the batches stand. Received: x of type "
                 f"{type(x).__name__}"
             )
-        self._n = len(batches)  # batches per epoch, the same in every epoch
+        # Batches per epoch: the same in every epoch unless the window lengths vary.
+        self._batches = batches
+        self._n = len(batches)
         self._fit = {
             "x": x,
             "validation_data": arguments.get("validation_data"),
@@ -153,6 +155,8 @@ class BackupAndRestore(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._epoch, self._offset = epoch, 0
+        if self._batches.varying:
+            self._n = self._batches.view.n_batches(epoch)
         self._steps = epoch * self._n
         if self._resume is None or self._resume[0] != epoch:
             # Before the epoch's data loader is made, as in the run that saved it.

@@ -166,8 +166,13 @@ class StreamSequence(keras.utils.PyDataset):
         return len(self.batches) - self._first_batch
 
     def __getitem__(self, index: int) -> tuple[Any, ...]:
-        batch = self.batches[self._first_batch + index]
-        return _element(batch, self.reset_input, self.sample_weight, self._real_step_weight())
+        k = self._first_batch + index
+        batch = self.batches[k]
+        weight = self._real_step_weight()
+        if self.batches.varying:
+            plan = self.batches.plan
+            weight = _weights.batch_step_weight(plan, self.batches.return_sequences, k % len(plan))
+        return _element(batch, self.reset_input, self.sample_weight, weight)
 
     @property
     def __array__(self) -> Any:
