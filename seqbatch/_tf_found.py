@@ -7,7 +7,7 @@ is found by walking down from what ``fit()`` was given. Only transformations tha
 batches on one for one and in order keep the streams aligned: any other one between the
 user's dataset and a marked one is refused, as is a ``cache`` that would replay one epoch's
 layout in the next. Each tf.data internal this relies on has a test in
-``tests/test_tf_transformed.py``. Importing this module imports TensorFlow.
+``tests/tf/test_tf_transformed.py``. Importing this module imports TensorFlow.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A training process that ``tests/test_resume_kill.py`` kills and starts again.
+"""A training process that ``tests/tf/test_resume_kill.py`` kills and starts again.
 
 Run as ``python tests/resume_child.py BACKUP_DIR OUT ADAPTER``, with the Keras backend in
 ``KERAS_BACKEND``. It trains a small stateful model (a reset-aware LSTM, dropout, a GRU) on a

@@ -19,15 +19,14 @@ import re
 import shlex
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from tests.doc_blocks import blocks
+
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = sorted([ROOT / "README.md", *(ROOT / "docs").rglob("*.md")])
-FENCE = re.compile(r"^(?P<indent> *)(?P<ticks>```+|~~~+)\s*(?P<lang>[\w+-]*)")
-SKIP = re.compile(r"^\s*<!--\s*skip:\s*(?P<reason>.*?)\s*-->\s*$")
 
 README_COMMANDS = [
     'python -m pip install ".[tf]" && python -m seqbatch demo',
@@ -37,39 +36,6 @@ README_COMMANDS = [
     "python -m pytest -q -m keras && HYPOTHESIS_PROFILE=ci KERAS_BACKEND=torch python -m "
     "pytest -q -m keras && python -m mkdocs build --strict -q",
 ]
-
-
-@dataclass(frozen=True)
-class Block:
-    """One fenced code block of a page."""
-
-    lang: str
-    line: int  # 1-based line of the first line of code, in the page
-    code: str
-    skip: str | None  # the reason given in a skip marker, or None
-
-
-def blocks(text: str) -> list[Block]:
-    """Every fenced block of a markdown text, with its indent removed."""
-    out: list[Block] = []
-    lines = text.splitlines()
-    i = 0
-    while i < len(lines):
-        m = FENCE.match(lines[i])
-        if m is None:
-            i += 1
-            continue
-        indent, ticks = len(m["indent"]), m["ticks"]
-        before = next((s for s in reversed(lines[:i]) if s.strip()), "")
-        skip = SKIP.match(before)
-        body: list[str] = []
-        j = i + 1
-        while j < len(lines) and lines[j].strip() != ticks:
-            body.append(lines[j][indent:])
-            j += 1
-        out.append(Block(m["lang"], i + 2, "\n".join(body) + "\n", skip and skip["reason"]))
-        i = j + 1
-    return out
 
 
 def run_page(path: Path, name: str) -> None:

@@ -8,7 +8,7 @@ inside the trainer's method, a few frames down, so its arguments are read there:
 place where they exist before training starts.
 
 Every Keras internal that ``seqbatch.keras`` relies on (Keras 3.15.1): what uses it, and the
-test of ``tests/test_keras_internals.py`` that fails when a Keras release changes it.
+test of ``tests/keras/test_keras_internals.py`` that fails when a Keras release changes it.
 
 * The frames of ``fit``, ``evaluate`` and ``predict``, and their locals ``x``, ``epoch``,
   ``initial_epoch``, ``epochs``, ``steps_per_epoch``, ``validation_steps``,

@@ -4,7 +4,7 @@ torch's ``DataLoader`` tells a dataset neither its options nor who reads an item
 here recognise the two of its functions that call into seqbatch by their code objects: the
 loader iterator's ``_next_index``, which asks the sampler for a key (and holds the loader's
 ``in_order``), and the map-style fetcher's ``fetch``, which reads an item in the training
-process or in a worker. tests/test_torch_order.py fails if a torch release renames them.
+process or in a worker. tests/torch/test_torch_order.py fails if a torch release renames them.
 """
 
 from __future__ import annotations

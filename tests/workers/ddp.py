@@ -1,6 +1,6 @@
 """One rank of PyTorch ``DistributedDataParallel`` (gloo): truncated BPTT through seqbatch.torch.
 
-Run by ``tests/test_ddp.py`` as ``python -m tests.workers.ddp``, once per rank, with
+Run by ``tests/torch/test_ddp.py`` as ``python -m tests.workers.ddp``, once per rank, with
 ``RANK`` and ``WORLD_SIZE`` (as ``torchrun`` sets them), ``SEQBATCH_RENDEZVOUS`` (a file
 the ranks meet through, so that no TCP store listens on any interface) and
 ``SEQBATCH_OUT``, the JSON file to write; ``GLOO_SOCKET_IFNAME=lo`` keeps gloo's own

@@ -1,6 +1,6 @@
 """One rank of one run of elastic DDP training: resume on another number of ranks.
 
-Run by ``tests/test_elastic.py`` as ``python -m tests.workers.elastic_ddp``, once per rank,
+Run by ``tests/torch/test_elastic.py`` as ``python -m tests.workers.elastic_ddp``, once per rank,
 with ``RANK``, ``WORLD_SIZE``, ``SEQBATCH_RENDEZVOUS`` (the file the ranks meet through) and
 ``SEQBATCH_OUT`` (the ``.npz`` file this rank writes what it trained), as
 ``tests/workers/ddp.py``; and with ``SEQBATCH_RESUME``, the checkpoint directory of the run

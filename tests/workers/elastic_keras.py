@@ -1,6 +1,6 @@
 """Keras 3 on JAX, ``keras.distribution.DataParallel``: stopped on 2 devices, resumed on 1.
 
-Run by ``tests/test_elastic.py`` as ``python -m tests.workers.elastic_keras`` with
+Run by ``tests/torch/test_elastic.py`` as ``python -m tests.workers.elastic_keras`` with
 ``KERAS_BACKEND=jax``, ``XLA_FLAGS=--xla_force_host_platform_device_count=2`` and
 ``SEQBATCH_OUT``, the ``.npz`` file to write, and ``SEQBATCH_PHASES``: the runs to make one
 after the other, ``"devices:steps,devices:steps,..."``, each stopped (by an exception, as a

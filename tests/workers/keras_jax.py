@@ -1,6 +1,6 @@
 """One process of a Keras 3 ``keras.distribution.DataParallel`` run on JAX: ``fit`` every way.
 
-Run by ``tests/test_keras_distribution.py`` as ``python -m tests.workers.keras_jax`` with
+Run by ``tests/keras/test_keras_distribution.py`` as ``python -m tests.workers.keras_jax`` with
 ``KERAS_BACKEND=jax`` and ``SEQBATCH_OUT``, the JSON file to write. Either one process over
 two CPU devices (``XLA_FLAGS=--xla_force_host_platform_device_count=2``), or, with
 ``SEQBATCH_COORDINATOR`` (``127.0.0.1:port``), ``SEQBATCH_PROCESS`` and

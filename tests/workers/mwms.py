@@ -1,6 +1,6 @@
 """One worker of ``tf.distribute.MultiWorkerMirroredStrategy``: train, deal, try ``fit``.
 
-Run by ``tests/test_multiworker.py`` as ``python -m tests.workers.mwms``, once per worker,
+Run by ``tests/keras/test_multiworker.py`` as ``python -m tests.workers.mwms``, once per worker,
 with ``TF_CONFIG`` naming two workers on 127.0.0.1 and ``SEQBATCH_OUT`` the JSON file to
 write. Each worker holds one replica (one CPU).
 

@@ -33,12 +33,12 @@ from tests.carried import (
     distinct_layouts,
     many_series,
 )
+from tests.doc_blocks import blocks
 from tests.encoded import encoded_series
 from tests.replay import LSTMWeights, lstm_step
 from tests.series_alone import expected_states, padded_rows
-from tests.test_docs import blocks
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 GUIDE = ROOT / "docs" / "guides" / "jax.md"
 
 

@@ -23,16 +23,9 @@ import seqbatch
 from seqbatch.keras import StatefulTraining, StreamSequence
 from tests.encoded import encoded_series
 from tests.keras_models import first_steps, order_model, quiet_sequence
+from tests.keras_runs import shuffled
 
 pytestmark = pytest.mark.keras
-
-LENGTHS = [20, 16, 12, 12, 8, 9, 13]
-
-
-def shuffled() -> seqbatch.StreamBatcher:
-    """Many series dealt anew each epoch: every epoch has its own layout."""
-    data = [encoded_series(s, n, (1,), "float32") for s, n in enumerate(LENGTHS)]
-    return seqbatch.StreamBatcher(data, batch_size=2, sequence_length=4, shuffle=True, seed=3)
 
 
 def test_the_layouts_of_the_epochs_differ() -> None:

@@ -26,8 +26,9 @@ from hypothesis import strategies as st
 import seqbatch
 from seqbatch.tf import to_dataset
 from tests.encoded import encoded_series
-from tests.test_invariant import Case, SliceOnly, cases
-from tests.test_sources import CountingSource
+from tests.lazy import CountingSource, SliceOnly
+from tests.strategies import Case, cases
+from tests.tf_checks import assert_static_spec, assert_yields, rows_of
 from tests.weights import element_weight, real_step_weight
 
 
@@ -39,44 +40,6 @@ def expected_element(
     if b.y is None:
         return (inputs,)
     return (inputs, b.y, element_weight(b, step_weight)) if sample_weight else (inputs, b.y)
-
-
-def assert_static_spec(ds: tf.data.Dataset, element: tuple) -> None:
-    """Every component has a fully defined shape, batch dimension included, and its dtype."""
-    specs = tf.nest.flatten(ds.element_spec)
-    values = tf.nest.flatten(element)
-    tf.nest.assert_same_structure(ds.element_spec, element)
-    for spec, value in zip(specs, values, strict=True):
-        assert spec.shape.is_fully_defined(), spec
-        assert tuple(spec.shape) == value.shape, (spec, value.shape)
-        assert spec.dtype == tf.as_dtype(value.dtype.newbyteorder("=")), (spec, value.dtype)
-
-
-def assert_yields(ds: tf.data.Dataset, expected: list[tuple]) -> None:
-    """One pass over ``ds`` gives exactly ``expected``: structure, dtypes and values.
-
-    TensorFlow holds every tensor in the machine's byte order: a component equals its numpy
-    batch when it has the same values in that order, byte for byte.
-    """
-    got = list(ds.as_numpy_iterator())
-    assert len(got) == len(expected)
-    for k, (g, e) in enumerate(zip(got, expected, strict=True)):
-        tf.nest.assert_same_structure(g, e)
-        for i, (a, b) in enumerate(zip(tf.nest.flatten(g), tf.nest.flatten(e), strict=True)):
-            native = b.astype(b.dtype.newbyteorder("="))
-            assert a.dtype == native.dtype, (k, i, a.dtype, b.dtype)
-            assert a.shape == native.shape and a.tobytes() == native.tobytes(), (
-                f"element {k}, component {i}:\n{a!r}\n!=\n{native!r}"
-            )
-
-
-def rows_of(b: seqbatch.Batch, rows: slice) -> seqbatch.Batch:
-    """The rows ``rows`` of the numpy batch ``b``."""
-    fields: dict[str, Any] = {f.name: getattr(b, f.name) for f in dataclasses.fields(b)}
-    # Per-row fields are sliced; per-batch ones (lr_scale, 0-d) are kept.
-    return dataclasses.replace(
-        b, **{k: v if v is None or v.ndim == 0 else v[rows] for k, v in fields.items()}
-    )
 
 
 def elements(batches: Any, whole: Any = None, **flags: bool) -> list[tuple]:
@@ -330,7 +293,7 @@ def test_elements_by_eye() -> None:
 
 def test_auto_shard_policy_is_data_and_order_deterministic() -> None:
     # DATA keeps each worker's row blocks under MultiWorkerMirroredStrategy (OFF would give
-    # every worker every block): tests/test_multiworker.py shows both with two workers.
+    # every worker every block): tests/keras/test_multiworker.py shows both with two workers.
     batches = seqbatch.StreamBatcher(np.arange(40), batch_size=2, sequence_length=4)
     for ds in (
         to_dataset(batches),

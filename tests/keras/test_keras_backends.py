@@ -20,7 +20,7 @@ import pytest
 
 pytestmark = [pytest.mark.keras, pytest.mark.needs_tensorflow]
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 ARRAY_LISTS = ("weights", "states", "plain_states")
 
 

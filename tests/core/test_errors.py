@@ -413,7 +413,7 @@ class OtherTensor:
 
 
 def test_a_tensor_of_another_framework_is_refused_with_its_numpy_method() -> None:
-    # torch and TensorFlow tensors are read in place (tests/test_tensors.py); others are not.
+    # torch and TensorFlow tensors are read in place (tests/core/test_tensors.py); others are not.
     message = (
         "`data` must have a numpy dtype. Received: data of type OtherTensor with dtype "
         "'other.float64' (pass data.numpy())"

@@ -20,10 +20,10 @@ from torch.utils.data import DataLoader
 import seqbatch
 from seqbatch.torch import StreamDataset, hold, real_lengths, reset_rows, run_rnn
 from tests.carried import LENGTHS, at_epoch
+from tests.doc_blocks import blocks
 from tests.series_alone import expected_states, padded_rows
-from tests.test_docs import blocks
 
-GUIDE = Path(__file__).resolve().parent.parent / "docs" / "guides" / "pytorch.md"
+GUIDE = Path(__file__).resolve().parents[2] / "docs" / "guides" / "pytorch.md"
 
 
 def guide_namespace() -> dict[str, Any]:

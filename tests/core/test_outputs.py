@@ -16,8 +16,7 @@ from hypothesis import given, note
 
 import seqbatch
 from tests.encoded import decode_real, encoded_series, split
-from tests.test_invariant import Case, cases
-from tests.test_pack import PackCase, packed_cases
+from tests.strategies import Case, PackCase, cases, packed_cases
 
 
 def identity_outputs(batches: seqbatch.StreamBatcher) -> list[np.ndarray]:

@@ -2,7 +2,7 @@
 started again trains on exactly the batches it had left, on every Keras backend.
 
 The model records the first step of every row of each batch it trains on (``order_model``);
-the data encodes its position. ``tests/test_resume_kill.py`` kills real processes and compares
+the data encodes its position. ``tests/tf/test_resume_kill.py`` kills real processes and compares
 the final weights byte for byte.
 """
 
@@ -28,32 +28,9 @@ from tests.keras_models import (
     state_values,
     wave,
 )
+from tests.keras_runs import Interrupt, StopAt, batcher
 
 pytestmark = pytest.mark.keras
-
-
-class Interrupt(Exception):
-    pass
-
-
-class StopAt(keras.callbacks.Callback):
-    """Raises after the ``at``-th training step of this fit()."""
-
-    def __init__(self, at: int) -> None:
-        super().__init__()
-        self.at, self.steps = at, 0
-
-    def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
-        self.steps += 1
-        if self.steps == self.at:
-            raise Interrupt
-
-
-def batcher(seed: int | None) -> seqbatch.StreamBatcher:
-    series = [encoded_series(s, 9 + 4 * s, (1,), "float32") for s in range(7)]
-    return seqbatch.StreamBatcher(
-        series, batch_size=2, sequence_length=3, remainder="pad", shuffle=True, seed=seed
-    )
 
 
 def feed(batches: seqbatch.StreamBatcher, adapter: str) -> Any:

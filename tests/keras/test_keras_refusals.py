@@ -40,7 +40,9 @@ BACKWARDS = (
 def needs_tf_data() -> None:
     pytest.importorskip("tensorflow", reason="the tf.data adapter needs TensorFlow")
     if keras.backend.backend() == "torch":
-        pytest.skip("torch.optim crashes a process that imported TensorFlow (tests/test_torch.py)")
+        pytest.skip(
+            "torch.optim crashes a process that imported TensorFlow (tests/torch/test_torch.py)"
+        )
 
 
 def batches() -> seqbatch.StreamBatcher:

@@ -1,7 +1,7 @@
 """``align="end"``: the windows end at the newest step, and the steps left over are the oldest.
 
 The invariant itself is proven for ``align="end"`` by the property tests of
-``tests/test_invariant.py`` (``Case.align``, checked by ``tests.encoded.check_epoch``); here are
+``tests/core/test_invariant.py`` (``Case.align``, checked by ``tests.encoded.check_epoch``); here are
 tables to read by eye, the accounting in ``describe()``, and the refusals.
 """
 

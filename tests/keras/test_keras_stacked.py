@@ -19,8 +19,8 @@ from keras import ops
 
 import seqbatch
 from seqbatch.keras import StreamReset
+from tests.keras_runs import PACKED_LENGTHS, PACKED_WIDTH, decode, packed_windows
 from tests.replay import from_keras, lstm_replay
-from tests.test_keras_layers import PACKED_LENGTHS, PACKED_WIDTH, decode, packed_windows
 
 pytestmark = pytest.mark.keras
 

@@ -9,149 +9,22 @@ error. Tables of exact batches follow, to check by eye: series ``s`` holds
 
 from __future__ import annotations
 
-import heapq
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import assume, given, note
+from hypothesis import given, note
 from hypothesis import strategies as st
 
 import seqbatch
-from tests.encoded import check_packed_epoch, encoded_series
+from tests.encoded import encoded_series
+from tests.lazy import CountingSource
 from tests.same import FIELDS
-from tests.test_invariant import DTYPES, FEATURES, Case, filling_lengths
-from tests.test_sources import CountingSource
-
-
-def one_by_one_loads(sizes: list[int], streams: int) -> list[int]:
-    """The loads of the streams, each item in turn onto the least loaded one (a heap)."""
-    heap = [(0, s) for s in range(streams)]
-    for size in sorted(sizes, reverse=True):
-        load, s = heapq.heappop(heap)
-        heapq.heappush(heap, (load + size, s))
-    return sorted(load for load, _ in heap)
-
-
-@dataclass
-class PackCase(Case):
-    def build(self) -> seqbatch.StreamBatcher:
-        return seqbatch.StreamBatcher(
-            self.data(),
-            self.target_arg(),
-            batch_size=self.batch_size,
-            sequence_length=self.sequence_length,
-            return_sequences=self.return_sequences,
-            remainder=self.remainder,  # type: ignore[arg-type]
-            series_boundary="pack",
-            shuffle=self.shuffle,
-            seed=self.seed,
-        )
-
-    @property
-    def usable(self) -> list[int]:
-        return [n - self.shift for n in self.lengths]
-
-    def fillable(self) -> bool:
-        """Whether the data can fill the streams: decided from the rules, not the code."""
-        B, W = self.batch_size, self.sequence_length
-        if self.single:
-            n = self.usable[0]
-            # A shuffled cut starts up to W - 1 steps in, and always holds n - (W - 1) steps.
-            cut = n - (W - 1) if self.shuffle else n
-            if self.remainder == "pad":
-                return n >= W and cut >= B
-            return cut >= B * W
-        if min(self.usable) < 1 or len(self.lengths) < B:
-            return False
-        loads = one_by_one_loads(self.usable, B)
-        # Padded: a window longer than every stream is refused; dropped: every stream fills one.
-        return max(loads) >= W if self.remainder == "pad" else min(loads) >= W
-
-    def refusal(self) -> str:
-        """The start of the error that data which cannot fill the streams is refused with."""
-        if self.single or min(self.usable) < 1:
-            return super().refusal()  # one array is cut into streams as without packing
-        B, W = self.batch_size, self.sequence_length
-        if len(self.lengths) < B:
-            return (
-                "`batch_size` must not exceed the number of series when series_boundary='pack', "
-                f"since a series never leaves its stream. Received: batch_size={B} for "
-                f"{len(self.lengths)} series"
-            )
-        loads = one_by_one_loads(self.usable, B)
-        if self.remainder == "pad":
-            return (
-                "`sequence_length` must not exceed the longest stream when remainder='pad'. "
-                f"Received: sequence_length={W} for streams of at most {max(loads)} usable steps"
-            )
-        return (
-            "Every stream must hold at least `sequence_length` usable steps when "
-            f"series_boundary='pack' and remainder='drop'. Received: sequence_length={W}, but "
-            f"stream "
-        )
-
-    def check(self, batches: seqbatch.StreamBatcher) -> dict[str, int]:
-        return check_packed_epoch(
-            batches,
-            self.lengths,
-            features=self.features,
-            shift=self.shift,
-            target_arrays=self.targets == "arrays",
-            single=self.single,
-        )
-
-
-@st.composite
-def packed_cases(
-    draw: st.DrawFn,
-    single: bool | None = None,
-    *,
-    fill: bool = False,
-    remainder: str | None = None,
-    shuffle: bool | None = None,
-) -> PackCase:
-    """A dataset and the arguments of packed batches; with ``fill``, data that fills the streams."""
-    if single is None:
-        single = draw(st.integers(0, 4)) == 0
-    lengths: list[int] = []  # with fill, drawn below from the sizes
-    if not fill and single:
-        lengths = [draw(st.integers(1, 300))]
-    elif not fill:
-        lengths = draw(st.lists(st.integers(1, 40), min_size=1, max_size=14))
-    case = PackCase(
-        lengths=lengths,
-        single=single,
-        concat=False,
-        features=draw(st.sampled_from(FEATURES)),
-        dtype=draw(st.sampled_from(DTYPES)),
-        batch_size=draw(st.integers(1, 6)),
-        sequence_length=draw(st.integers(1, 12)),
-        targets=draw(st.sampled_from([None, "next", 1, 2, 3, "arrays"])),
-        remainder=draw(st.sampled_from(["drop", "pad"])) if remainder is None else remainder,
-        return_sequences=draw(st.booleans()),
-        shuffle=draw(st.booleans()) if shuffle is None else shuffle,
-        seed=draw(st.integers(0, 2**32 - 1)),
-        epoch=draw(st.integers(0, 5)),
-        lazy=draw(st.booleans()),
-    )
-    if fill:
-        B, W, shift = case.batch_size, case.sequence_length, case.shift
-        if single:
-            lengths = filling_lengths(
-                draw, "single", B, W, shift, case.remainder, case.shuffle, 300
-            )
-            case.lengths = lengths
-        else:
-            # A series per stream, each with a usable step. Whether the streams then fill
-            # depends on the deal (short series share a stream): the few that do not are
-            # drawn again.
-            case.lengths = draw(
-                st.lists(st.integers(shift + 1, shift + 40), min_size=B, max_size=max(B, 14))
-            )
-            assume(case.fillable())
-    return case
+from tests.strategies import (
+    PackCase,
+    one_by_one_loads,
+    packed_cases,
+)
 
 
 def same(a: seqbatch.Batch, b: seqbatch.Batch) -> None:

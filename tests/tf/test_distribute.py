@@ -38,7 +38,7 @@ def data() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def run() -> dict[str, Any]:
-    root = pathlib.Path(__file__).resolve().parents[1]
+    root = pathlib.Path(__file__).resolve().parents[2]
     env = {
         **os.environ,
         "TF_CPP_MIN_LOG_LEVEL": "2",

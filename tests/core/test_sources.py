@@ -12,24 +12,8 @@ import pytest
 
 import seqbatch
 from tests.encoded import encoded_series
+from tests.lazy import CountingSource
 from tests.same import assert_same_batches
-
-
-class CountingSource:
-    """An h5py-like dataset that records every read and refuses fancy indexing."""
-
-    def __init__(self, array: np.ndarray) -> None:
-        self._array = array
-        self.shape = array.shape
-        self.dtype = array.dtype
-        self.reads: list[tuple[int, int]] = []
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        assert isinstance(key, slice), f"only slices are supported, got {key!r}"
-        start, stop, step = key.indices(self.shape[0])
-        assert step == 1
-        self.reads.append((start, stop))
-        return self._array[key].copy()
 
 
 @pytest.mark.parametrize("remainder", ["drop", "pad"])

@@ -6,7 +6,7 @@ data (``tests.encoded``), in memory (read in the graph), lazy and in ``.npy`` fi
 numpy), sharded, per replica and over shuffled epochs. The loops that a user writes for torch
 and JAX (docs/guides/packing.md) are replayed through ``tests.replay``, a numpy LSTM that
 zeroes each row's state at its flagged steps. The Keras models trained on packed batches are
-in ``tests/test_pack_keras.py``, on every backend.
+in ``tests/keras/test_pack_keras.py``, on every backend.
 """
 
 from __future__ import annotations
@@ -27,15 +27,15 @@ from seqbatch.keras import StreamSequence
 from seqbatch.plan import StreamPlan
 from seqbatch.tf import to_dataset
 from seqbatch.view import EpochView
+from tests.doc_blocks import blocks
 from tests.encoded import encoded_series
 from tests.lazy import SliceOnly
 from tests.replay import from_keras, from_torch, lstm_replay
-from tests.test_docs import blocks
-from tests.test_pack import PackCase, packed_cases
-from tests.test_tf_dataset import assert_static_spec, assert_yields, rows_of
+from tests.strategies import PackCase, packed_cases
+from tests.tf_checks import assert_static_spec, assert_yields, rows_of
 from tests.weights import element_weight, real_step_weight
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 GUIDE = ROOT / "docs" / "guides" / "packing.md"
 
 HIDDEN = (

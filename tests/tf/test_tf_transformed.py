@@ -7,7 +7,7 @@ batches must still be refused, and so must any transformation that does not pass
 batches on one for one and in order, and a ``cache`` that would replay one layout in every
 epoch. The model records the first step of every row it trains on (``order_model``) and the
 data encodes its position, so a batch of the wrong epoch or order shows as a wrong number.
-``tests/test_tf_distributed_transformed.py`` does the same under ``tf.distribute``.
+``tests/tf/test_tf_distributed_transformed.py`` does the same under ``tf.distribute``.
 """
 
 from __future__ import annotations
@@ -26,8 +26,7 @@ import seqbatch
 from seqbatch.keras import BackupAndRestore, StatefulTraining
 from tests.encoded import encoded_series
 from tests.keras_models import first_steps, order_model
-from tests.test_backup import Interrupt, StopAt, batcher
-from tests.test_keras_fit import shuffled
+from tests.keras_runs import Interrupt, StopAt, batcher, shuffled
 
 # After Keras: on the torch backend, torch must load before TensorFlow (the other order
 # crashes in torch.optim).

@@ -34,7 +34,7 @@ import pytest
 
 pytestmark = [pytest.mark.keras]
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CHILD = ROOT / "tests" / "resume_child.py"
 SAVE_FREQ = 4
 TIMEOUT = 120  # seconds for one process, start to end
@@ -133,7 +133,7 @@ def test_a_run_killed_at_random_steps_ends_as_one_never_stopped(
 
     if adapter == "tf.data" and keras.backend.backend() != "tensorflow":
         # A child process that imports TensorFlow, then torch's optimizers, can crash
-        # (TensorFlow 2.21 beside triton); tests/test_backup.py resumes tf.data in-process on
+        # (TensorFlow 2.21 beside triton); tests/keras/test_backup.py resumes tf.data in-process on
         # every backend.
         pytest.skip("the tf.data adapter is killed and resumed with the TensorFlow backend")
     rng = np.random.default_rng(11 if adapter == "sequence" else 12)

@@ -24,12 +24,12 @@ from keras import ops
 
 import seqbatch
 from seqbatch.keras import StreamReset, StreamSequence
-from tests.encoded import SERIES_STRIDE, encoded_series
+from tests.encoded import encoded_series
+from tests.keras_runs import PACKED_LENGTHS, PACKED_WIDTH, SCALE, decode, packed_windows
 from tests.replay import from_keras, lstm_replay
 
 pytestmark = pytest.mark.keras
 
-SCALE = 4000
 
 RNNS: dict[str, Callable[[], keras.layers.Layer]] = {
     "LSTM": lambda: keras.layers.LSTM(4, stateful=True, return_sequences=True),
@@ -66,13 +66,6 @@ def alone(twin: keras.layers.Layer, series: np.ndarray) -> np.ndarray:
     return ops.convert_to_numpy(twin(series[None]))[0]
 
 
-def decode(x: np.ndarray) -> np.ndarray:
-    """(series, step) of every step of ``x`` ``(B, W, 1)``; series -1 on padding."""
-    code = np.rint(x[..., 0] * SCALE).astype(np.int64)
-    series, step = np.divmod(code, SERIES_STRIDE)
-    return np.stack([series - 1, step], axis=-1)
-
-
 # --- Per-stream flags (B,) around RNNs of nested states -------------------------------------
 
 
@@ -96,31 +89,6 @@ def test_stream_flags_around_rnns_of_cells_run_each_series_from_zero(kind: str) 
 
 
 # --- Per-step flags (B, W): packed windows ----------------------------------------------------
-
-# Series laid end to end in each stream: series 0 spans two windows, series 1 is one step
-# long and starts mid-window, series 3 and 4 share a window and series 5 starts on a window
-# boundary, series 7 runs through every window of stream 2 with no reset after its first.
-PACKED_LENGTHS = [[5, 1, 6], [2, 2, 3, 4], [12]]
-PACKED_WIDTH = 4
-
-
-def packed_windows() -> tuple[list[np.ndarray], list[tuple[np.ndarray, np.ndarray]]]:
-    """The series, and the batches ``(x, reset)`` of them packed end to end per stream."""
-    series, streams, flags = [], [], []
-    for lengths in PACKED_LENGTHS:
-        parts = [
-            encoded_series(len(series) + j, n, (1,), "float32") / SCALE
-            for j, n in enumerate(lengths)
-        ]
-        series += parts
-        starts = np.cumsum([0, *lengths[:-1]])
-        streams.append(np.concatenate(parts))
-        flags.append(np.isin(np.arange(sum(lengths)), starts))
-    steps = -(-max(len(s) for s in streams) // PACKED_WIDTH) * PACKED_WIDTH
-    x = np.stack([np.pad(s, ((0, steps - len(s)), (0, 0))) for s in streams])
-    reset = np.stack([np.pad(f, (0, steps - len(f))) for f in flags]).astype("float32")
-    W = PACKED_WIDTH
-    return series, [(x[:, k : k + W], reset[:, k : k + W]) for k in range(0, steps, W)]
 
 
 def run_packed(model: keras.Model) -> list[np.ndarray]:

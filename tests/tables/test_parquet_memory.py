@@ -14,7 +14,7 @@ import pytest
 
 from tests.parquet_child import SERIES_ROWS, write_encoded
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ROWS = 3_000_000  # 96 MB of float32 values, 3,000 series
 LIMIT_MB = 48.0
 BATCH_SIZE, KEPT = 16, 8

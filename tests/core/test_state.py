@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 
 import seqbatch
 from tests.encoded import encoded_series
-from tests.test_invariant import Case, cases
-from tests.test_sources import CountingSource
+from tests.lazy import CountingSource
+from tests.strategies import Case, cases
 
 FIELDS = ("x", "y", "sample_weight", "reset", "series", "position")
 

@@ -1,0 +1,1 @@
+"""The numpy core: the invariant, packing, flat data, sources, resume and errors."""

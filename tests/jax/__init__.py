@@ -1,0 +1,1 @@
+"""seqbatch.jax: the grain source and the JAX loop helpers."""

@@ -1,0 +1,1 @@
+"""seqbatch.keras on every Keras backend: layers, callbacks, fit, distribution."""

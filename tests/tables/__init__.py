@@ -1,0 +1,1 @@
+"""seqbatch.tables: long tables and Parquet."""

@@ -1,0 +1,1 @@
+"""The tf.data adapter and tf.distribute."""

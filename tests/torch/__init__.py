@@ -1,0 +1,1 @@
+"""seqbatch.torch: the dataset, sampler, loop helpers and DDP."""
