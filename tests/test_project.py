@@ -91,3 +91,16 @@ def test_no_tracked_file_cites_a_design_file_the_repository_lacks() -> None:
     ]
     assert not (ROOT / ABSENT).exists()
     assert citing == []
+
+
+def test_the_tests_mirror_the_package_and_no_test_file_imports_another() -> None:
+    tests = ROOT / "tests"
+    folders = {p.name for p in tests.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    # Every adapter package has its folder of tests.
+    adapters = {p.name for p in (ROOT / "seqbatch").iterdir() if (p / "__init__.py").exists()}
+    assert adapters <= folders, adapters - folders
+    importing = re.compile(r"^\s*(from|import)\s+tests\.(\w+\.)*test_\w+", re.M)
+    offenders = [
+        str(f.relative_to(ROOT)) for f in tests.rglob("*.py") if importing.search(f.read_text())
+    ]
+    assert offenders == [], f"import from a helper module instead: {offenders}"
