@@ -32,6 +32,10 @@ from seqbatch.packing import Packed, Pieces, Steps
 from seqbatch.segments import SegmentIndex
 
 Layout = Literal["split", "whole", "pack"]
+# Windows looked up at once: about this many (batch, stream) entries per run of batches, and
+# this many runs kept (one per set of streams read, and the one before).
+_LOOKUP_ENTRIES = 1 << 14
+_LOOKUP_RUNS_KEPT = 4
 Remainder = Literal["drop", "pad"]
 Align = Literal["start", "end"]
 
@@ -587,16 +591,39 @@ class StreamPlan:
             A :class:`Window` whose arrays have one entry per stream in ``streams``.
         """
         self._check_batch(k)
-        if self._C is not None:
-            lo, hi, step = streams.indices(self.batch_size)
-            return Window(*self._lookup(np.int64(k), np.arange(lo, hi, step, dtype=np.int64)))
-        if k < self.full_batches:
+        if self._C is None and k < self.full_batches:
             # Every window full, one segment per stream: no lookup needed.
             start = self._seg_start[streams] + k * self.sequence_length
             reset = self._all if k == 0 else self._none
             return Window(self._zeros[streams], start, self._full[streams], reset[streams])
         lo, hi, step = streams.indices(self.batch_size)
-        return Window(*self._lookup(np.int64(k), np.arange(lo, hi, step, dtype=np.int64)))
+        if self.layout == "pack":
+            return Window(*self._lookup(np.int64(k), np.arange(lo, hi, step, dtype=np.int64)))
+        # The windows of a run of batches are looked up at once and kept: a lookup costs a
+        # few numpy calls whatever the number of batches it covers, so batches read in order
+        # pay for it once per run (random access is as exact, only slower).
+        count = len(range(lo, hi, step))
+        run = max(1, _LOOKUP_ENTRIES // max(count, 1))
+        key = (lo, hi, step, int(k) // run)
+        chunks = self.__dict__.setdefault("_chunks", {})
+        chunk = chunks.get(key)
+        if chunk is None:
+            first = key[3] * run
+            ks = np.arange(first, min(first + run, self._n_batches), dtype=np.int64)[:, None]
+            chunk = self._lookup(ks, np.arange(lo, hi, step, dtype=np.int64))
+            for a in chunk:
+                a.flags.writeable = False
+            if len(chunks) >= _LOOKUP_RUNS_KEPT:
+                chunks.pop(next(iter(chunks)))
+            chunks[key] = chunk
+        row = int(k) - key[3] * run
+        return Window(*(a[row] for a in chunk))
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The looked-up windows are a cache: a pickled plan (a worker's) leaves them behind.
+        state = dict(self.__dict__)
+        state.pop("_chunks", None)
+        return state
 
     def _check_batch(self, k: int) -> None:
         if isinstance(k, bool) or not isinstance(k, numbers.Integral):
