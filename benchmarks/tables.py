@@ -84,11 +84,6 @@ def parquet_file(path: Path, rows: int) -> Path:
     return path
 
 
-def _small_stacks() -> None:
-    # glibc gives each new thread a stack of RLIMIT_STACK bytes, and a stack is data.
-    resource.setrlimit(resource.RLIMIT_STACK, (2**20, resource.getrlimit(resource.RLIMIT_STACK)[1]))
-
-
 def probe(mode: str, *args: Any) -> dict[str, Any]:
     """Run :func:`measure` in a fresh process and return its figures."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -100,7 +95,6 @@ def probe(mode: str, *args: Any) -> dict[str, Any]:
         [sys.executable, "-m", "benchmarks.tables", "--probe", mode, *map(str, args)],
         cwd=ROOT,
         env=env,
-        preexec_fn=_small_stacks if mode == "limited" else None,
         capture_output=True,
         text=True,
         check=False,
@@ -278,7 +272,22 @@ def run(sizes: Sizes, workdir: Path) -> list[Row]:
     return _frame_rows(sizes) + _parquet_rows(sizes, workdir)
 
 
+def _small_stacks() -> None:
+    """Run this probe again with 1 MB stacks: glibc sizes every thread's stack by
+    ``RLIMIT_STACK`` as the process starts, and a stack is data (set here, not between fork
+    and exec in a parent that has threads)."""
+    if os.environ.get("SEQBATCH_SMALL_STACKS") == "1":
+        return
+    hard = resource.getrlimit(resource.RLIMIT_STACK)[1]
+    small = 2**20 if hard == resource.RLIM_INFINITY else min(2**20, hard)
+    resource.setrlimit(resource.RLIMIT_STACK, (small, hard))
+    argv = [sys.executable, "-m", "benchmarks.tables", *sys.argv[1:]]
+    os.execve(sys.executable, argv, {**os.environ, "SEQBATCH_SMALL_STACKS": "1"})
+
+
 if __name__ == "__main__":
+    if sys.argv[1:3] == ["--probe", "limited"]:
+        _small_stacks()
     if sys.argv[1:2] == ["--probe"]:
         print(json.dumps(measure(sys.argv[2], sys.argv[3:])))
     else:

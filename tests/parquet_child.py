@@ -9,14 +9,15 @@ batcher of FILE and streams one epoch, checking every batch against the encoding
 sampling ``RssAnon`` at each. At the end, still under the limit, it tries to allocate as many
 bytes as FILE has values: that must fail, or the limit did not bind.
 
-The parent starts it with a small ``RLIMIT_STACK`` (glibc sizes thread stacks by it), Arrow's
-``system`` allocator (its default, mimalloc, maps a large region as it loads, before the
+It runs itself again with a small ``RLIMIT_STACK`` first (glibc sizes thread stacks by it).
+The parent starts it with Arrow's ``system`` allocator (its default, mimalloc, maps a large region as it loads, before the
 limit, and allocates inside it unseen) and one malloc arena.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import resource
 import sys
 from pathlib import Path
@@ -31,12 +32,12 @@ COLUMN_STRIDE = 1_000_000
 
 def write_encoded(path: Path, rows: int, row_group_size: int = 16_384) -> float:
     """A sorted file of series of 1,000 rows; ``v{j}`` of series ``s`` at step ``t`` holds
-    ``1000 * s + t + 1_000_000 * j`` (exact in float32 below 3,000 series). Returns the MB of
+    ``1000 * s + t + 1_000_000 * j`` (exact in float32 up to 9,000 series). Returns the MB of
     float32 values."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    assert rows // SERIES_ROWS <= 3_000
+    assert rows // SERIES_ROWS <= 9_000
     schema = pa.schema(
         [("id", pa.int64()), ("t", pa.int64()), *((n, pa.float32()) for n in FEATURES)]
     )
@@ -118,6 +119,20 @@ def main(path: str, warm: str, limit_mb: float, batch_size: int, kept: int) -> d
     }
 
 
+def small_stacks() -> None:
+    """Run this module again with 1 MB stacks: glibc sizes every thread's stack by
+    ``RLIMIT_STACK`` as the process starts, and a stack is data. (Set here, not in the parent
+    before ``exec``: a parent with threads must not run Python between fork and exec.)"""
+    if os.environ.get("SEQBATCH_SMALL_STACKS") == "1":
+        return
+    hard = resource.getrlimit(resource.RLIMIT_STACK)[1]
+    small = 2**20 if hard == resource.RLIM_INFINITY else min(2**20, hard)
+    resource.setrlimit(resource.RLIMIT_STACK, (small, hard))
+    argv = [sys.executable, "-m", "tests.parquet_child", *sys.argv[1:]]
+    os.execve(sys.executable, argv, {**os.environ, "SEQBATCH_SMALL_STACKS": "1"})
+
+
 if __name__ == "__main__":
+    small_stacks()
     file, warm_file, limit_mb, batch_size, kept = sys.argv[1:6]
     print(json.dumps(main(file, warm_file, float(limit_mb), int(batch_size), int(kept))))
