@@ -111,7 +111,10 @@ class RowGroups:
         fragment = self._fragments[f]
         # One row group is decoded fastest on this thread.
         table = fragment.subset(row_group_ids=[i]).to_table(
-            schema=self.dataset.schema, columns=list(columns), use_threads=False
+            schema=self.dataset.schema,
+            columns=list(columns),
+            use_threads=False,
+            memory_pool=_pool(),
         )
         self.reads += 1
         refuse_missing(
@@ -213,7 +216,11 @@ def index(dataset: Any, c: Columns) -> tuple[np.ndarray, np.ndarray, GridCheck |
     for fragment in dataset.get_fragments():
         # One batch at a time: read ahead, the scan would hold many of them at once.
         scan = fragment.to_batches(
-            schema=dataset.schema, columns=keys, batch_readahead=0, use_threads=False
+            schema=dataset.schema,
+            columns=keys,
+            batch_readahead=0,
+            use_threads=False,
+            memory_pool=_pool(),
         )
         for batch in scan:
             if batch.num_rows == 0:
@@ -370,3 +377,16 @@ def sort_parquet(
         keys[name] = column
     order = pc.sort_indices(pa.table(keys), [(name, "ascending") for name in names])
     pq.write_table(table.take(order), os.fspath(destination), row_group_size=row_group_size)
+
+
+def _pool() -> Any:
+    """The Arrow memory pool of seqbatch's reads: the system allocator's.
+
+    Each row group is decoded, copied into numpy and freed at once. Arrow's default pool
+    (mimalloc or jemalloc) keeps much of what was freed, more over a longer epoch, so that an
+    epoch's memory grew with the file's size; malloc hands the same blocks back for the next
+    row group, and the epoch stays flat (docs/benchmarks.md, "Long tables and Parquet").
+    """
+    import pyarrow as pa
+
+    return pa.system_memory_pool()
