@@ -23,7 +23,6 @@ SIZE`` prints the figures as JSON (it runs in a process of its own: TensorFlow a
 from __future__ import annotations
 
 import json
-import os
 import sys
 import sysconfig
 import time
@@ -148,8 +147,11 @@ def measure(size_name: str) -> dict[str, Any]:
     import seqbatch
     from seqbatch.torch import StreamDataset, StreamState, reset_rows, weighted_mean
 
-    torch.set_num_threads(min(4, os.cpu_count() or 1))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cpu":
+        # As in benchmarks.packing_fit: on a machine shared with other work, torch's pool of
+        # threads ran these steps many times slower than one thread.
+        torch.set_num_threads(1)
     size = SIZES[size_name]
     (train_values, train_offsets), (val_values, val_offsets) = corpus(size)
 
