@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from seqbatch.runs import Runs, runs
 
-_ONE = np.ones((), dtype=np.float64)  # the lr_scale of windows of one length, shared read-only
-_ONE.flags.writeable = False
+_ONE = np.float64(1.0)  # the lr_scale of windows of one length
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -52,10 +51,10 @@ class Batch:
             of every step, ``-1`` on padding. Column 0 is ``series``.
         step_position: ``(B, W)`` int64 with ``series_boundary="pack"``, else None: the step
             of that series, ``-1`` on padding. Column 0 is ``position``.
-        lr_scale: ``()`` float64, ``length / nominal``: what to multiply the learning rate of
-            this batch by when the window lengths vary (``sequence_length`` a schedule: see
-            :mod:`seqbatch.lengths`); 1.0 for an int ``sequence_length``. An array, as every
-            field is (``float(b.lr_scale)`` gives the number).
+        lr_scale: a float64 numpy scalar, ``length / nominal``: what to multiply the learning
+            rate of this batch by when the window lengths vary (``sequence_length`` a schedule:
+            see :mod:`seqbatch.lengths`); 1.0 for an int ``sequence_length``. A numpy scalar,
+            with a dtype and a shape ``()`` as the other fields have.
 
     The reset flags in the formats of state-space and linear-attention kernels are
     properties, computed on first use: :attr:`seq_idx`, :attr:`cu_seqlens` and
@@ -82,7 +81,7 @@ class Batch:
     step_reset: np.ndarray | None = None
     step_series: np.ndarray | None = None
     step_position: np.ndarray | None = None
-    lr_scale: np.ndarray = field(default_factory=lambda: _ONE)
+    lr_scale: np.float64 = _ONE
 
     @property
     def length(self) -> int:

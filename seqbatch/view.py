@@ -83,6 +83,7 @@ class EpochView:
 
     def _start_caches(self) -> None:
         """Empty the caches derived from the data: built on first use, never pickled."""
+        self._varying = _lengths.is_schedule(self.layout.sequence_length)
         self._plans: dict[int, tuple[StreamPlan, Any]] = {}
         self._ones_cache: np.ndarray | None = None
         W, same = self.layout.sequence_length, self.target_sources is self.sources
@@ -132,7 +133,7 @@ class EpochView:
     @property
     def varying(self) -> bool:
         """Whether the window lengths vary: ``sequence_length`` is a callable."""
-        return _lengths.is_schedule(self.layout.sequence_length)
+        return self._varying
 
     def __len__(self) -> int:
         return len(self.plan(0))
@@ -213,7 +214,7 @@ class EpochView:
             return self._packed(plan, k)
         if plan.schedule is not None:
             batch = self.read(plan.window(k, self.streams), plan.length(k))
-            return dataclasses.replace(batch, lr_scale=np.array(plan.lr_scale(k)))
+            return dataclasses.replace(batch, lr_scale=np.float64(plan.lr_scale(k)))
         if views is not None and k < len(views[0]):
             full = self._ones
             weight = full if self.layout.return_sequences or views[1] is None else full[:, 0]
@@ -307,4 +308,4 @@ class EpochView:
         steps_of = (steps.reset, steps.series, steps.position)
         if plan.schedule is None:
             return Batch(x, y, weight, *first, *steps_of)
-        return Batch(x, y, weight, *first, *steps_of, np.array(plan.lr_scale(k)))
+        return Batch(x, y, weight, *first, *steps_of, np.float64(plan.lr_scale(k)))

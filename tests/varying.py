@@ -30,7 +30,7 @@ class Table:
 
 @dataclass
 class VaryingCase:
-    layout: str  # "single", "reset", "concat" or "pack"
+    layout: str  # "single", "reset", "concat", "pack", or "pack1" (one array, packed)
     lengths: list[int]
     table: Table
     batch_size: int
@@ -58,11 +58,12 @@ class VaryingCase:
         targets: Any = self.targets
         if targets == "arrays":
             targets = [-s for s in series]
-            targets = targets[0] if self.layout == "single" else targets
+            targets = targets[0] if self.layout in ("single", "pack1") else targets
         if self.lazy:
             series = [SliceOnly(s) for s in series]
-        data = series[0] if self.layout == "single" else series
+        data = series[0] if self.layout in ("single", "pack1") else series
         boundary = {"single": "reset", "reset": "reset", "concat": "concat", "pack": "pack"}
+        boundary["pack1"] = "pack"
         return seqbatch.StreamBatcher(
             data,
             targets,
@@ -85,14 +86,16 @@ class VaryingCase:
             "target_arrays": self.targets == "arrays",
             "window": lambda k: self.table(epoch, k),
         }
-        if self.layout == "pack":
-            return check_packed_epoch(batches, self.lengths, single=False, **args)
+        if self.layout in ("pack", "pack1"):
+            single = self.layout == "pack1"
+            return check_packed_epoch(batches, self.lengths, single=single, **args)
         return check_epoch(batches, self.lengths, concat=self.layout == "concat", **args)
 
 
 @st.composite
 def varying_cases(
-    draw: st.DrawFn, layouts: tuple[str, ...] = ("single", "reset", "concat", "pack")
+    draw: st.DrawFn,
+    layouts: tuple[str, ...] = ("single", "reset", "concat", "pack", "pack1"),
 ) -> VaryingCase:
     """A drawn schedule (lengths of 1 among them, and longer than some series) and data that
     fills the streams under every epoch's first window, decided from the rules."""
@@ -104,13 +107,13 @@ def varying_cases(
     remainder = draw(st.sampled_from(["drop", "pad"]))
     shuffle = draw(st.booleans())
     longest = max(table.table)
-    if layout in ("single", "concat"):
+    if layout in ("single", "concat", "pack1"):
         # The first window of an epoch is at most `longest` steps, and a shuffled cut starts
         # up to its length - 1 steps in.
         slack = longest - 1 if shuffle else 0
         need = shift + (B * longest + slack if remainder == "drop" else B + slack)
         total = draw(st.integers(need, need + 150))
-        if layout == "single":
+        if layout != "concat":
             lengths = [total]
         else:
             lengths = draw(st.lists(st.integers(1, 40), min_size=1, max_size=6))

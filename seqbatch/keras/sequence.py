@@ -252,7 +252,7 @@ class StreamSequence(keras.utils.PyDataset):
         b = self.batches
         W = self._width()
         if b.varying:
-            _check_varying(call, b, len(self))
+            _check_varying(call, b, len(b))
         y_shape = None
         if b.target_shape is not None:
             steps = (W,) if b.return_sequences else ()

@@ -82,7 +82,7 @@ class TensorBatch:
             None: zero the stream's state right before each flagged step.
         step_series: ``(B, W)`` int64 for packed batches, else None: the series of each step.
         step_position: ``(B, W)`` int64 for packed batches, else None: the step of that series.
-        lr_scale: ``()`` float64, ``length / nominal`` when the window lengths vary, else 1.0:
+        lr_scale: a ``()`` float64 tensor, ``length / nominal`` when the window lengths vary, else 1.0:
             what to multiply this batch's learning rate by (see :mod:`seqbatch.lengths`).
         epoch: the epoch of the batch, an int, as :class:`StreamDataset` serves it (None from
             :meth:`from_batch` without ``epoch``).

@@ -8,6 +8,7 @@ each distinct length traces the step again: the schedule has few of them.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import keras
@@ -23,8 +24,10 @@ from tests.varying import Table
 pytestmark = pytest.mark.keras
 
 B, F = 2, 3
-SCHEDULE = Table((3, 1, 5, 2))
-# 38 usable steps per stream: epoch 0's windows end at 37 (14 batches), epoch 1's at 34 (13).
+# Two lengths (each traces the step again under JAX), one of them a single step.
+SCHEDULE = Table((3, 1))
+# 38 usable steps per stream: epoch 0's windows (3, 1, 3, ...) end at 36 (18 batches),
+# epoch 1's (1, 3, 1, ...) at 37 (19 batches).
 T = 2 * 38 + 1
 
 
@@ -51,7 +54,7 @@ def test_a_model_with_an_open_time_axis_carries_the_replays_states() -> None:
     weights = from_keras(*(to_numpy(w) for w in lstm.cell.weights))
     sequence = batches.to_keras_sequence(reset_input=True)
     state: Any = None
-    for epoch, count in ((0, 14), (1, 13)):
+    for epoch, count in ((0, 18), (1, 19)):
         assert len(sequence) == count
         seen = States()
         model.fit(
@@ -78,7 +81,7 @@ def test_one_fit_over_epochs_of_unequal_counts_is_refused() -> None:
     batches = seqbatch.StreamBatcher(data(), batch_size=B, sequence_length=SCHEDULE)
     model = lstm_model(B, None, F, F, reset_input=False)  # type: ignore[arg-type]
     model.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse")
-    with pytest.raises(ValueError, match=r"Call fit\(\) once per epoch.*\{0: 14, 1: 13\}"):
+    with pytest.raises(ValueError, match=r"Call fit\(\) once per epoch.*\{0: 18, 1: 19\}"):
         model.fit(
             quiet_sequence(batches),
             epochs=2,
@@ -108,3 +111,61 @@ def test_the_weights_make_the_reported_loss_the_mean_over_real_steps() -> None:
         assert ((weight > 0) == (batches[k].sample_weight > 0)).all()
         reported += weight.sum() / weight.size  # a loss of 1 on every real step, per batch
     assert reported / len(sequence) == pytest.approx(1.0, rel=1e-6)
+
+
+class Interrupt(Exception):
+    pass
+
+
+class StopAt(keras.callbacks.Callback):
+    def __init__(self, at: int) -> None:
+        super().__init__()
+        self.at, self.steps = at, 0
+
+    def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+        self.steps += 1
+        if self.steps == self.at:
+            raise Interrupt
+
+
+def test_backup_and_restore_resumes_a_varying_epoch_at_the_saved_batch(tmp_path: Any) -> None:
+    from seqbatch.keras import BackupAndRestore
+    from tests.encoded import encoded_series
+    from tests.keras_models import first_steps, order_model
+
+    def batcher() -> seqbatch.StreamBatcher:
+        # Two lengths only: under JAX each distinct length traces the step again.
+        series = [encoded_series(s, 9 + 4 * s, (1,), "float32") for s in range(7)]
+        return seqbatch.StreamBatcher(
+            series,
+            batch_size=2,
+            sequence_length=Table((2, 3)),
+            remainder="pad",
+            shuffle=True,
+            seed=3,
+        )
+
+    expected = first_steps(batcher(), range(2))
+    n0 = batcher().view.n_batches(0)
+    assert n0 > 6
+    seen: list[list[float]] = []
+    # Epoch 0 stopped after step 5 (saved at 3), then run again to its end; then epoch 1.
+    for stop, epoch in [(5, 0), (None, 0), (None, 1)]:
+        batches = batcher()
+        batches.set_epoch(epoch)
+        model, recorder = order_model(2, None)  # type: ignore[arg-type]
+        callbacks = [BackupAndRestore(tmp_path / "backup", save_freq=3), StatefulTraining()]
+        callbacks += [recorder] + ([StopAt(stop)] if stop else [])
+        with contextlib.suppress(Interrupt):
+            model.fit(
+                quiet_sequence(batches),
+                shuffle=False,
+                epochs=epoch + 1,
+                initial_epoch=epoch,
+                verbose=0,
+                callbacks=callbacks,
+            )
+        seen.append(recorder.seen)
+    assert seen[0] == expected[:5]
+    assert seen[1] == expected[3:n0]
+    assert seen[2] == expected[n0:]
