@@ -96,7 +96,9 @@ def backend_dependent(path: Path) -> bool:
 def test_page_examples_run(path: Path, tmp_path: Path) -> None:
     name = str(path.relative_to(ROOT))
     done = subprocess.run(
-        [sys.executable, __file__, str(path), name],
+        # As a module: run as a script, tests/ would come first on sys.path, and its keras/
+        # and torch/ folders of tests would hide the packages of those names.
+        [sys.executable, "-m", "tests.test_docs", str(path), name],
         cwd=tmp_path,
         capture_output=True,
         text=True,

@@ -35,7 +35,9 @@ import pytest
 pytestmark = [pytest.mark.keras]
 
 ROOT = Path(__file__).resolve().parents[2]
-CHILD = ROOT / "tests" / "resume_child.py"
+# Run as a module: run as a script, tests/ would come first on sys.path, and its keras/ and
+# torch/ folders of tests would hide the packages of those names.
+CHILD = "tests.resume_child"
 SAVE_FREQ = 4
 TIMEOUT = 120  # seconds for one process, start to end
 
@@ -67,7 +69,8 @@ def run_child(adapter: str, backup: str, out: str, kill: Kill | None, log: Path)
     }
     with log.open("a") as stderr:
         child = subprocess.Popen(
-            [sys.executable, str(CHILD), backup, out, adapter],
+            [sys.executable, "-m", CHILD, backup, out, adapter],
+            cwd=ROOT,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=stderr,
