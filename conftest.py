@@ -23,6 +23,15 @@ def keras_backend() -> str:
     return os.environ.get("KERAS_BACKEND", "tensorflow")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # On the torch backend, Keras imports torch._dynamo and with it triton, and triton crashes
+    # the process (a segmentation fault) when TensorFlow was imported first. Test modules
+    # that use tf.data import TensorFlow as they are collected, in the order of their folders,
+    # so Keras, and torch with it, is imported here, before any of them.
+    if keras_backend() == "torch" and importlib.util.find_spec("keras") is not None:
+        import keras  # noqa: F401
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     has_tensorflow = importlib.util.find_spec("tensorflow") is not None
