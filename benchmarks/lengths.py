@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +29,7 @@ from typing import Any
 import numpy as np
 
 import seqbatch
-from benchmarks.report import Row, rows_table, speed_ratio
+from benchmarks.report import Row, in_own_process, rows_table, speed_ratio
 from benchmarks.sizes import FULL, QUICK, Sizes
 
 
@@ -199,22 +197,7 @@ def run(sizes: Sizes, workdir: Path) -> list[Row]:
     del workdir
     size = "quick" if sizes is QUICK else "full"
     setting = SETTINGS[size]
-    root = Path(__file__).resolve().parent.parent
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
-    }
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.lengths", "--measure", size],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"benchmarks.lengths failed:\n{done.stderr[-3000:]}")
-    m = json.loads(done.stdout.strip().splitlines()[-1])
+    m = in_own_process("benchmarks.lengths", "--measure", size)
     tokens, awd_tokens = m["tokens"], m["awd_tokens"]
     fixed_loss, awd_loss, fixed_s, awd_s = m["fixed_loss"], m["awd_loss"], m["fixed_s"], m["awd_s"]
     model_case = (

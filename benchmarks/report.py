@@ -137,22 +137,29 @@ def on_backend(module: str, backend: str, *args: str) -> dict[str, Any]:
     """Run ``python -m module backend *args`` with ``KERAS_BACKEND=backend``, in a process of
     its own (Keras reads its backend once per process), and return the JSON of its last line.
     """
+    result: dict[str, Any] = in_own_process(
+        module, backend, *args, env={"KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    )
+    return result
+
+
+def in_own_process(module: str, *args: str, env: dict[str, str] | None = None) -> Any:
+    """Run ``python -m module *args`` in a fresh process, with this checkout first on the
+    path and ``env`` added to the environment, and return the JSON of its last line."""
     root = Path(__file__).resolve().parent.parent
-    env = {
-        **os.environ,
-        "KERAS_BACKEND": backend,
-        "TF_CPP_MIN_LOG_LEVEL": "3",
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
-    }
     done = subprocess.run(
-        [sys.executable, "-m", module, backend, *args],
+        [sys.executable, "-m", module, *args],
         cwd=root,
-        env=env,
+        env={
+            **os.environ,
+            **(env or {}),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
+        },
         capture_output=True,
         text=True,
         check=False,
     )
     if done.returncode != 0:
-        raise RuntimeError(f"{module} on {backend} failed:\n{done.stderr[-3000:]}")
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
+        what = " ".join((module, *args))
+        raise RuntimeError(f"{what} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])

@@ -30,9 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.data import series, series_lengths
-from benchmarks.report import Row, run_alone, speed_ratio
+from benchmarks.report import Row, in_own_process, run_alone, speed_ratio
 from benchmarks.sizes import FULL, QUICK, Sizes
 
 FEATURES, UNITS = 8, 64
@@ -167,22 +164,7 @@ def measure(size_name: str) -> list[dict[str, Any]]:
 def measured(size_name: str) -> list[dict[str, Any]]:
     """:func:`measure` in a process of its own: torch.optim must not share a process with
     the TensorFlow that the other sections import."""
-    root = Path(__file__).resolve().parent.parent
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
-    }
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.unroll", "--measure", size_name],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"benchmarks.unroll failed:\n{done.stderr[-3000:]}")
-    result: list[dict[str, Any]] = json.loads(done.stdout.strip().splitlines()[-1])
+    result: list[dict[str, Any]] = in_own_process("benchmarks.unroll", "--measure", size_name)
     return result
 
 

@@ -14,14 +14,12 @@ before TensorFlow initialises its devices, which other tests in the session may 
 from __future__ import annotations
 
 import json
-import os
-import pathlib
-import subprocess
-import sys
 from typing import Any
 
 import numpy as np
 import pytest
+
+from tests.workers import run_script
 
 pytestmark = [pytest.mark.needs_tensorflow, pytest.mark.tensorflow_backend]
 
@@ -38,18 +36,7 @@ def data() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def run() -> dict[str, Any]:
-    root = pathlib.Path(__file__).resolve().parents[2]
-    env = {
-        **os.environ,
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-        "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
-    }
-    proc = subprocess.run(
-        [sys.executable, __file__], capture_output=True, text=True, timeout=300, env=env
-    )
-    assert proc.returncode == 0, proc.stderr[-5000:]
-    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return result
+    return run_script(__file__, timeout=300)
 
 
 @pytest.mark.parametrize("way", ["experimental_distribute_dataset", "from_function"])

@@ -14,14 +14,12 @@ be set before TensorFlow initialises its devices.
 from __future__ import annotations
 
 import json
-import os
-import pathlib
-import subprocess
-import sys
 from typing import Any
 
 import numpy as np
 import pytest
+
+from tests.workers import run_script
 
 pytestmark = [pytest.mark.needs_tensorflow, pytest.mark.tensorflow_backend]
 
@@ -40,18 +38,7 @@ def shuffled() -> Any:
 
 @pytest.fixture(scope="module")
 def run() -> dict[str, Any]:
-    root = pathlib.Path(__file__).resolve().parents[2]
-    env = {
-        **os.environ,
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-        "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
-    }
-    proc = subprocess.run(
-        [sys.executable, __file__], capture_output=True, text=True, timeout=600, env=env
-    )
-    assert proc.returncode == 0, proc.stderr[-5000:]
-    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return result
+    return run_script(__file__, timeout=600)
 
 
 def expected(epochs: range) -> list[list[list[float]]]:

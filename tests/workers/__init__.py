@@ -12,6 +12,7 @@ time is up, so that a worker blocked on a peer that died never outlives its test
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -20,6 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -86,3 +88,20 @@ def run_workers(module: str, envs: list[dict[str, str]], *, timeout: float) -> N
         raise AssertionError(
             f"{module}: a process failed, or the time ({timeout} s) ran out:\n" + "\n".join(reports)
         )
+
+
+def run_script(path: str, *, timeout: float) -> dict[str, Any]:
+    """Run the test file ``path`` as a script in a fresh process (its ``__main__`` part sets up
+    devices that one process cannot change once TensorFlow starts) and return the JSON of its
+    last line of output."""
+    env = {
+        **os.environ,
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    proc = subprocess.run(
+        [sys.executable, path], capture_output=True, text=True, timeout=timeout, env=env
+    )
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
