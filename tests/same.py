@@ -36,3 +36,17 @@ def assert_same_batches(a: Any, b: Any, ks: Iterable[int] | None = None) -> None
             assert (va is None) == (vb is None), (k, name)
             if va is not None:
                 np.testing.assert_array_equal(va, vb, err_msg=f"batch {k}, {name}")
+
+
+def assert_shards_join(whole: Any, shards: list[Any]) -> None:
+    """Batch ``k`` of ``whole`` is the rows of batch ``k`` of ``shards``, one after another,
+    in every field (a field that ``whole`` lacks, every shard lacks too)."""
+    for k in range(len(whole)):
+        batch = whole[k]
+        parts = [s[k] for s in shards]
+        for field in FIELDS:
+            if getattr(batch, field) is None:
+                assert all(getattr(p, field) is None for p in parts), (k, field)
+                continue
+            joined = np.concatenate([getattr(p, field) for p in parts])
+            assert np.array_equal(joined, getattr(batch, field)), (k, field)

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 import seqbatch
 from tests.encoded import encoded_series
+from tests.same import assert_shards_join
 from tests.strategies import Case, cases
 
 
@@ -86,15 +87,7 @@ def test_shards_are_disjoint_and_their_union_is_the_batch(case: Case, data: st.D
         range(i * case.batch_size // count, (i + 1) * case.batch_size // count)
         for i in range(count)
     ]
-    for k in range(len(batches)):
-        whole = batches[k]
-        parts = [s[k] for s in shards]
-        for field in ("x", "y", "sample_weight", "reset", "series", "position"):
-            if getattr(whole, field) is None:
-                assert all(getattr(p, field) is None for p in parts)
-                continue
-            joined = np.concatenate([getattr(p, field) for p in parts])
-            assert np.array_equal(joined, getattr(whole, field)), field
+    assert_shards_join(batches, shards)
     for s in shards:
         case.check(s)
 

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 import seqbatch
 from tests.encoded import encoded_series
 from tests.lazy import CountingSource
-from tests.same import FIELDS
+from tests.same import FIELDS, assert_shards_join
 from tests.strategies import (
     PackCase,
     one_by_one_loads,
@@ -85,15 +85,7 @@ def test_packed_shards_are_disjoint_and_their_union_is_the_batch(
     for s in [*shards, batches]:
         s.set_epoch(case.epoch)
     assert all(len(s) == len(batches) for s in shards)
-    for k in range(len(batches)):
-        whole = batches[k]
-        parts = [s[k] for s in shards]
-        for field in FIELDS:
-            if getattr(whole, field) is None:
-                assert all(getattr(p, field) is None for p in parts)
-                continue
-            joined = np.concatenate([getattr(p, field) for p in parts])
-            assert np.array_equal(joined, getattr(whole, field)), field
+    assert_shards_join(batches, shards)
     for s in shards:
         case.check(s)
 
