@@ -152,11 +152,12 @@ class WindowReader:
         rows, width = steps.series.shape
         shape = (width, *self.shape[1:])
         padding = steps.series < 0
+        padded = bool(padding.any())
         if self.values is not None:
             assert self.offsets is not None
             at = self.offsets[steps.series]
             at += steps.position
-            if padding.any():
+            if padded:
                 at[padding] = 0
             outs = np.empty((len(shifts), rows, *shape), self.dtype)
             done = 0
@@ -178,7 +179,7 @@ class WindowReader:
                 run = self.sources[series][start : start + length + extra]
                 for out, shift in zip(flat, shifts, strict=True):
                     out[at_ : at_ + length] = run[shift : shift + length]
-        if padding.any():
+        if padded:
             outs[:, padding] = 0
         return list(outs)
 
