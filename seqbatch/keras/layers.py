@@ -53,6 +53,102 @@ class _StepReset(keras.layers.Layer):
         return self.cell(x, states, **kwargs)
 
 
+def _torch_fused(layer: Any, x: Any, reset: Any, training: bool | None) -> Any:
+    """``(output, final states)`` of ``layer`` over the window through torch's fused kernel,
+    with the state zeroed at the flagged steps, or None where that would not be exact.
+
+    On the torch backend Keras runs eagerly, so the window may be cut into its runs (the
+    stretches between two flagged steps), each run whole in ``torch.lstm``, ``torch.gru``
+    or ``torch.rnn_tanh`` on the layer's own weights, by ``seqbatch.torch``'s decomposition
+    (``run_window``). Every step of the window runs, padding included, as in the cell loop,
+    so the outputs, the final states and the gradients are the loop's. Only for a plain
+    ``LSTM``, ``GRU`` (``reset_after=True``) or ``SimpleRNN`` with the activations, bias
+    and float32 computation that the kernel reproduces, and no dropout in training; not
+    while torch traces or compiles (the cuts depend on the flags' values).
+    """
+    if keras.backend.backend() != "torch":
+        return None
+    kind = _fused_kind(layer, training)
+    if kind is None:
+        return None
+    import torch
+
+    if (
+        not isinstance(x, torch.Tensor)
+        or not isinstance(reset, torch.Tensor)
+        or x.device.type == "meta"
+        or x.ndim != 3
+        or torch.jit.is_tracing()
+        or torch.compiler.is_compiling()
+    ):
+        return None
+    flags = reset.detach().to("cpu")
+    starts = flags != 0
+    if not bool(torch.all((flags == 0) | (flags == 1))):
+        return None  # a flag other than 0 or 1 scales the state: only the loop does that
+    from seqbatch.torch.runs import run_window
+
+    cell = layer.cell
+    kernel, recurrent, bias = (
+        ops.convert_to_tensor(w) for w in (cell.kernel, cell.recurrent_kernel, cell.bias)
+    )
+    gates = {"lstm": 4, "gru": 3, "rnn": 1}[kind]
+    if kind == "gru":
+        # Keras's gates z, r, h against torch's r, z, n; bias rows: input, recurrent.
+        def reorder(w: Any) -> Any:
+            z, r, h = torch.chunk(w, 3, dim=-1)
+            return torch.cat([r, z, h], dim=-1)
+
+        kernel, recurrent = reorder(kernel), reorder(recurrent)
+        bias_ih, bias_hh = reorder(bias[0]), reorder(bias[1])
+    else:
+        # LSTM: the gates i, f, c, o of both; one bias, added on the input side.
+        bias_ih, bias_hh = bias, torch.zeros_like(bias)
+    params = [kernel.T.contiguous(), recurrent.T.contiguous(), bias_ih, bias_hh]
+    step = {"lstm": torch.lstm, "gru": torch.gru, "rnn": torch.rnn_tanh}[kind]
+    train = torch.is_grad_enabled()
+
+    def call(inputs: Any, state: Any) -> Any:
+        out, *new = step(inputs, state, params, True, 1, 0.0, train, False, True)
+        return out, tuple(new) if kind == "lstm" else new[0]
+
+    # Copies, as in the loop: the assignment of the final states writes into the variables.
+    states = [ops.copy(s)[None] for s in layer.states]
+    state = tuple(states) if kind == "lstm" else states[0]
+    B, W = x.shape[0], x.shape[1]
+    units = recurrent.shape[1] // gates
+    lengths = torch.full((B,), W, dtype=torch.long)
+    outputs, final = run_window(call, x.to(kernel.dtype), starts, lengths, state, units)
+    final = [t[0] for t in (final if kind == "lstm" else (final,))]
+    return (outputs if layer.return_sequences else outputs[:, -1]), final
+
+
+def _fused_kind(layer: Any, training: bool | None) -> str | None:
+    """``"lstm"``, ``"gru"`` or ``"rnn"``: the torch kernel that computes ``layer`` exactly."""
+    kinds = {
+        keras.layers.LSTM: ("lstm", keras.layers.LSTMCell),
+        keras.layers.GRU: ("gru", keras.layers.GRUCell),
+        keras.layers.SimpleRNN: ("rnn", keras.layers.SimpleRNNCell),
+    }
+    if type(layer) not in kinds:
+        return None
+    kind, cell_type = kinds[type(layer)]
+    cell = layer.cell
+    exact = (
+        type(cell) is cell_type
+        and not layer.unroll
+        and not layer.go_backwards
+        and cell.use_bias
+        and cell.activation is keras.activations.tanh
+        and (kind == "rnn" or cell.recurrent_activation is keras.activations.sigmoid)
+        and (kind != "gru" or cell.reset_after)
+        and not (training and (cell.dropout > 0 or cell.recurrent_dropout > 0))
+        and layer.compute_dtype == "float32"
+        and layer.variable_dtype == "float32"
+    )
+    return kind if exact else None
+
+
 @keras.saving.register_keras_serializable(package="seqbatch")
 class StreamReset(keras.layers.Wrapper):
     """A stateful RNN that zeroes the state of exactly the streams, or steps, flagged in ``reset``.
@@ -179,6 +275,21 @@ class StreamReset(keras.layers.Wrapper):
     def _call_per_step(self, x: Any, reset: Any, training: bool | None) -> Any:
         assert self._steps is not None
         layer = self.layer
+        fused = _torch_fused(layer, x, reset, training)
+        if fused is not None:
+            output, final = fused
+        else:
+            output, final = self._cell_loop(x, reset, training)
+        for variable, value in zip(
+            keras.tree.flatten(layer.states), keras.tree.flatten(final), strict=True
+        ):
+            variable.assign(value)
+        return (output, *final) if layer.return_state else output
+
+    def _cell_loop(self, x: Any, reset: Any, training: bool | None) -> tuple[Any, list[Any]]:
+        """The wrapped cell step by step, in a ``keras.layers.RNN``: every backend, every cell."""
+        assert self._steps is not None
+        layer = self.layer
         # Every position of a step's input carries the step's flag as one more feature.
         flags = ops.reshape(
             ops.cast(reset, x.dtype), (*ops.shape(reset), *[1] * (len(x.shape) - 2))
@@ -195,11 +306,7 @@ class StreamReset(keras.layers.Wrapper):
             ops.concatenate([x, flags], axis=-1), initial_state=states, training=training
         )
         layer._maybe_reset_dropout_masks(layer.cell)
-        for variable, value in zip(
-            keras.tree.flatten(layer.states), keras.tree.flatten(final), strict=True
-        ):
-            variable.assign(value)
-        return (output, *final) if layer.return_state else output
+        return output, final
 
     def compute_output_shape(self, input_shape: Any) -> Any:
         return self.layer.compute_output_shape(input_shape[0])

@@ -26,7 +26,7 @@ a window of 32 packed streams holds about 14 columns where a series starts.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
 
@@ -130,9 +130,43 @@ def unroll(
         )
     lengths = real_lengths(weight)
     starts = _series_starts(batch, B, W)
-    runs = _runs(starts, lengths, W)
     state = _checked_state(rnn, state, B)
-    units = rnn.proj_size or rnn.hidden_size
+    return run_window(rnn, x, starts, lengths, state, rnn.proj_size or rnn.hidden_size)
+
+
+Call = Callable[[torch.Tensor, State], tuple[torch.Tensor, State]]
+
+
+def run_window(
+    call: Call,
+    x: torch.Tensor,
+    starts: torch.Tensor,
+    lengths: torch.Tensor,
+    state: State,
+    units: int,
+) -> tuple[torch.Tensor, State]:
+    """The window ``x`` ``(B, W, F)`` cut into its runs, each run whole through ``call``.
+
+    The decomposition of :func:`unroll`, for any fused recurrence ``call(inputs, state) ->
+    (outputs, state)`` of ``inputs`` ``(n, w, F)`` and a state ``(layers, n, units)`` (a
+    tensor, or a tuple of them as an LSTM's ``(h, c)``), such as a ``torch.nn.LSTM`` or
+    ``torch.lstm`` on given weights (``seqbatch.keras.StreamReset`` runs Keras's weights
+    through it on the torch backend).
+
+    Args:
+        call: the recurrence, run from each run's initial state to its end.
+        x: the window's inputs, ``(B, W, F)``.
+        starts: ``(B, W)`` bool, on the CPU: a series starts at the step (the state is
+            zero before it).
+        lengths: ``(B,)`` int, on the CPU: each row's real steps, from step 0.
+        state: what each row carries in, ``(layers, B, units)`` each.
+        units: the size of an output step.
+
+    Returns:
+        ``(outputs, state)`` as :func:`unroll` returns them.
+    """
+    B, W = x.shape[0], x.shape[1]
+    runs = _runs(starts, lengths, W)
     if runs is None:
         return x.new_zeros(B, W, units), state
     rows, cols, run_lengths, carried, last = runs
@@ -145,7 +179,7 @@ def unroll(
     pieces, places = [], []
     for part, start, width in _pieces(rows, cols, run_lengths, W):
         part, place = part.to(on), (start[:, None] + torch.arange(width)).to(on)
-        out, new = rnn(flat[place], _map_state(partial(_rows_of, part), runs_state))
+        out, new = call(flat[place], _map_state(partial(_rows_of, part), runs_state))
         runs_state = _map_state(partial(_put_rows, part, iter(_leaves(new))), runs_state)
         pieces.append(out.reshape(-1, units))
         places.append(place.flatten())
