@@ -105,7 +105,7 @@ def _torch_fused(layer: Any, x: Any, reset: Any, training: bool | None) -> Any:
         # LSTM: the gates i, f, c, o of both; one bias, added on the input side.
         bias_ih, bias_hh = bias, torch.zeros_like(bias)
     params = [kernel.T.contiguous(), recurrent.T.contiguous(), bias_ih, bias_hh]
-    step = {"lstm": torch.lstm, "gru": torch.gru, "rnn": torch.rnn_tanh}[kind]
+    step: Any = {"lstm": torch.lstm, "gru": torch.gru, "rnn": torch.rnn_tanh}[kind]
     train = torch.is_grad_enabled()
 
     def call(inputs: Any, state: Any) -> Any:
