@@ -162,9 +162,15 @@ class StreamReset(keras.layers.Wrapper):
       keeps the fused (cuDNN) LSTM path.
     * ``reset`` of shape ``(B, W)``: packed windows, where a series may start at any step.
       The state of row ``i`` is zeroed right before step ``t`` wherever ``reset[i, t]`` is
-      set, inside the recurrence. The wrapped layer's cell then runs step by step (in a
-      ``keras.layers.RNN`` of it, never the fused kernel), from the layer's state variables,
-      and its last state is written back to them, as a stateful layer does.
+      set, inside the recurrence, from the layer's state variables, and its last state is
+      written back to them, as a stateful layer does. On the torch backend a plain
+      ``LSTM``, ``GRU`` (``reset_after=True``) or ``SimpleRNN`` with its default
+      activations, a bias, float32 computation and no dropout in training runs through
+      torch's fused kernel, the window cut at its flagged steps into runs that each start
+      from zeros (the first from the carried state), with the same outputs, states and
+      gradients. Every other layer, and every layer on TensorFlow and JAX, runs its cell
+      step by step (in a ``keras.layers.RNN`` of it): on a CPU, TensorFlow's and JAX's
+      ``LSTM`` run that same loop (see the backends page).
 
     Feed it with ``StreamSequence(batches, reset_input=True)`` or the tf.data adapter's
     ``reset_input=True``. The weights and the state variables stay the wrapped layer's.
@@ -248,7 +254,7 @@ class StreamReset(keras.layers.Wrapper):
                     f"use a forward RNN. Received: layer={self.layer!r}"
                 )
             steps = keras.layers.RNN(
-                _StepReset(self.layer.cell),
+                _StepReset(self.layer.cell, dtype=self.layer.dtype_policy),
                 return_sequences=self.layer.return_sequences,
                 return_state=True,
                 unroll=self.layer.unroll,
