@@ -59,11 +59,12 @@ def test_quick_run_prints_every_row_and_draws_the_figure(tmp_path: Path) -> None
         "tf.data": 5,
         "torch": 2,
         "memory": 6,
-        # Padding, numpy epoch and tf.data batch per distribution; a fit step per backend; a
-        # fit epoch and the validation loss at equal epochs and at equal steps, per
-        # distribution, on the backends that fit whole epochs.
+        # Padding, numpy epoch and tf.data batch per distribution; two fit steps per backend
+        # (flags inside the window, and at its start only); a fit epoch and the validation
+        # loss at equal epochs and at equal steps, per distribution, on the backends that
+        # fit whole epochs.
         "packing": 3 * len(packing.DISTRIBUTIONS)
-        + len(packing_fit.STEP_BACKENDS)
+        + 2 * len(packing_fit.STEP_BACKENDS)
         + 3 * len(packing_fit.FIT_BACKENDS) * len(packing.DISTRIBUTIONS),
         # Build time and memory, and one lookup, per number of series; two shard rows.
         "plan": len(plan_scale.LAYOUTS) * (3 * len(QUICK.plan_series) + 2),
