@@ -1,9 +1,8 @@
 """One rank of one run of elastic DDP training: resume on another number of ranks.
 
 Run by ``tests/torch/test_elastic.py`` as ``python -m tests.workers.elastic_ddp``, once per rank,
-with ``RANK``, ``WORLD_SIZE``, ``SEQBATCH_RENDEZVOUS`` (the file the ranks meet through) and
-``SEQBATCH_OUT`` (the ``.npz`` file this rank writes what it trained), as
-``tests/workers/ddp.py``; and with ``SEQBATCH_RESUME``, the checkpoint directory of the run
+with the environment of its process group (:mod:`tests.workers.gloo`), ``SEQBATCH_OUT`` (the
+``.npz`` file this rank writes what it trained), and ``SEQBATCH_RESUME``, the checkpoint directory of the run
 before (empty: start from scratch), ``SEQBATCH_STOP``, ``"epoch,k"``: save a checkpoint to
 ``SEQBATCH_CHECKPOINT`` after training on batch ``k`` of that epoch, and stop (empty: train
 to the end).
@@ -22,22 +21,22 @@ times the world size, which DDP's average of the ranks' gradients divides back (
 power of two). One rank of 4 streams adds up the gradients of its two groups, in order; two
 ranks add up theirs in gloo's sum of two: ``g0 + g1`` both ways.
 
-This process never imports TensorFlow (see ``tests/workers/ddp.py``).
+This process never imports TensorFlow (see :mod:`tests.workers.gloo`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime
 import os
 from pathlib import Path
 from typing import Any
 
+from tests.workers.gloo import LEARNING_RATE, SCALE, UNITS, in_process_group, lstm_net
+
+__all__ = ["EPOCHS", "GROUP", "SCALE", "UNITS"]  # what tests/torch/test_elastic.py reads
+
 EPOCHS = 2
-UNITS = 3
 GROUP = 2  # streams per forward and backward: the batch size over the largest world
-SCALE = 1e-5  # the codes of tests.encoded reach 110,000: keep the gates unsaturated
-LEARNING_RATE = 0.5
 
 
 def main() -> dict[str, Any]:
@@ -46,20 +45,10 @@ def main() -> dict[str, Any]:
     from torch.nn.parallel import DistributedDataParallel
     from torch.utils.data import DataLoader
 
-    from seqbatch.torch import StreamDataset, StreamState, run_rnn
+    from seqbatch.torch import StreamDataset, StreamState
     from tests.carried import many_series
 
     torch.set_num_threads(1)  # the same kernels, whatever the machine's load
-
-    class Net(torch.nn.Module):
-        def __init__(self, features: int) -> None:
-            super().__init__()
-            self.lstm = torch.nn.LSTM(features, UNITS, batch_first=True)
-            self.head = torch.nn.Linear(UNITS, features)
-
-        def forward(self, x: torch.Tensor, state: Any, weight: torch.Tensor) -> Any:
-            out, state = run_rnn(self.lstm, x, state, weight)  # padding stays out of the state
-            return self.head(out), state
 
     world = int(os.environ["WORLD_SIZE"])
     resume = os.environ.get("SEQBATCH_RESUME", "")
@@ -68,7 +57,7 @@ def main() -> dict[str, Any]:
 
     batches = many_series()  # the global batch: every rank builds the same
     torch.manual_seed(0)
-    model = Net(batches.feature_shape[0])
+    model = lstm_net(batches.feature_shape[0])
     optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE)
     if resume:
         saved = torch.load(Path(resume) / "model.pt", weights_only=True)
@@ -138,18 +127,6 @@ def save(carried: Any, model: Any, optimizer: Any, batches: Any, b: Any) -> None
 
 if __name__ == "__main__":
     import numpy as np
-    import torch.distributed
 
-    torch.distributed.init_process_group(
-        "gloo",
-        init_method=f"file://{os.environ['SEQBATCH_RENDEZVOUS']}",
-        rank=int(os.environ["RANK"]),
-        world_size=int(os.environ["WORLD_SIZE"]),
-        timeout=datetime.timedelta(seconds=60),
-    )
-    try:
-        result = main()
-        torch.distributed.barrier()  # every rank's checkpoint is written before any exits
-    finally:
-        torch.distributed.destroy_process_group()
+    result = in_process_group(main)  # every rank's checkpoint is written before any exits
     np.savez(os.environ["SEQBATCH_OUT"], **{k: np.asarray(v) for k, v in result.items()})
