@@ -12,13 +12,16 @@ the optimizer, the state of the stateful LSTM (the state of every global stream)
 batch that comes next.
 
 Bit for bit on any number of devices (the recipe of the many-processes guide): the train
-step computes the gradient of each group of ``GROUP`` streams apart, ``jax.vmap`` over a
-group axis, through ``seqbatch.keras.with_batch_size(model, GROUP)`` (the same weights,
-state variables for ``GROUP`` rows) and one copy of the weights per group; then it adds up
-the groups' gradients in a fixed order. Each group's arithmetic is then the same whatever
-device holds it. With ``GROUPS = 4`` groups, every device holds at least two on 1 or 2
-devices; with one group per device (``GROUPS = 2``), the weights parted by one float32 ulp
-(XLA's CPU dot of one group alone and of a batch of two round differently).
+step, :func:`grouped_train_step`, cuts the global batch into ``GROUPS`` groups of streams
+and computes the gradient of each apart (``jax.vmap`` over a group axis, through
+``seqbatch.keras.with_batch_size(model, B // GROUPS)``: the same weights, state variables
+for a group's rows; and a copy of the weights per group), then adds up the groups'
+gradients in a fixed order. Each group's arithmetic is then the same whatever device holds
+it, and ``DataParallel`` still splits the groups over the devices (the compiled step on 2
+devices is partitioned in 2, each computing its two groups). With ``GROUPS = 4`` every
+device holds at least two groups on 1 or 2 devices; with one group per device
+(``GROUPS = 2``) the weights parted by one float32 ulp (XLA's CPU dot of one group alone and
+of a batch of two groups round differently: measured once, by hand).
 
 It records for every run, after every step: the weights, the LSTM state and the first step
 of every row of the batch that the step received; and the weights and the state at the end.
@@ -51,7 +54,7 @@ def grouped_train_step(model: Any, group_model: Any, groups: int) -> Any:
     """
     import jax
     import jax.numpy as jnp
-    from keras.src.trainers.data_adapters import data_adapter_utils
+    import keras
 
     from seqbatch.keras import stateful_rnns
 
@@ -77,7 +80,7 @@ def grouped_train_step(model: Any, group_model: Any, groups: int) -> Any:
 
     def step(state: Any, data: Any) -> Any:
         trainable, non_trainable, optimizer_variables, metrics = state
-        x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
 
         def group_loss(weights: Any, states: Any, x: Any, y: Any, sample_weight: Any) -> Any:
             values = [states[i] if kind == "state" else non_trainable[i] for kind, i in sources]
@@ -112,7 +115,7 @@ def grouped_train_step(model: Any, group_model: Any, groups: int) -> Any:
         trainable, optimizer_variables = model.optimizer.stateless_apply(
             optimizer_variables, parts[0], trainable
         )
-        logs, metrics = model._update_metrics_variables(
+        logs, metrics = model._update_metrics_variables(  # Keras's own, as its step does
             metrics, jnp.mean(unscaled), x, y, join(y_pred), sample_weight
         )
         first = jax.tree.leaves(x)[0]
@@ -132,7 +135,8 @@ def main() -> dict[str, Any]:
 
     # Every phase builds and compiles its model anew: the phases on as many devices compile
     # the same program, which XLA's cache on disk then compiles once.
-    jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp())
+    cache = tempfile.TemporaryDirectory()  # removed when main returns
+    jax.config.update("jax_compilation_cache_dir", cache.name)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     import keras
