@@ -42,46 +42,44 @@ Stop = tuple[int, int]
 Phase = tuple[int, "Stop | None"]  # (world size, stop after this batch, or None: the end)
 
 
-def run_schedule(tmp: Path, phases: list[Phase]) -> dict[str, np.ndarray]:
-    """Run ``phases`` one after the other, each resuming the last; the global record.
+def run_schedules(tmp: Path, schedules: list[list[Phase]]) -> list[dict[str, np.ndarray]]:
+    """Run each of ``schedules``: its phases one after the other, each resuming the last.
 
-    Returns, per step of the whole schedule: ``keys`` (epoch, k), ``weights`` (the flat
-    parameters before the step, rank 0's; every rank's must be equal), ``states`` (``h`` of
-    every global stream after the step, the ranks' rows side by side) and ``firsts`` (the
-    first value of every global row of the batch); and ``final``, the weights at the end.
+    Returns the global record of each schedule, per step: ``keys`` (epoch, k), ``weights``
+    (the flat parameters before the step, rank 0's; every rank's must be equal), ``states``
+    (``h`` of every global stream after the step, the ranks' rows side by side) and
+    ``firsts`` (the first value of every global row of the batch); and ``final``, the
+    weights at the end.
     """
-    record: dict[str, list[np.ndarray]] = {"keys": [], "weights": [], "states": [], "firsts": []}
-    resume = ""
+
+    def spec(phases: list[Phase]) -> str:
+        return ";".join(f"{w}" + ("" if s is None else f":{s[0]},{s[1]}") for w, s in phases)
+
+    env = {
+        "GLOO_SOCKET_IFNAME": "lo",
+        "SEQBATCH_DIR": str(tmp),
+        "SEQBATCH_SCHEDULES": "|".join(spec(phases) for phases in schedules),
+    }
+    run_workers("tests.workers.elastic_ddp", [env], timeout=40 + 15 * sum(map(len, schedules)))
+    return [record(tmp / f"schedule{i}", phases) for i, phases in enumerate(schedules)]
+
+
+def record(directory: Path, phases: list[Phase]) -> dict[str, np.ndarray]:
+    """The global record of one schedule from its ranks' files (see :func:`run_schedules`)."""
+    out: dict[str, list[np.ndarray]] = {"keys": [], "weights": [], "states": [], "firsts": []}
     for p, (world, stop) in enumerate(phases):
-        checkpoint = tmp / f"checkpoint-{p}"
-        checkpoint.mkdir()
-        envs = [
-            {
-                "RANK": str(rank),
-                "WORLD_SIZE": str(world),
-                "GLOO_SOCKET_IFNAME": "lo",
-                "SEQBATCH_RENDEZVOUS": str(tmp / f"rendezvous-{p}"),
-                "SEQBATCH_OUT": str(tmp / f"phase{p}-rank{rank}.npz"),
-                "SEQBATCH_RESUME": resume,
-                "SEQBATCH_STOP": "" if stop is None else f"{stop[0]},{stop[1]}",
-                "SEQBATCH_CHECKPOINT": str(checkpoint),
-            }
-            for rank in range(world)
-        ]
-        run_workers("tests.workers.elastic_ddp", envs, timeout=80)
-        ranks = [dict(np.load(tmp / f"phase{p}-rank{rank}.npz")) for rank in range(world)]
+        ranks = [dict(np.load(directory / f"phase{p}-rank{r}.npz")) for r in range(world)]
         for r in ranks[1:]:
             np.testing.assert_array_equal(r["keys"], ranks[0]["keys"])
             np.testing.assert_array_equal(r["weights"], ranks[0]["weights"])  # DDP kept them
-        record["keys"].append(ranks[0]["keys"])
-        record["weights"].append(ranks[0]["weights"])
-        record["states"].append(np.concatenate([r["states"] for r in ranks], axis=1))
-        record["firsts"].append(np.concatenate([r["firsts"] for r in ranks], axis=1))
+        out["keys"].append(ranks[0]["keys"])
+        out["weights"].append(ranks[0]["weights"])
+        out["states"].append(np.concatenate([r["states"] for r in ranks], axis=1))
+        out["firsts"].append(np.concatenate([r["firsts"] for r in ranks], axis=1))
         if stop is not None:
             assert ranks[0]["keys"][-1].tolist() == list(stop)
-        resume = str(checkpoint)
-    record["final"] = [ranks[0]["final"]]
-    return {k: np.concatenate(v) for k, v in record.items()}
+    out["final"] = [ranks[0]["final"]]
+    return {k: np.concatenate(v) for k, v in out.items()}
 
 
 def global_batches(scale: float = 1.0) -> list[seqbatch.Batch]:
@@ -105,10 +103,21 @@ def lstm_weights(flat: np.ndarray, features: int) -> LSTMWeights:
     return from_torch(*parts)
 
 
+# Resumed three times within epoch 0, on 2, then 1, then 2, then 1 rank: each way, and the
+# second and third resume of one epoch, where other loaders lost the position.
+SCHEDULE: list[Phase] = [(2, (0, 3)), (1, (0, 6)), (2, (0, 9)), (1, None)]
+
+
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarray]:
-    """One rank that carries all four streams, never stopped."""
-    return run_schedule(tmp_path_factory.mktemp("one-rank"), [(1, None)])
+def ddp_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, np.ndarray]]:
+    """One rank that carries all four streams, never stopped; and ``SCHEDULE``."""
+    whole, resumed = run_schedules(tmp_path_factory.mktemp("ddp"), [[(1, None)], SCHEDULE])
+    return {"uninterrupted": whole, "resumed": resumed}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(ddp_runs: dict[str, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return ddp_runs["uninterrupted"]
 
 
 def test_the_uninterrupted_run_equals_the_numpy_replay(
@@ -128,15 +137,10 @@ def test_the_uninterrupted_run_equals_the_numpy_replay(
     )
 
 
-# Resumed three times within epoch 0, on 2, then 1, then 2, then 1 rank: each way, and the
-# second and third resume of one epoch, where other loaders lost the position.
-SCHEDULE: list[Phase] = [(2, (0, 3)), (1, (0, 6)), (2, (0, 9)), (1, None)]
-
-
 def test_resumed_on_other_numbers_of_ranks_is_bit_identical(
-    uninterrupted: dict[str, np.ndarray], tmp_path: Path
+    ddp_runs: dict[str, dict[str, np.ndarray]],
 ) -> None:
-    resumed = run_schedule(tmp_path, SCHEDULE)
+    uninterrupted, resumed = ddp_runs["uninterrupted"], ddp_runs["resumed"]
     # Every batch once, in order, and at every step the same weights, the same state of
     # every global stream and the same data in every row, byte for byte; the same end.
     for name in ("keys", "firsts", "weights", "states", "final"):
@@ -161,7 +165,7 @@ def keras_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, 
         "SEQBATCH_OUT": str(out),
         "SEQBATCH_RUNS": ";".join(KERAS_RUNS.values()),
     }
-    run_workers("tests.workers.elastic_keras", [env], timeout=120)
+    run_workers("tests.workers.elastic_keras", [env], timeout=100)
     saved = dict(np.load(out))
     assert int(saved["devices"]) == 2
     return {
@@ -200,8 +204,10 @@ def test_keras_on_other_devices_is_bit_identical(
 ) -> None:
     # Never stopped on 1 device, or resumed on 2, 1, 2, then 1 device: at every step the
     # same rows, weights and state of every global stream as on 2 devices, byte for byte.
+    assert len(many_series()) > 9  # the three stops (after steps 3, 6, 9) are in epoch 0
     whole, run = keras_runs["on 2 devices"], keras_runs[name]
-    for field in ("initial", "firsts", "weights", "states", "final_weights", "final_state"):
+    fields = ("initial", "firsts", "weights", "states", "cells")
+    for field in (*fields, "final_weights", "final_state", "final_cells"):
         np.testing.assert_array_equal(run[field], whole[field], err_msg=field)
     assert len(run["weights"]) == len(global_batches())
     assert not np.array_equal(run["final_weights"][0], run["initial"][0])  # it trained

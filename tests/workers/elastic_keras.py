@@ -23,8 +23,9 @@ device holds at least two groups on 1 or 2 devices; with one group per device
 (``GROUPS = 2``) the weights parted by one float32 ulp (XLA's CPU dot of one group alone and
 of a batch of two groups round differently: measured once, by hand).
 
-It records for every run, after every step: the weights, the LSTM state and the first step
-of every row of the batch that the step received; and the weights and the state at the end.
+It records for every run, after every step: the weights, the LSTM state (``h`` in
+``states``, ``c`` in ``cells``) and the first step of every row of the batch that the step
+received; and the weights and the state at the end.
 """
 
 from __future__ import annotations
@@ -199,6 +200,7 @@ def main() -> dict[str, Any]:
             sync(self.model)
             self.out["weights"].append(flat_weights(self.model))
             self.out["states"].append(lstm_state(self.model))
+            self.out["cells"].append(lstm_state(self.model, 1))
             self.out["firsts"].append(np.asarray(logs["firsts"]))
 
     class Stop(keras.callbacks.Callback):
@@ -218,8 +220,9 @@ def main() -> dict[str, Any]:
         cell = model.get_layer("reset").layer.cell.get_weights()
         return np.concatenate([np.asarray(w).ravel() for w in [*cell, *model.get_weights()]])
 
-    def lstm_state(model: keras.Model) -> Any:
-        return np.asarray(model.get_layer("reset").layer.states[0].value)
+    def lstm_state(model: keras.Model, which: int = 0) -> Any:
+        """The LSTM's ``h`` (``which=0``) or ``c`` (1) of every global stream."""
+        return np.asarray(model.get_layer("reset").layer.states[which].value)
 
     def train(devices: int, steps: int, backup: str, out: dict[str, list[Any]]) -> None:
         model = build(devices)
@@ -239,9 +242,11 @@ def main() -> dict[str, Any]:
         sync(model)
         out["final_weights"].append(flat_weights(model))
         out["final_state"].append(lstm_state(model))
+        out["final_cells"].append(lstm_state(model, 1))
 
     def record() -> dict[str, list[Any]]:
-        names = ("initial", "weights", "states", "firsts", "final_weights", "final_state")
+        names = ("initial", "weights", "states", "cells", "firsts")
+        names += ("final_weights", "final_state", "final_cells")
         return {k: [] for k in names}
 
     result: dict[str, Any] = {"devices": len(jax.devices())}
