@@ -20,8 +20,9 @@ gradients in a fixed order. Each group's arithmetic is then the same whatever de
 it, and ``DataParallel`` still splits the groups over the devices (the compiled step on 2
 devices is partitioned in 2, each computing its two groups). With ``GROUPS = 4`` every
 device holds at least two groups on 1 or 2 devices; with one group per device
-(``GROUPS = 2``) the weights parted by one float32 ulp (XLA's CPU dot of one group alone and
-of a batch of two groups round differently: measured once, by hand).
+(``GROUPS = 2``) a run on 1 device parted from the run on 2 by up to 6e-8 in the weights
+(XLA's CPU dot of one group alone and of a batch of two groups round differently: measured
+once, by hand).
 
 It records for every run, after every step: the weights, the LSTM state (``h`` in
 ``states``, ``c`` in ``cells``) and the first step of every row of the batch that the step
