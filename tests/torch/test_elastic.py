@@ -5,7 +5,8 @@ truncated BPTT on a fixed global batch of 4 streams, the state of each rank's st
 ``seqbatch.torch.StreamState``. A run is stopped after some batch, checkpointed (the
 weights, the optimizer, the batcher's state and every rank's ``StreamState``, saved by
 global stream), and resumed on another number of ranks, each rank loading its own streams'
-state from the files of all the ranks before. Some runs go 2 -> 1 -> 2 ranks and 1 -> 2 -> 1
+state from the files of all the ranks before. Every run is a new set of rank processes,
+forked by one launcher process that imports torch once for them all. Some runs go 2 -> 1 -> 2 ranks and 1 -> 2 -> 1
 -> 2 within one epoch (resumed twice and three times).
 
 References: an uninterrupted run on two ranks is checked against the numpy replay of its
