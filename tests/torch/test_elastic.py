@@ -6,14 +6,14 @@ truncated BPTT on a fixed global batch of 4 streams, the state of each rank's st
 weights, the optimizer, the batcher's state and every rank's ``StreamState``, saved by
 global stream), and resumed on another number of ranks, each rank loading its own streams'
 state from the files of all the ranks before. Every run is a new set of rank processes,
-forked by one launcher process that imports torch once for them all. Some runs go 2 -> 1 -> 2 ranks and 1 -> 2 -> 1
--> 2 within one epoch (resumed twice and three times).
+forked by one launcher process that imports torch once for them all. The schedule goes 2 ->
+1 -> 2 -> 1 ranks within one epoch: each way, and resumed twice and three times.
 
-References: an uninterrupted run on two ranks is checked against the numpy replay of its
-global batches with explicit state (``tests/replay.py``), and an uninterrupted run on one
-rank is bit-identical to it. Every resumed schedule must then give, at every step, the
-weights, the state of every global stream and the data of every row of the uninterrupted
-run, byte for byte, and end with its final weights.
+References: an uninterrupted run on one rank that carries all four streams is checked
+against the numpy replay of its global batches with explicit state (``tests/replay.py``).
+The resumed schedule must then give, at every step, the weights, the state of every global
+stream and the data of every row of the uninterrupted run, byte for byte, and end with its
+final weights.
 
 Keras 3 on JAX (``tests/workers/elastic_keras.py``): ``fit`` under
 ``keras.distribution.DataParallel`` on CPU devices, with a train step that computes the
