@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,22 @@ def pytest_configure(config: pytest.Config) -> None:
     # so Keras, and torch with it, is imported here, before any of them.
     if keras_backend() == "torch" and importlib.util.find_spec("keras") is not None:
         import keras  # noqa: F401
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    # The benchmark suite's quick run takes minutes in processes of its own: started now, it
+    # runs beside the other tests (tests/quick_benchmarks.py), and its smoke test waits for it.
+    from tests import quick_benchmarks
+
+    if any(item.name == quick_benchmarks.TEST for item in session.items):
+        session.config.stash[quick_benchmarks.STASH] = quick_benchmarks.start()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if "tests.quick_benchmarks" in sys.modules:
+        run = config.stash.get(sys.modules["tests.quick_benchmarks"].STASH, None)
+        if run is not None:
+            run.stop()
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -5,32 +5,22 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from benchmarks import many_series, packing, packing_fit, plan_scale, unroll
 from benchmarks.report import figure, number
 from benchmarks.sizes import QUICK
+from tests import quick_benchmarks
 
-ROOT = Path(__file__).resolve().parent.parent
 
-
-def test_quick_run_prints_every_row_and_draws_the_figure(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--out", str(tmp_path)],
-        cwd=ROOT,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    out = done.stdout
+def test_quick_run_prints_every_row_and_draws_the_figure(request: pytest.FixtureRequest) -> None:
+    """``python -m benchmarks --quick``, started by the conftest as the session began."""
+    run = request.config.stash.get(quick_benchmarks.STASH, None)
+    assert isinstance(run, quick_benchmarks.QuickRun), "the conftest did not start the run"
+    returncode, out, stderr = run.wait()
+    assert returncode == 0, stderr[-3000:]
+    tmp_path = run.out
     assert "## Targets" in out and "## Grid" in out
     results = json.loads((tmp_path / "benchmarks.json").read_text())
     rows = results["rows"]
