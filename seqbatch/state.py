@@ -128,6 +128,8 @@ def fingerprint(
         "series_boundary": batches.series_boundary,
         "shuffle": batches.shuffle,
         "data": _digest(*data),
+        # Only where it is set: checkpoints of batchers without burn-in keep their fingerprint.
+        **({"burn_in": batches.burn_in} if batches.burn_in else {}),
     }
 
 
