@@ -62,9 +62,7 @@ def plan_step_weight(plan: StreamPlan, return_sequences: bool, burn_in: int = 0)
     return float(np.float64(slots) / real) if real else 1.0
 
 
-def batch_step_weight(
-    plan: StreamPlan, return_sequences: bool, k: int, burn_in: int = 0
-) -> float:
+def batch_step_weight(plan: StreamPlan, return_sequences: bool, k: int, burn_in: int = 0) -> float:
     """The weight of a real step of batch ``k``, when the window lengths vary.
 
     Keras divides each batch's weighted loss by the batch's own slots (``B * length``) and

@@ -36,7 +36,7 @@ Examples:
     >>> b = batches[0]
     >>> b.x
     array([[ 0,  0,  0,  1,  2],
-           [ 8,  9, 10, 11, 12]])
+           [ 7,  8,  9, 10, 11]])
     >>> b.burn_in, b.reset
     (array([[False, False],
            [ True,  True]]), array([ True, False]))
@@ -98,9 +98,11 @@ def prefixed(view: EpochView, batch: Batch) -> Batch:
     rows, at = np.arange(len(p))[:, None], np.maximum(cols, 0)
 
     def ahead(read: np.ndarray, window: np.ndarray) -> np.ndarray:
-        aligned = read[rows, at]  # right-aligned: the prefix ends where the window starts
-        aligned[~flags] = 0
-        return np.concatenate((aligned, window), axis=1)
+        out = np.empty((len(p), b + window.shape[1], *window.shape[2:]), window.dtype)
+        out[:, :b] = read[rows, at]  # right-aligned: the prefix ends where the window starts
+        out[:, :b][~flags] = 0
+        out[:, b:] = window  # in the data's dtype and byte order, as the window is
+        return out
 
     x = ahead(view._x_reader.read(series, start, p, False, b), batch.x)
     y = batch.y
@@ -110,9 +112,7 @@ def prefixed(view: EpochView, batch: Batch) -> Batch:
     if weight.ndim == 2:
         weight = np.concatenate((np.zeros((len(p), b), np.float32), weight), axis=1)
     reset = held & (start == 0)
-    return dataclasses.replace(
-        batch, x=x, y=y, sample_weight=weight, reset=reset, burn_in=flags
-    )
+    return dataclasses.replace(batch, x=x, y=y, sample_weight=weight, reset=reset, burn_in=flags)
 
 
 def first_real_step(batch: Batch) -> np.ndarray:
