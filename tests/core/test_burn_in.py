@@ -177,3 +177,20 @@ def test_burn_in_batches_read_in_any_order_are_the_same() -> None:
     for k in order:
         np.testing.assert_array_equal(batches[int(k)].x, in_order[k])
     assert len(order) > 3
+
+
+@pytest.mark.parametrize("schedule", [3, seqbatch.lengths.warmup(1, 5, 4)])
+def test_by_series_leaves_the_burn_in_columns_out(schedule: object) -> None:
+    series = [np.arange(n) + 1000 * (s + 1) for s, n in enumerate([30, 21, 14, 9])]
+    burned = seqbatch.StreamBatcher(
+        series, batch_size=2, sequence_length=schedule, remainder="pad", burn_in=4
+    )
+    back = burned.by_series([b.x for b in burned])  # an output per column: the input
+    for s, out in enumerate(back):
+        held = ~np.ma.getmaskarray(out)
+        assert held[: len(series[s]) - 1].all() and not held[-1]  # the last has no target
+        np.testing.assert_array_equal(out.data[held], series[s][held])
+    with pytest.raises(ValueError, match=r"`outputs` must be \d+ arrays of 2 rows"):
+        burned.by_series([b.x[:, 4:] for b in burned])  # without the burn-in columns
+    with pytest.raises(ValueError, match=r"`burn_in` must be 0 to find where a series ends"):
+        burned.series_end(0)
