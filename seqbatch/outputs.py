@@ -68,7 +68,7 @@ def by_series(batches: StreamBatcher, outputs: Any) -> list[np.ma.MaskedArray]:
     if batches.varying or batches.burn_in:
         values, series, position = _varying(batches, outputs, n, B)
     else:
-        W = batches.sequence_length
+        W = int(batches.plan.sequence_length)
         values = _per_batch(outputs, n, B)
         if batches.return_sequences and (values.ndim < 3 or values.shape[2] != W):
             raise ValueError(
