@@ -74,7 +74,7 @@ def test_input_pipelines_each_serve_their_streams_of_every_varying_epoch() -> No
         context = tf.distribute.InputContext(
             num_input_pipelines=2, input_pipeline_id=pipeline, num_replicas_in_sync=4
         )
-        datasets.append(batches.to_tf_dataset(input_context=context))
+        datasets.append(batches.to_tf_dataset(input_context=context, reset_input=True))
     counts = []
     for epoch in range(2):
         n = batches.view.n_batches(epoch)
@@ -82,7 +82,7 @@ def test_input_pipelines_each_serve_their_streams_of_every_varying_epoch() -> No
         for pipeline, dataset in enumerate(datasets):
             elements = list(dataset)  # each pass is the next epoch
             assert len(elements) == 2 * n  # two replicas per pipeline
-            for j, (x, y, _) in enumerate(elements):
+            for j, ((x, _), y, _) in enumerate(elements):
                 k, replica = divmod(j, 2)
                 row = 2 * pipeline + replica
                 want = batches.batch_at(epoch, k)
