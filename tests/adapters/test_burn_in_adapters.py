@@ -111,3 +111,42 @@ def test_the_torch_loader_and_the_jax_source_carry_the_burn_in_field() -> None:
         StreamSource(batches, kernel_formats=True)
     with pytest.raises(ValueError, match=r"`burn_in` must be 0 for the kernel formats"):
         _ = served[0].seq_idx
+
+
+def test_jax_unroll_runs_each_row_from_zeros_at_its_first_burn_in_step() -> None:
+    jnp = pytest.importorskip("jax.numpy")
+    from seqbatch.jax import StreamSource, unroll
+
+    series = [np.arange(1.0, n + 1) * (s + 1) for s, n in enumerate([23, 17, 12, 8])]
+    batches = seqbatch.StreamBatcher(
+        series, batch_size=2, sequence_length=3, remainder="pad", burn_in=4
+    )
+
+    def running_sum(total: object, x_t: object) -> tuple[object, object]:
+        total = total + x_t  # type: ignore[operator]
+        return total, total
+
+    for k, record in enumerate(StreamSource(batches)):
+        out, total = unroll(running_sum, record, jnp.full(2, 1000.0))  # a carry to ignore
+        out, b = np.asarray(out), batches[k]
+        for i in range(2):
+            if b.series[i] < 0:
+                continue
+            s, t = int(b.series[i]), int(b.position[i])
+            p = min(4, t)
+            n = int(b.sample_weight[i].sum())  # real window steps
+            alone = np.cumsum(series[s][t - p : t + n])  # the row's steps, from zeros
+            np.testing.assert_allclose(out[i, 4 - p : 4 + n], alone)
+            assert not out[i, : 4 - p].any() and not out[i, 4 + n :].any()
+            assert float(total[i]) == alone[-1]
+
+
+@pytest.mark.parametrize("framework", ["torch", "jax"])
+def test_a_carried_stream_state_is_refused_with_burn_in(framework: str) -> None:
+    pytest.importorskip(framework)
+    if framework == "torch":
+        from seqbatch.torch import StreamState
+    else:
+        from seqbatch.jax import StreamState  # type: ignore[assignment]
+    with pytest.raises(ValueError, match=r"`batches` must have burn_in=0 .*burn_in=5"):
+        StreamState(burned())
