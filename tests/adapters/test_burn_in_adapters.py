@@ -150,3 +150,13 @@ def test_a_carried_stream_state_is_refused_with_burn_in(framework: str) -> None:
         from seqbatch.jax import StreamState  # type: ignore[assignment]
     with pytest.raises(ValueError, match=r"`batches` must have burn_in=0 .*burn_in=5"):
         StreamState(burned())
+
+
+def test_the_torch_unroll_refuses_a_burn_in_batch() -> None:
+    torch = pytest.importorskip("torch")
+    from seqbatch.torch import TensorBatch, unroll
+
+    batch = TensorBatch.from_batch(burned()[1])
+    rnn = torch.nn.GRU(2, 3, batch_first=True)
+    with pytest.raises(ValueError, match="`sample_weight` must have padding only after"):
+        unroll(rnn, batch)
