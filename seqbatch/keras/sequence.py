@@ -183,7 +183,8 @@ class StreamSequence(keras.utils.PyDataset):
         # seqbatch's refusal can come first. Everywhere else, this sequence has none.
         call = running_call()
         if call is not None and call.method == "fit":
-            check_validation_split(call, (self.batches.batch_size, self._width()))
+            steps = self._width() + self.batches.burn_in
+            check_validation_split(call, (self.batches.batch_size, steps))
         raise AttributeError(f"'{type(self).__name__}' object has no attribute '__array__'")
 
     def _width(self) -> int:
