@@ -727,7 +727,7 @@ class StreamBatcher:
             >>> print(seqbatch.StreamBatcher([np.zeros(n) for n in (30, 20, 13, 10, 9, 3)],
             ...       batch_size=4, sequence_length=5, series_boundary="pack",
             ...       remainder="pad").describe(ranks=2).splitlines()[-1])
-            ranks: 2 of 2 streams; real steps per rank: most 48, least 31 (most / least 1.548387)
+            ranks: 2 of 2 streams each; real steps per rank: most 48, least 31 (most / least 1.548387)
         """
         head = f"data: {self.n_series} series, {self._arrays()}"
         plan, streams = self.plan, self.streams

@@ -230,7 +230,44 @@ class EpochView:
             w = plan.window(k, self.streams)
             y = None if views[1] is None else views[1][k]
             return Batch(views[0][k], y, weight, w.reset, w.series, w.start)
+        if self._x_reader.windows is not None:
+            batch = self._gathered(plan, k)
+            if batch is not None:
+                return batch
         return self.read(plan.window(k, self.streams))
+
+    def _gathered(self, plan: StreamPlan, k: int) -> Batch | None:
+        """Batch ``k`` read by one gather from the one array every series lies in, where its
+        windows are all full and ``y`` (if any) is ``x`` shifted: ``None`` otherwise.
+
+        The rows to gather are computed for a run of batches at once and kept with the
+        plan's lookups, so that a batch costs its gather and little more: what :meth:`read`
+        computes batch by batch from the same windows.
+        """
+        lay = self.layout
+        both = lay.has_targets
+        if both and not (lay.return_sequences and self._y_reader is self._x_reader):
+            return None
+        lo, hi, step = self.streams.indices(lay.streams_total)
+        streams = np.arange(lo, hi, step, dtype=np.int64)
+        W, shift, reader = lay.sequence_length, lay.shift, self._x_reader
+
+        def rows(ks: np.ndarray) -> tuple[np.ndarray, ...]:
+            series, start, length, reset = plan._lookup(ks[:, None], streams)
+            first = reader.offsets[np.maximum(series, 0)] + start  # type: ignore[index]
+            at = np.concatenate((first, first + shift), axis=1) if both else first
+            return at, series, start, reset, (length == W).all(axis=1)
+
+        (at, series, start, reset, full), i = plan._runs.get(
+            ("gather", lo, hi, step), k, streams.size, rows
+        )
+        if not full[i]:
+            return None
+        assert reader.windows is not None
+        read = reader.windows[at[i]]
+        B = streams.size
+        y = read[B:] if both else None
+        return Batch(read[:B], y, self._ones, reset[i], series[i], start[i])
 
     def _views(self, plan: StreamPlan) -> tuple[np.ndarray, np.ndarray | None] | None:
         """Zero-copy views of the full batches of one numpy series cut into streams."""
