@@ -231,9 +231,9 @@ class EpochView:
             y = None if views[1] is None else views[1][k]
             return Batch(views[0][k], y, weight, w.reset, w.series, w.start)
         if self._x_reader.windows is not None:
-            batch = self._gathered(plan, k)
-            if batch is not None:
-                return batch
+            gathered = self._gathered(plan, k)
+            if gathered is not None:
+                return gathered
         return self.read(plan.window(k, self.streams))
 
     def _gathered(self, plan: StreamPlan, k: int) -> Batch | None:
