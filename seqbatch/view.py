@@ -43,6 +43,7 @@ class LayoutSpec:
     return_sequences: bool
     has_targets: bool
     packed: bool  # series_boundary="pack": batches carry per-step flags (also one series)
+    burn_in: int = 0  # steps before each window, without loss: seqbatch.burn_in
 
 
 class EpochView:
@@ -210,6 +211,14 @@ class EpochView:
         if not -n <= k < n:
             raise IndexError(f"batch index out of range. Received: {k} for {n} batches")
         k = int(k) % n
+        if self.layout.burn_in:
+            from seqbatch.burn_in import prefixed
+
+            return prefixed(self, self._batch(plan, views, k))
+        return self._batch(plan, views, k)
+
+    def _batch(self, plan: StreamPlan, views: Any, k: int) -> Batch:
+        """Batch ``k`` (in range) of the epoch that ``plan`` and ``views`` lay out."""
         if self.packed:
             return self._packed(plan, k)
         if plan.schedule is not None:
@@ -222,9 +231,9 @@ class EpochView:
             y = None if views[1] is None else views[1][k]
             return Batch(views[0][k], y, weight, w.reset, w.series, w.start)
         if self._x_reader.windows is not None:
-            batch = self._gathered(plan, k)
-            if batch is not None:
-                return batch
+            gathered = self._gathered(plan, k)
+            if gathered is not None:
+                return gathered
         return self.read(plan.window(k, self.streams))
 
     def _gathered(self, plan: StreamPlan, k: int) -> Batch | None:
