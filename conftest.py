@@ -34,19 +34,21 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    # The benchmark suite's quick run takes minutes in processes of its own: started now, it
-    # runs beside the other tests (tests/quick_benchmarks.py), and its smoke test waits for it.
-    from tests import quick_benchmarks
+    # The tests that run a whole program in a process of its own and check what it printed
+    # (the benchmarks' quick run, every documentation page) start it now, in the background,
+    # so that it runs beside the other tests (tests/background.py).
+    from tests import background
 
-    if any(item.name == quick_benchmarks.TEST for item in session.items):
-        session.config.stash[quick_benchmarks.STASH] = quick_benchmarks.start()
+    jobs = background.start(session.items)
+    if jobs is not None:
+        session.config.stash[background.STASH] = jobs
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    if "tests.quick_benchmarks" in sys.modules:
-        run = config.stash.get(sys.modules["tests.quick_benchmarks"].STASH, None)
-        if run is not None:
-            run.stop()
+    if "tests.background" in sys.modules:
+        jobs = config.stash.get(sys.modules["tests.background"].STASH, None)
+        if jobs is not None:
+            jobs.stop()
 
 
 @pytest.hookimpl(tryfirst=True)

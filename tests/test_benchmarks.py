@@ -11,16 +11,14 @@ import pytest
 from benchmarks import many_series, packing, packing_fit, plan_scale, unroll
 from benchmarks.report import figure, number
 from benchmarks.sizes import QUICK
-from tests import quick_benchmarks
+from tests import background
 
 
 def test_quick_run_prints_every_row_and_draws_the_figure(request: pytest.FixtureRequest) -> None:
-    """``python -m benchmarks --quick``, started by the conftest as the session began."""
-    run = request.config.stash.get(quick_benchmarks.STASH, None)
-    assert isinstance(run, quick_benchmarks.QuickRun), "the conftest did not start the run"
-    returncode, out, stderr = run.wait()
-    assert returncode == 0, stderr[-3000:]
-    tmp_path = run.out
+    """``python -m benchmarks --quick``, started in the background as the session began."""
+    done, tmp_path = request.config.stash[background.STASH].result(background.BENCHMARKS_TEST)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
     assert "## Targets" in out and "## Grid" in out
     results = json.loads((tmp_path / "benchmarks.json").read_text())
     rows = results["rows"]
