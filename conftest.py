@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,24 @@ def pytest_configure(config: pytest.Config) -> None:
     # so Keras, and torch with it, is imported here, before any of them.
     if keras_backend() == "torch" and importlib.util.find_spec("keras") is not None:
         import keras  # noqa: F401
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    # The tests that run a whole program in a process of its own and check what it printed
+    # (the benchmarks' quick run, every documentation page) start it now, in the background,
+    # so that it runs beside the other tests (tests/background.py).
+    from tests import background
+
+    jobs = background.start(session.items)
+    if jobs is not None:
+        session.config.stash[background.STASH] = jobs
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if "tests.background" in sys.modules:
+        jobs = config.stash.get(sys.modules["tests.background"].STASH, None)
+        if jobs is not None:
+            jobs.stop()
 
 
 @pytest.hookimpl(tryfirst=True)

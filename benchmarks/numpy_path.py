@@ -1,5 +1,7 @@
 """numpy batches: zero-copy views per batch, and copied batches against ``np.copyto``.
 
+``python -m benchmarks.numpy_path [--quick]`` runs this section alone.
+
 The peer of a copied batch is ``np.copyto`` of the same bytes, the batch's ``B`` windows of
 ``x`` and of ``y``, from a strided view of the series into two preallocated arrays: the
 bandwidth limit of any batcher that copies these windows. ``np.copyto`` of one contiguous
@@ -18,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.data import series
-from benchmarks.report import Row
+from benchmarks.report import Row, run_alone
 from benchmarks.sizes import Sizes
 from benchmarks.timing import medians
 from seqbatch import StreamBatcher
@@ -179,3 +181,7 @@ def run(sizes: Sizes, workdir: Path) -> list[Row]:
         )
     )
     return rows
+
+
+if __name__ == "__main__":
+    run_alone(run)

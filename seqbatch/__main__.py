@@ -12,10 +12,11 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-from seqbatch import __version__
+from seqbatch import __version__, lengths
 from seqbatch.batcher import StreamBatcher
 
 _SIZES = ("tiny", "default", "large")  # the keys of seqbatch.demo.SIZES, without importing Keras
@@ -39,6 +40,24 @@ def _non_negative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}")
     return value
+
+
+def _sequence_length(text: str) -> Any:
+    """An int, ``awd:BPTT[:SEED]`` or ``warmup:START:END:BATCHES`` (seqbatch.lengths)."""
+    name, _, rest = text.partition(":")
+    try:
+        numbers = [int(v) for v in rest.split(":")] if rest else []
+        if not rest:
+            return _positive_int(text)
+        if name == "awd" and len(numbers) in (1, 2):
+            return lengths.awd(numbers[0], seed=numbers[1] if len(numbers) == 2 else 0)
+        if name == "warmup" and len(numbers) == 3:
+            return lengths.warmup(*numbers)
+    except (TypeError, ValueError) as err:
+        raise argparse.ArgumentTypeError(f"{text!r}: {err}") from None
+    raise argparse.ArgumentTypeError(
+        f"must be a positive int, awd:BPTT[:SEED] or warmup:START:END:BATCHES, not {text!r}"
+    )
 
 
 def _targets(text: str) -> str | int | None:
@@ -127,7 +146,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     plan.add_argument("--batch-size", type=_positive_int, default=32, help="streams (32)")
     plan.add_argument(
-        "--sequence-length", type=_positive_int, default=100, help="steps per window (100)"
+        "--sequence-length",
+        type=_sequence_length,
+        default=100,
+        help=(
+            "steps per window (100), or lengths that vary: awd:BPTT[:SEED] (AWD-LSTM's draw) "
+            "or warmup:START:END:BATCHES"
+        ),
+    )
+    plan.add_argument(
+        "--burn-in", type=_non_negative_int, default=0, help="burn-in steps before each window (0)"
     )
     plan.add_argument(
         "--features", type=_positive_int, nargs="*", default=[], help="feature shape (none)"
@@ -173,6 +201,7 @@ def _plan(args: argparse.Namespace) -> str:
         series_boundary=args.series_boundary,
         shuffle=args.shuffle,
         seed=args.seed,
+        burn_in=args.burn_in,
     )
     batches.set_epoch(args.epoch)
     return batches.describe()

@@ -41,6 +41,13 @@ def streams_of(batches: Any, adapter: str) -> range:
             f"`batches` must be a seqbatch.StreamBatcher (or its shard) or a {adapter}. "
             f"Received: batches of type {type(batches).__name__}"
         )
+    if batches.burn_in:
+        raise ValueError(
+            "`batches` must have burn_in=0 for a state carried from batch to batch: with "
+            "burn-in nothing is carried, each row starts afresh at its first real step. "
+            f"Received: batches with burn_in={batches.burn_in} (start each row from zeros or "
+            "a stored state there instead)"
+        )
     return batches.streams
 
 

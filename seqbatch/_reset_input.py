@@ -16,8 +16,17 @@ def check_reset_input(batches: StreamBatcher, reset_input: bool, stacklevel: int
     several series starts the later ones from the state that the one before it ended with,
     unless the model reads the flags: packed batches, whose series start inside windows, are
     then refused; batches of series dealt whole warn, as joining series may be meant (the fix
-    is ``series_boundary="concat"``). ``stacklevel`` is the warning's, seen from the caller.
+    is ``series_boundary="concat"``). Batches with burn-in need the flags: refused without.
+    ``stacklevel`` is the warning's, seen from the caller.
     """
+    if batches.burn_in and not reset_input:
+        raise ValueError(
+            "`reset_input` must be True for batches with burn-in: each row's state starts "
+            "at its first real step, after any padding in front of it, and only the per-step "
+            "flags say where. Received: reset_input=False with burn_in="
+            f"{batches.burn_in} (pass reset_input=True and wrap the RNN in "
+            "seqbatch.keras.StreamReset, which zeroes the state at the flagged steps)"
+        )
     if reset_input or all(len(held) <= 1 for held in batches.plan.assignment()):
         return
     if batches.packed:

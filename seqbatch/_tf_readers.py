@@ -273,8 +273,8 @@ class NumpyReader:
         self.replicas = replicas
         self.with_weight = with_weight
         rows = batches.batch_size // replicas
-        # Windows that vary have an open time axis.
-        W = None if batches.varying else batches.fixed_length("to_tf_dataset")
+        # Windows that vary have an open time axis; burn-in columns come in front.
+        W = None if batches.varying else batches.fixed_length("to_tf_dataset") + batches.burn_in
         specs: list[tuple[tf.DType, tuple[int | None, ...]]]
         specs = [(_tf_dtype(batches.dtype, "x"), (rows, W, *batches.feature_shape))]
         self.has_targets = batches.target_shape is not None
@@ -284,7 +284,7 @@ class NumpyReader:
             specs.append(
                 (_tf_dtype(batches.target_dtype, "y"), (rows, *steps, *batches.target_shape))
             )
-        packed = batches.packed
+        packed = batches.packed or batches.burn_in > 0  # flags per step
         specs.append((tf.float32, (rows, W) if packed else (rows,)))
         if with_weight:
             specs.append((tf.float32, (rows, W) if batches.return_sequences else (rows,)))
@@ -330,7 +330,7 @@ class NumpyReader:
         if self.with_weight and self.batches.varying:
             # The weight of a real step depends on the batch's length (seqbatch._weights).
             plan = self.shards(self.batches.seed)[r].plan(int(epoch))
-            scale = batch_step_weight(plan, self.batches.return_sequences, k)
+            scale = batch_step_weight(plan, self.batches.return_sequences, k, self.batches.burn_in)
             out.append((b.sample_weight * np.float32(scale)).astype(np.float32))
         elif self.with_weight:
             out.append(b.sample_weight)

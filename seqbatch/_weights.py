@@ -44,21 +44,25 @@ def real_step_weight(batches: StreamBatcher) -> float:
         >>> real_step_weight(batches)
         1.2
     """
-    return plan_step_weight(batches.plan, batches.return_sequences)
+    return plan_step_weight(batches.plan, batches.return_sequences, batches.burn_in)
 
 
-def plan_step_weight(plan: StreamPlan, return_sequences: bool) -> float:
-    """:func:`real_step_weight` of the epoch that ``plan`` lays out."""
+def plan_step_weight(plan: StreamPlan, return_sequences: bool, burn_in: int = 0) -> float:
+    """:func:`real_step_weight` of the epoch that ``plan`` lays out.
+
+    ``burn_in`` columns in front of every window are slots too, of weight 0.
+    """
     real = plan.real_slots(last_step_only=not return_sequences)
     # Windows of every length: the slots of each batch (its steps, or one per window).
     steps = len(plan)
     if return_sequences:
         steps = len(plan) * plan.sequence_length if plan.schedule is None else int(plan.cum_steps)
+        steps += len(plan) * burn_in
     slots = plan.batch_size * steps
     return float(np.float64(slots) / real) if real else 1.0
 
 
-def batch_step_weight(plan: StreamPlan, return_sequences: bool, k: int) -> float:
+def batch_step_weight(plan: StreamPlan, return_sequences: bool, k: int, burn_in: int = 0) -> float:
     """The weight of a real step of batch ``k``, when the window lengths vary.
 
     Keras divides each batch's weighted loss by the batch's own slots (``B * length``) and
@@ -67,11 +71,11 @@ def batch_step_weight(plan: StreamPlan, return_sequences: bool, k: int) -> float
     epoch's mean length. Each real step then weighs the same in the gradient, which is what
     AWD-LSTM's learning-rate scaling (``lr_scale``) does by hand: do not apply it again.
     """
-    weight = plan_step_weight(plan, return_sequences)
+    weight = plan_step_weight(plan, return_sequences, burn_in)
     if not return_sequences:
         return weight
     L = plan.window_lengths
-    return weight * float(L[k]) * L.size / float(L.sum())
+    return weight * float(L[k] + burn_in) * L.size / float(L.sum() + L.size * burn_in)
 
 
 def spread(weight: np.ndarray, target_shape: tuple[int, ...], step_weight: float) -> np.ndarray:

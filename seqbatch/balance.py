@@ -51,9 +51,18 @@ class RankBalance:
         return float(self.most / self.least) if self.least else float("inf")
 
     def describe(self) -> str:
-        """One line: the ranks, their streams, and the most and least loaded rank's steps."""
+        """One line: the ranks, their streams, and the most and least loaded rank's steps.
+
+        Examples:
+            >>> import seqbatch
+            >>> plan = seqbatch.StreamPlan([9, 7, 6], batch_size=3, sequence_length=4,
+            ...                            layout="whole", remainder="pad")
+            >>> print(rank_balance(plan, 3).describe())
+            ranks: 3 of 1 stream each; real steps per rank: most 9, least 6 (most / least 1.500000)
+        """
+        streams = f"{self.streams_per_rank} stream{'' if self.streams_per_rank == 1 else 's'}"
         return (
-            f"ranks: {self.ranks} of {self.streams_per_rank} streams; real steps per rank: "
+            f"ranks: {self.ranks} of {streams} each; real steps per rank: "
             f"most {self.most:,}, least {self.least:,} (most / least {self.imbalance:.6f})"
         )
 

@@ -55,6 +55,10 @@ class Batch:
             rate of this batch by when the window lengths vary (``sequence_length`` a schedule:
             see :mod:`seqbatch.lengths`); 1.0 for an int ``sequence_length``. A numpy scalar,
             with a dtype and a shape ``()`` as the other fields have.
+        burn_in: ``(B, b)`` bool with ``burn_in=b`` (see :mod:`seqbatch.burn_in`), else None:
+            the step in column ``j < b`` of the row is a burn-in step, one of the steps right
+            before the window in its series, carrying no loss. ``x`` and ``y`` then have ``b``
+            more columns in front of the window, and ``x[:, b:]`` is the batch without burn-in.
 
     The reset flags in the formats of state-space and linear-attention kernels are
     properties, computed on first use: :attr:`seq_idx`, :attr:`cu_seqlens` and
@@ -82,14 +86,22 @@ class Batch:
     step_series: np.ndarray | None = None
     step_position: np.ndarray | None = None
     lr_scale: np.float64 = _ONE
+    burn_in: np.ndarray | None = None
 
     @property
     def length(self) -> int:
-        """The steps of this batch's windows, ``W``: ``x.shape[1]``."""
-        return int(self.x.shape[1])
+        """The steps of this batch's windows, ``W``: ``x.shape[1]`` (less the burn-in columns)."""
+        b = 0 if self.burn_in is None else self.burn_in.shape[1]
+        return int(self.x.shape[1]) - b
 
     @functools.cached_property
     def _runs(self) -> Runs:
+        if self.burn_in is not None:
+            raise ValueError(
+                "`burn_in` must be 0 for the kernel formats (seq_idx, cu_seqlens, "
+                "position_ids): a burn-in row may start with padding, which no run format "
+                f"here describes. Received: a batch with burn_in={self.burn_in.shape[1]}"
+            )
         return runs(self.position, self.sample_weight, self.step_reset, self.step_position)
 
     @property
@@ -172,7 +184,18 @@ def reset_flags(batch: Batch) -> np.ndarray:
     Packed batches give ``step_reset`` ``(B, W)``, a flag at every step where a series starts
     (:class:`seqbatch.keras.StreamReset` then resets inside the recurrence); the others give
     ``reset`` ``(B,)`` (it resets before the window, and keeps the fused RNN kernels).
-    float32 is the default dtype of a ``keras.Input``.
+    float32 is the default dtype of a ``keras.Input``. Batches with burn-in give ``(B, b +
+    W)`` flags, 1.0 at each row's first real step: the state starts there
+    (:mod:`seqbatch.burn_in`).
     """
+    if batch.burn_in is not None:
+        # Burn-in (seqbatch.burn_in): the state starts right before each row's first real
+        # step, whatever padding precedes it: (B, b + W), 1.0 there.
+        b = batch.burn_in.shape[1]
+        first = b - batch.burn_in.sum(axis=1)
+        flags = np.zeros((len(first), batch.x.shape[1]), dtype=np.float32)
+        held = np.flatnonzero(batch.series >= 0)
+        flags[held, first[held]] = 1.0
+        return flags
     flags = batch.reset if batch.step_reset is None else batch.step_reset
     return flags.astype(np.float32)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 import numpy as np
 
 from seqbatch import _checks
+from seqbatch import burn_in as _burn_in
 from seqbatch import lengths as _lengths
 from seqbatch import state as _state
 from seqbatch.batch import Batch
@@ -88,6 +89,12 @@ class StreamBatcher:
             ``describe()`` says what varies. Windows are never shuffled: continuity holds
             within every epoch.
         seed: seed of the shuffle, an int in ``[0, 2**63)``; None draws one at construction.
+        burn_in: ``b >= 0`` steps in front of every window: the steps right before it in its
+            series, weight 0, flagged in ``batch.burn_in`` (fewer, after padding, where the
+            window starts fewer than ``b`` steps into its series). For training without a
+            carried state, or from a stale stored one; each row's state starts at its first
+            real step. See :mod:`seqbatch.burn_in`. Not with ``series_boundary="pack"``, nor
+            ``"concat"`` of several series.
 
     Raises:
         TypeError: an argument of the wrong type, or data that is not numeric.
@@ -148,6 +155,7 @@ class StreamBatcher:
         series_boundary: Literal["reset", "concat", "pack"] = "reset",
         shuffle: bool = False,
         seed: int | None = None,
+        burn_in: int = 0,
     ) -> None:
         batch_size = _checks.positive_int("batch_size", batch_size)
         self.sequence_length = _lengths.check("sequence_length", sequence_length)
@@ -176,6 +184,7 @@ class StreamBatcher:
             target_series = gathered(open_targets(target_data, list(series), single))
         series = gathered(series)
         self.n_series = len(series)
+        self.burn_in = _burn_in.check(burn_in, series_boundary, len(series))
         if series_boundary == "concat" and len(series) > 1:
             series = [Joined(series)]
             if target_series is not None:
@@ -205,6 +214,7 @@ class StreamBatcher:
             return_sequences=self.return_sequences,
             has_targets=self.shift > 0 or target_series is not None,
             packed=series_boundary == "pack",
+            burn_in=self.burn_in,
         )
         targets_from = series if target_series is None else target_series
         self._view = EpochView(series, targets_from, spec, seed, slice(0, batch_size))
@@ -694,7 +704,8 @@ class StreamBatcher:
                 "several runs of steps. Received: a window of series_boundary='pack' batches "
                 "(read batches[k] instead)"
             )
-        return self._view.read(window)
+        batch = self._view.read(window)
+        return _burn_in.prefixed(self._view, batch) if self.burn_in else batch
 
     def describe(self, *, ranks: int | None = None) -> str:
         """Say how the data is laid out in streams and where every step went.
@@ -716,7 +727,7 @@ class StreamBatcher:
             >>> print(seqbatch.StreamBatcher([np.zeros(n) for n in (30, 20, 13, 10, 9, 3)],
             ...       batch_size=4, sequence_length=5, series_boundary="pack",
             ...       remainder="pad").describe(ranks=2).splitlines()[-1])
-            ranks: 2 of 2 streams; real steps per rank: most 48, least 31 (most / least 1.548387)
+            ranks: 2 of 2 streams each; real steps per rank: most 48, least 31 (most / least 1.548387)
         """
         head = f"data: {self.n_series} series, {self._arrays()}"
         plan, streams = self.plan, self.streams
@@ -746,6 +757,8 @@ class StreamBatcher:
         if self.varying:  # windows of every length of the epoch's
             L = self.plan.window_lengths
             steps = f"{int(L.min())} to {int(L.max())}"
+        if self.burn_in:  # the burn-in columns, then the window's
+            steps = f"{self.burn_in} + {steps}"
 
         def shape(*dims: Any) -> str:
             return "(" + ", ".join(str(d) for d in dims) + ("," if len(dims) == 1 else "") + ")"

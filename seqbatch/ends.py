@@ -17,6 +17,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from seqbatch.batcher import StreamBatcher
+    from seqbatch.plan import StreamPlan
 
 
 class SeriesEnd(NamedTuple):
@@ -25,7 +26,7 @@ class SeriesEnd(NamedTuple):
     Attributes:
         batch: the batch ``k`` that holds the series' last step.
         stream: the row of that batch (of this batcher, so of its shard).
-        step: the column of that row, ``0`` to ``sequence_length - 1``.
+        step: the column of that row, ``0`` to the batch's length ``- 1``.
         position: the step of the series that it is: the last one fed as an input.
         first_batch: the batch where the state of ``stream`` last started from zero before
             it: the series' first window, or with one series cut into streams (or series
@@ -81,22 +82,24 @@ def series_end(batches: StreamBatcher, series: int) -> SeriesEnd:
             f"`series` must be the index of one of the {batches.n_series} series of the data. "
             f"Received: series={series}"
         )
-    plan, W = batches.plan, batches.fixed_length("series_end")
+    _refuse_burn_in(batches)
+    plan = batches.plan
     local = batches.streams
     if batches.packed:
         seg = plan.segments()
-        (j,) = np.flatnonzero(seg.series == series)
-        before = int(seg.length[:j][seg.stream[:j] == seg.stream[j]].sum())
-        last = before + int(seg.length[j]) - 1
-        if int(seg.stream[j]) in local and seg.length[j] > 0:
-            return SeriesEnd(
-                last // W,
-                int(seg.stream[j]) - local.start,
-                last % W,
-                int(seg.length[j]) - 1,
-                before // W,
-                before % W,
-            )
+        # One series cut into streams has a segment in each: the last step is in the one
+        # that reaches furthest into the series (of this batcher's streams).
+        mine = (seg.series == series) & (seg.length > 0)
+        mine &= (seg.stream >= local.start) & (seg.stream < local.stop)
+        js = np.flatnonzero(mine)
+        if js.size:
+            j = int(js[np.argmax(seg.start[js] + seg.length[js])])
+            before = int(seg.length[:j][seg.stream[:j] == seg.stream[j]].sum())
+            last = before + int(seg.length[j]) - 1
+            k, step = _batch_of(plan, last)
+            stream = int(seg.stream[j]) - local.start
+            position = int(seg.start[j] + seg.length[j]) - 1
+            return SeriesEnd(k, stream, step, position, *_batch_of(plan, before))
         raise _not_held(series, batches)
     # Series joined end to end are one series of the plan: series j is a range of its steps.
     joined = getattr(batches.sources[0], "ends", None)
@@ -124,7 +127,8 @@ def stream_end(batches: StreamBatcher, stream: int) -> SeriesEnd:
     holds last (``position`` counts the steps of the plan's series: with series joined end
     to end, of the joined one).
     """
-    plan, W = batches.plan, batches.fixed_length("series_end")
+    _refuse_burn_in(batches)
+    plan = batches.plan
     g = batches.streams.start + stream
     if batches.packed:
         seg = plan.segments()
@@ -133,7 +137,8 @@ def stream_end(batches: StreamBatcher, stream: int) -> SeriesEnd:
             before = int(seg.length[mine[:-1]].sum())
             last = before + int(seg.length[mine[-1]]) - 1
             position = int(seg.length[mine[-1]]) - 1
-            return SeriesEnd(last // W, stream, last % W, position, before // W, before % W)
+            k, step = _batch_of(plan, last)
+            return SeriesEnd(k, stream, step, position, *_batch_of(plan, before))
     else:
         t = plan.table()
         held = np.flatnonzero(t.length[:, g] > 0)
@@ -146,6 +151,29 @@ def stream_end(batches: StreamBatcher, stream: int) -> SeriesEnd:
         f"`streams` must hold data in the batches of this epoch. Received: stream {stream}, "
         f"which holds no step in epoch {batches.epoch}"
     )
+
+
+def _batch_of(plan: StreamPlan, step: int) -> tuple[int, int]:
+    """The batch and the column that hold step ``step`` of a packed stream.
+
+    Windows of one length ``W`` hold steps ``[k * W, (k + 1) * W)``; windows whose lengths
+    vary, ``[cum[k], cum[k + 1])`` at the cumulative sums of their lengths.
+    """
+    if plan.schedule is None:
+        return divmod(step, plan.sequence_length)
+    cum = np.concatenate(([0], np.cumsum(plan.window_lengths)))
+    k = int(np.searchsorted(cum, step, side="right")) - 1
+    return k, step - int(cum[k])
+
+
+def _refuse_burn_in(batches: StreamBatcher) -> None:
+    if batches.burn_in:
+        raise ValueError(
+            "`burn_in` must be 0 to find where a series ends: with burn-in every row starts "
+            "its state afresh at its burn-in, so that no run of steps from zero state leads "
+            f"to a series' last step. Received: burn_in={batches.burn_in} (the state at the "
+            "series' last step is the one of the batch that holds it)"
+        )
 
 
 def _not_held(series: int, batches: StreamBatcher) -> ValueError:

@@ -33,7 +33,10 @@ def by_series(batches: StreamBatcher, outputs: Any) -> list[np.ma.MaskedArray]:
             order. Its ``return_sequences`` says whether outputs have a time axis.
         outputs: one array of ``len(batches) * batch_size`` rows (``model.predict``'s), or a
             sequence of ``len(batches)`` arrays of ``batch_size`` rows (one per batch); each
-            row is ``(W, *out)`` with ``return_sequences=True``, else ``(*out)``.
+            row is ``(W, *out)`` with ``return_sequences=True``, else ``(*out)``. When the
+            window lengths vary (or with ``burn_in=b``) and ``return_sequences=True``, one
+            array per batch, each ``(B, b + length(k), *out)``: the burn-in columns are left
+            out.
 
     Returns:
         A list of ``batches.n_series`` masked arrays, in the order of the data (the series
@@ -61,26 +64,30 @@ def by_series(batches: StreamBatcher, outputs: Any) -> list[np.ma.MaskedArray]:
                            False, False, False, False,  True,  True,  True],
                fill_value=1e+20)
     """
-    n, B, W = len(batches), batches.batch_size, batches.fixed_length("by_series")
-    values = _per_batch(outputs, n, B)
-    if batches.return_sequences and (values.ndim < 3 or values.shape[2] != W):
-        raise ValueError(
-            "`outputs` must have a time axis of `sequence_length` steps after the rows, as the "
-            f"batches have return_sequences=True. Received: outputs of shape {values.shape[1:]} "
-            f"per batch for sequence_length={W}"
-        )
-    shapes = (batches.target_shape, batches.feature_shape)
-    if not batches.return_sequences and _has_time_axis(values, W, shapes):
-        raise ValueError(
-            "`outputs` must have one output per window, without a time axis, as the batches "
-            "have return_sequences=False. Received: outputs of shape "
-            f"{values.shape[1:]} per batch, whose axis 1 has sequence_length={W} steps (pass "
-            "outputs[:, -1], the output at each window's last step, or build the batcher "
-            "with return_sequences=True)"
-        )
-    series, position = _provenance(batches, n)
-    if not batches.return_sequences:
-        series, position = series[:, :, -1], position[:, :, -1]
+    n, B = len(batches), batches.batch_size
+    if batches.varying or batches.burn_in:
+        values, series, position = _varying(batches, outputs, n, B)
+    else:
+        W = int(batches.plan.sequence_length)
+        values = _per_batch(outputs, n, B)
+        if batches.return_sequences and (values.ndim < 3 or values.shape[2] != W):
+            raise ValueError(
+                "`outputs` must have a time axis of `sequence_length` steps after the rows, as "
+                f"the batches have return_sequences=True. Received: outputs of shape "
+                f"{values.shape[1:]} per batch for sequence_length={W}"
+            )
+        shapes = (batches.target_shape, batches.feature_shape)
+        if not batches.return_sequences and _has_time_axis(values, W, shapes):
+            raise ValueError(
+                "`outputs` must have one output per window, without a time axis, as the "
+                "batches have return_sequences=False. Received: outputs of shape "
+                f"{values.shape[1:]} per batch, whose axis 1 has sequence_length={W} steps "
+                "(pass outputs[:, -1], the output at each window's last step, or build the "
+                "batcher with return_sequences=True)"
+            )
+        series, position = _provenance(batches, n)
+        if not batches.return_sequences:
+            series, position = series[:, :, -1], position[:, :, -1]
     held = series >= 0
     # All series end to end: one scatter fills every series at once.
     sizes = lengths_of(batches.sources)
@@ -137,10 +144,60 @@ def _provenance(batches: StreamBatcher, n: int) -> tuple[np.ndarray, np.ndarray]
     plan, streams = batches.plan, slice(batches.streams.start, batches.streams.stop)
     if batches.packed:
         steps = [plan.steps(k, streams) for k in range(n)]
-        return np.stack([s.series for s in steps]), np.stack([s.position for s in steps])
+        W = plan.sequence_length  # the longest window when the lengths vary
+        return tuple(  # type: ignore[return-value]
+            np.stack([np.pad(a, ((0, 0), (0, W - a.shape[1])), constant_values=-1) for a in arrays])
+            for arrays in ([s.series for s in steps], [s.position for s in steps])
+        )
     t = plan.table()
     series, start, length = t.series[:, streams], t.start[:, streams], t.length[:, streams]
-    W = batches.fixed_length("by_series")
+    W = plan.sequence_length  # the longest window when the lengths vary
     real = np.arange(W) < length[:, :, None]
     position = np.where(real, start[:, :, None] + np.arange(W), -1)
     return np.where(real, series[:, :, None], -1), position
+
+
+def _varying(
+    batches: StreamBatcher, outputs: Any, n: int, B: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The outputs ``(n, B, L, ...)`` padded to the longest window ``L``, and the series and
+    steps of their slots, when the window lengths vary or burn-in columns come first.
+
+    Batch ``k``'s outputs have ``burn_in + length(k)`` steps per row with
+    ``return_sequences=True`` (the burn-in columns' are left out: they are not the window's),
+    and none without.
+    """
+    plan, b = batches.plan, batches.burn_in
+    lengths = plan.window_lengths
+    series, position = _provenance(batches, n)
+    if not batches.return_sequences:
+        last = (lengths - 1)[:, None, None]  # each batch's last column
+        series = np.take_along_axis(series, last, axis=2)[:, :, 0]
+        position = np.take_along_axis(position, last, axis=2)[:, :, 0]
+        values = _per_batch(outputs, n, B)
+        return values, series, position
+    if not isinstance(outputs, Sequence) or isinstance(outputs, np.ndarray):
+        if batches.varying:
+            raise ValueError(
+                f"`outputs` must be {n} arrays of {B} rows, one per batch, when the window "
+                "lengths vary: each has its own time axis. Received: one array of shape "
+                f"{np.shape(outputs)} (pass [model.predict_on_batch(...) for each batch])"
+            )
+        outputs = list(np.asarray(outputs).reshape(n, B, *np.shape(outputs)[1:]))
+    arrays = [np.asarray(o) for o in outputs]
+    want = [b + int(L) for L in lengths]
+    got = [a.shape[1] if a.ndim >= 2 else None for a in arrays]
+    if len(arrays) != n or any(a.ndim < 2 or a.shape[0] != B for a in arrays) or got != want:
+        raise ValueError(
+            f"`outputs` must be {n} arrays of {B} rows, one per batch, each with the steps of "
+            f"its batch (burn_in + length). Received: {len(arrays)} arrays of shapes "
+            f"{sorted({a.shape for a in arrays})} for steps {sorted(set(want))}"
+        )
+    L = plan.sequence_length
+    values = np.stack(
+        [
+            np.pad(a[:, b:], ((0, 0), (0, L - (a.shape[1] - b))) + ((0, 0),) * (a.ndim - 2))
+            for a in arrays
+        ]
+    )
+    return values, series, position

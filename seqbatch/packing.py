@@ -206,23 +206,44 @@ class Packed:
 
     def pieces(self, k: int, streams: np.ndarray) -> Pieces:
         """The pieces of window ``k`` of ``streams``; rows count from 0 in ``streams``."""
-        at, W = self._at(np.int64(k))
+        run, _ = self.pieces_run(np.array([k], dtype=np.int64), streams)
+        return run
+
+    def pieces_run(self, ks: np.ndarray, streams: np.ndarray) -> tuple[Pieces, np.ndarray]:
+        """The pieces of windows ``ks`` of ``streams``, looked up at once, batch after batch.
+
+        Returns:
+            The pieces of every batch of ``ks`` one after another (rows count from 0 in
+            ``streams`` within each batch), and ``(len(ks) + 1,)`` where each batch's pieces
+            begin: batch ``ks[i]`` holds pieces ``[bounds[i], bounds[i + 1])``.
+        """
+        at, W = self._at(ks[:, None])
         length = np.clip(self.held[streams] - at, 0, W)
         first = self.base[streams] + at
         j = self.index.find(streams, at)
         end = first + length
         last = self.index.find(streams, end - 1 - self.base[streams])
-        count = np.where(length > 0, last - j + 1, 0)
-        row = np.repeat(np.arange(count.size), count)
-        seg = j[row] + np.arange(row.size) - (np.cumsum(count) - count)[row]
-        begin = np.maximum(self.seg_line[seg], first[row])
+        count = np.where(length > 0, last - j + 1, 0).ravel()
+        # Piece p belongs to window `of[p]` of the flattened (batch, stream) grid.
+        of = np.repeat(np.arange(count.size), count)
+        seg = j.ravel()[of] + np.arange(of.size) - (np.cumsum(count) - count)[of]
+        first_p = first.ravel()[of]
+        begin = np.maximum(self.seg_line[seg], first_p)
         # The next segment on the line starts where this one ends, or later when `drop` left
         # out the rest of this stream; the window ends at the stream's end either way.
-        stop = np.minimum(self.seg_line[seg + 1], end[row])
+        stop = np.minimum(self.seg_line[seg + 1], end.ravel()[of])
         start = begin - self.seg_line[seg]
-        return Pieces(
-            row, begin - first[row], self.seg_series[seg], start, stop - begin, start == 0
+        pieces = Pieces(
+            of % streams.size,
+            begin - first_p,
+            self.seg_series[seg],
+            start,
+            stop - begin,
+            start == 0,
         )
+        bounds = np.zeros(ks.size + 1, dtype=np.int64)
+        np.cumsum(count.reshape(ks.size, -1).sum(axis=1), out=bounds[1:])
+        return pieces, bounds
 
     def _at(self, k: np.ndarray | np.int64) -> tuple[np.ndarray | np.int64, np.ndarray | int]:
         """The first step of window ``k`` in its stream, and its width."""

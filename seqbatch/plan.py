@@ -32,9 +32,11 @@ from seqbatch.packing import Packed, Pieces, Steps
 from seqbatch.segments import SegmentIndex
 
 Layout = Literal["split", "whole", "pack"]
-# Windows looked up at once: about this many (batch, stream) entries per run of batches, and
-# this many runs kept (one per set of streams read, and the one before).
+# Windows looked up at once: at most about this many (batch, stream) entries per run of
+# batches, a first run of this many batches, and this many runs kept (one per set of streams
+# read, and the one before).
 _LOOKUP_ENTRIES = 1 << 14
+_LOOKUP_FIRST_RUN = 1
 _LOOKUP_RUNS_KEPT = 4
 Remainder = Literal["drop", "pad"]
 Align = Literal["start", "end"]
@@ -599,30 +601,36 @@ class StreamPlan:
         lo, hi, step = streams.indices(self.batch_size)
         if self.layout == "pack":
             return Window(*self._lookup(np.int64(k), np.arange(lo, hi, step, dtype=np.int64)))
-        # The windows of a run of batches are looked up at once and kept: a lookup costs a
-        # few numpy calls whatever the number of batches it covers, so batches read in order
-        # pay for it once per run (random access is as exact, only slower).
-        count = len(range(lo, hi, step))
-        run = max(1, _LOOKUP_ENTRIES // max(count, 1))
-        key = (lo, hi, step, int(k) // run)
-        chunks = self.__dict__.setdefault("_chunks", {})
-        chunk = chunks.get(key)
-        if chunk is None:
-            first = key[3] * run
-            ks = np.arange(first, min(first + run, self._n_batches), dtype=np.int64)[:, None]
-            chunk = self._lookup(ks, np.arange(lo, hi, step, dtype=np.int64))
-            for a in chunk:
-                a.flags.writeable = False
-            if len(chunks) >= _LOOKUP_RUNS_KEPT:
-                chunks.pop(next(iter(chunks)))
-            chunks[key] = chunk
-        row = int(k) - key[3] * run
+        # The windows of a run of batches are looked up at once and kept (see _Runs).
+        streams_ = np.arange(lo, hi, step, dtype=np.int64)
+        chunk, row = self._runs.get(
+            (lo, hi, step), k, streams_.size, lambda ks: self._lookup(ks[:, None], streams_)
+        )
         return Window(*(a[row] for a in chunk))
 
+    def _packed_pieces(self, k: int, streams: slice) -> Pieces:
+        """:meth:`pieces` of a packed plan: the pieces of a run of batches looked up at once."""
+        lo, hi, step = streams.indices(self.batch_size)
+        streams_ = np.arange(lo, hi, step, dtype=np.int64)
+        (pieces, bounds), i = self._runs.get(
+            ("pieces", lo, hi, step),
+            k,
+            streams_.size,
+            lambda ks: self._packed.pieces_run(ks, streams_),
+        )
+        return Pieces(*(a[bounds[i] : bounds[i + 1]] for a in pieces))
+
+    @property
+    def _runs(self) -> _Runs:
+        runs = self.__dict__.get("_run_cache")
+        if runs is None:
+            runs = self.__dict__["_run_cache"] = _Runs(self._n_batches)
+        return runs
+
     def __getstate__(self) -> dict[str, Any]:
-        # The looked-up windows are a cache: a pickled plan (a worker's) leaves them behind.
+        # The looked-up runs are a cache: a pickled plan (a worker's) leaves them behind.
         state = dict(self.__dict__)
-        state.pop("_chunks", None)
+        state.pop("_run_cache", None)
         return state
 
     def _check_batch(self, k: int) -> None:
@@ -690,8 +698,7 @@ class StreamPlan:
         """
         if self.layout == "pack":
             self._check_batch(k)
-            lo, hi, step = streams.indices(self.batch_size)
-            return self._packed.pieces(k, np.arange(lo, hi, step, dtype=np.int64))
+            return self._packed_pieces(k, streams)
         w = self.window(k, streams)
         row = np.flatnonzero(w.length)
         zeros = np.zeros(row.size, dtype=np.int64)
@@ -850,3 +857,50 @@ class StreamPlan:
             + f"shuffle={self.shuffle}, epoch={self.epoch}): "
             f"{len(self)} batches"
         )
+
+
+class _Runs:
+    """Lookups of runs of batches, read ahead as the batches are read in order.
+
+    A lookup costs a few numpy calls whatever the number of batches it covers, so it is made
+    for a run of batches at once and kept. The first run is short, so that random access
+    costs little more than one batch; each run that starts where the last one of the same
+    streams ended doubles, up to about :data:`_LOOKUP_ENTRIES` entries. The answers are those
+    of one batch at a time: the arrays kept are read-only.
+
+    Args:
+        n_batches: batches of the epoch; a run ends at the last.
+    """
+
+    def __init__(self, n_batches: int) -> None:
+        self.n_batches = n_batches
+        self.kept: list[tuple[Any, int, int, Any]] = []
+
+    def get(self, key: Any, k: int, per_batch: int, lookup: Any) -> tuple[Any, int]:
+        """The lookup of the run holding batch ``k`` of ``key``, and ``k``'s place in it.
+
+        Args:
+            key: what the lookup depends on besides the batches (the streams read).
+            k: the batch.
+            per_batch: entries of one batch's lookup.
+            lookup: called with the ``(C,)`` int64 batches of a run: arrays, or tuples of
+                arrays (nested once), made read-only here.
+        """
+        k = int(k)
+        for held, k0, k1, value in self.kept:
+            if held == key and k0 <= k < k1:
+                return value, k - k0
+        most = max(1, _LOOKUP_ENTRIES // max(per_batch, 1))
+        size = min(most, _LOOKUP_FIRST_RUN)
+        for held, k0, k1, _ in self.kept:
+            if held == key and k1 == k:  # read in order: read further ahead
+                size = min(most, 2 * (k1 - k0))
+        ks = np.arange(k, min(k + size, self.n_batches), dtype=np.int64)
+        value = lookup(ks)
+        for part in value:
+            for a in part if isinstance(part, tuple) else (part,):
+                a.flags.writeable = False
+        if len(self.kept) >= _LOOKUP_RUNS_KEPT:
+            self.kept.pop(0)
+        self.kept.append((key, int(ks[0]), int(ks[-1]) + 1, value))
+        return value, 0

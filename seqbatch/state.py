@@ -128,6 +128,8 @@ def fingerprint(
         "series_boundary": batches.series_boundary,
         "shuffle": batches.shuffle,
         "data": _digest(*data),
+        # Only where it is set: checkpoints of batchers without burn-in keep their fingerprint.
+        **({"burn_in": batches.burn_in} if batches.burn_in else {}),
     }
 
 
@@ -157,9 +159,10 @@ def check_state(batches: StreamBatcher, state: Any) -> tuple[int, int, int]:
     saved, here = state["fingerprint"], fingerprint(batches, epoch, seed)
     if not isinstance(saved, dict):
         saved = {}
-    differ = [k for k in here if saved.get(k) != here[k]]
+    keys = [*here, *(k for k in saved if k not in here)]  # a key only one side has differs too
+    differ = [k for k in keys if saved.get(k) != here.get(k)]
     if differ:
-        what = "; ".join(f"{k}: saved {saved.get(k)!r}, here {here[k]!r}" for k in differ)
+        what = "; ".join(f"{k}: saved {saved.get(k)!r}, here {here.get(k)!r}" for k in differ)
         raise ValueError(
             "`state` must come from a batcher of the same data and arguments: restored here, "
             "its position would name other batches, and the streams would no longer line up. "

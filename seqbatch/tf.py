@@ -206,7 +206,7 @@ def to_dataset(
     if batches.target_dtype is not None:
         paths.add(carried_by(batches.target_dtype, "y"))
     reader_type: type[GraphReader | NumpyReader] = NumpyReader
-    if batches.in_memory and paths == {"gather"} and not batches.varying:
+    if batches.in_memory and paths == {"gather"} and not batches.varying and not batches.burn_in:
         packed = batches.packed
         reader_type = PackedGraphReader if packed else GraphReader
     reader = reader_type(batches, replicas, with_weight)

@@ -43,6 +43,7 @@ class LayoutSpec:
     return_sequences: bool
     has_targets: bool
     packed: bool  # series_boundary="pack": batches carry per-step flags (also one series)
+    burn_in: int = 0  # steps before each window, without loss: seqbatch.burn_in
 
 
 class EpochView:
@@ -210,6 +211,14 @@ class EpochView:
         if not -n <= k < n:
             raise IndexError(f"batch index out of range. Received: {k} for {n} batches")
         k = int(k) % n
+        if self.layout.burn_in:
+            from seqbatch.burn_in import prefixed
+
+            return prefixed(self, self._batch(plan, views, k))
+        return self._batch(plan, views, k)
+
+    def _batch(self, plan: StreamPlan, views: Any, k: int) -> Batch:
+        """Batch ``k`` (in range) of the epoch that ``plan`` and ``views`` lay out."""
         if self.packed:
             return self._packed(plan, k)
         if plan.schedule is not None:
@@ -221,7 +230,44 @@ class EpochView:
             w = plan.window(k, self.streams)
             y = None if views[1] is None else views[1][k]
             return Batch(views[0][k], y, weight, w.reset, w.series, w.start)
+        if self._x_reader.windows is not None:
+            gathered = self._gathered(plan, k)
+            if gathered is not None:
+                return gathered
         return self.read(plan.window(k, self.streams))
+
+    def _gathered(self, plan: StreamPlan, k: int) -> Batch | None:
+        """Batch ``k`` read by one gather from the one array every series lies in, where its
+        windows are all full and ``y`` (if any) is ``x`` shifted: ``None`` otherwise.
+
+        The rows to gather are computed for a run of batches at once and kept with the
+        plan's lookups, so that a batch costs its gather and little more: what :meth:`read`
+        computes batch by batch from the same windows.
+        """
+        lay = self.layout
+        both = lay.has_targets
+        if both and not (lay.return_sequences and self._y_reader is self._x_reader):
+            return None
+        lo, hi, step = self.streams.indices(lay.streams_total)
+        streams = np.arange(lo, hi, step, dtype=np.int64)
+        W, shift, reader = lay.sequence_length, lay.shift, self._x_reader
+
+        def rows(ks: np.ndarray) -> tuple[np.ndarray, ...]:
+            series, start, length, reset = plan._lookup(ks[:, None], streams)
+            first = reader.offsets[np.maximum(series, 0)] + start  # type: ignore[index]
+            at = np.concatenate((first, first + shift), axis=1) if both else first
+            return at, series, start, reset, (length == W).all(axis=1)
+
+        (at, series, start, reset, full), i = plan._runs.get(
+            ("gather", lo, hi, step), k, streams.size, rows
+        )
+        if not full[i]:
+            return None
+        assert reader.windows is not None
+        read = reader.windows[at[i]]
+        B = streams.size
+        y = read[B:] if both else None
+        return Batch(read[:B], y, self._ones, reset[i], series[i], start[i])
 
     def _views(self, plan: StreamPlan) -> tuple[np.ndarray, np.ndarray | None] | None:
         """Zero-copy views of the full batches of one numpy series cut into streams."""

@@ -5,30 +5,18 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from benchmarks import many_series, packing, packing_fit, plan_scale, unroll
 from benchmarks.report import figure, number
 from benchmarks.sizes import QUICK
+from tests import background
 
-ROOT = Path(__file__).resolve().parent.parent
 
-
-def test_quick_run_prints_every_row_and_draws_the_figure(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--out", str(tmp_path)],
-        cwd=ROOT,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+def test_quick_run_prints_every_row_and_draws_the_figure(request: pytest.FixtureRequest) -> None:
+    """``python -m benchmarks --quick``, started in the background as the session began."""
+    done, tmp_path = request.config.stash[background.STASH].result(background.BENCHMARKS_TEST)
     assert done.returncode == 0, done.stderr[-3000:]
     out = done.stdout
     assert "## Targets" in out and "## Grid" in out

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import background
 from tests.doc_blocks import blocks
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,22 +94,11 @@ def backend_dependent(path: Path) -> bool:
     [pytest.param(p, marks=[pytest.mark.keras] if backend_dependent(p) else []) for p in PAGES],
     ids=[str(p.relative_to(ROOT)) for p in PAGES],
 )
-def test_page_examples_run(path: Path, tmp_path: Path) -> None:
+def test_page_examples_run(path: Path, request: pytest.FixtureRequest) -> None:
+    """The page's blocks in a fresh process (``run_page``), started in the background as the
+    session began (tests/background.py)."""
     name = str(path.relative_to(ROOT))
-    done = subprocess.run(
-        # As a module: run as a script, tests/ would come first on sys.path, and its keras/
-        # and torch/ folders of tests would hide the packages of those names.
-        [sys.executable, "-m", "tests.test_docs", str(path), name],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        # The checkout's seqbatch, as in the rest of the suite; TensorFlow's C++ logs quiet.
-        env={
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-            "TF_CPP_MIN_LOG_LEVEL": "2",
-        },
-    )
+    done, _ = request.config.stash[background.STASH].result(name)
     if done.returncode != 0:
         pytest.fail(f"examples of {name} failed:\n{done.stdout[-6000:]}\n{done.stderr[-6000:]}")
 

@@ -41,6 +41,10 @@ def unroll(
             the first batch: batch 0 resets every stream anyway).
         inputs: the cell's input in place of ``x``, ``(B, W, ...)``: an embedding of it, say.
 
+    With burn-in (``burn_in=b``, :mod:`seqbatch.burn_in`) nothing is carried: each row runs
+    from zeros from its first real step (its first burn-in step) over its burn-in steps and
+    its window, whatever ``state`` it brings; outputs are given at the burn-in steps too.
+
     Returns:
         ``(outputs, state)``: the cell's outputs stacked along axis 1, ``(B, W, ...)``, zero
         at padding, and the carry after each row's last real step (the carry it came with,
@@ -99,6 +103,17 @@ def unroll(
                 f"step_reset of dtype {flags.dtype} and shape {flags.shape}"
             )
 
+    real = weight > 0
+    burn_in = _field(batch, "burn_in", None)
+    if burn_in is not None:
+        # Burn-in (seqbatch.burn_in): the burn-in steps are real steps without loss, and each
+        # row starts from zeros right before its first real step, after any padding.
+        burn_in = jnp.asarray(burn_in)
+        b = burn_in.shape[1]
+        real = jnp.concatenate((burn_in, real[:, b:]), axis=1)
+        first = b - burn_in.sum(axis=1)
+        flags = jnp.zeros((B, W), bool).at[jnp.arange(B), first].set(real.any(axis=1))
+
     def step(carry: Any, at: tuple[Any, Any, Any]) -> tuple[Any, Any]:
         x_t, flag_t, real_t = at
         carry = reset_rows(carry, flag_t, axis=0)
@@ -108,7 +123,7 @@ def unroll(
         )
         return hold(new, carry, real_t, axis=0), y_t
 
-    time_major = (jnp.moveaxis(x, 1, 0), flags.T, (weight > 0).T)
+    time_major = (jnp.moveaxis(x, 1, 0), flags.T, real.T)
     state, ys = jax.lax.scan(step, state, time_major)
     return jax.tree.map(lambda y: jnp.moveaxis(y, 0, 1), ys), state
 

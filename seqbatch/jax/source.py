@@ -31,6 +31,8 @@ class StreamSource:
     (``sequence_length`` a callable), the records' time axes differ (a jitted step traces
     once per distinct length: prefer a schedule of few lengths, or pad), each epoch has its
     own number of records, and each record also holds ``"lr_scale"``, a float64 scalar.
+    With ``burn_in=b`` (:mod:`seqbatch.burn_in`) each record also holds ``"burn_in"``, the
+    ``(B, b)`` bool flags of the burn-in steps in front of each window.
     Feed the records to the model through :meth:`in_order`, which refuses any other order
     before it is used. A packed record must reset the state at each step that
     ``"step_reset"`` flags, inside the scan.
@@ -61,7 +63,7 @@ class StreamSource:
 
     Raises:
         TypeError: ``batches`` is not a ``StreamBatcher``, or ``epochs`` not an int.
-        ValueError: ``epochs`` is not positive.
+        ValueError: ``epochs`` is not positive, or ``kernel_formats`` with ``burn_in``.
 
     Examples:
         >>> import numpy as np, seqbatch
@@ -87,6 +89,12 @@ class StreamSource:
         if not isinstance(kernel_formats, bool):
             raise TypeError(
                 f"`kernel_formats` must be a bool. Received: kernel_formats={kernel_formats!r}"
+            )
+        if kernel_formats and batches.burn_in:
+            raise ValueError(
+                "`kernel_formats` must be False for batches with burn-in: a burn-in row may "
+                "start with padding, which the kernel formats do not describe. Received: "
+                f"kernel_formats=True with burn_in={batches.burn_in}"
             )
         self.kernel_formats = kernel_formats
         self.first_epoch = batches.epoch
@@ -135,6 +143,8 @@ class StreamSource:
             record.update(seq_idx=b.seq_idx, cu_seqlens=b.cu_seqlens, position_ids=b.position_ids)
         if self.batches.varying:
             record["lr_scale"] = b.lr_scale
+        if b.burn_in is not None:
+            record["burn_in"] = b.burn_in
         return record
 
     def in_order(

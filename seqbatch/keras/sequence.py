@@ -171,7 +171,9 @@ class StreamSequence(keras.utils.PyDataset):
         weight = self._real_step_weight()
         if self.batches.varying:
             plan = self.batches.plan
-            weight = _weights.batch_step_weight(plan, self.batches.return_sequences, k % len(plan))
+            weight = _weights.batch_step_weight(
+                plan, self.batches.return_sequences, k % len(plan), self.batches.burn_in
+            )
         return _element(batch, self.reset_input, self.sample_weight, weight)
 
     @property
@@ -181,7 +183,8 @@ class StreamSequence(keras.utils.PyDataset):
         # seqbatch's refusal can come first. Everywhere else, this sequence has none.
         call = running_call()
         if call is not None and call.method == "fit":
-            check_validation_split(call, (self.batches.batch_size, self._width()))
+            steps = self._width() + self.batches.burn_in
+            check_validation_split(call, (self.batches.batch_size, steps))
         raise AttributeError(f"'{type(self).__name__}' object has no attribute '__array__'")
 
     def _width(self) -> int:
@@ -254,12 +257,14 @@ class StreamSequence(keras.utils.PyDataset):
         if b.varying:
             _check_varying(call, b, len(b))
         y_shape = None
+        W += b.burn_in  # the burn-in columns in front of each window
         if b.target_shape is not None:
             steps = (W,) if b.return_sequences else ()
             y_shape = (b.batch_size, *steps, *b.target_shape)
         inputs = [(b.batch_size, W, *b.feature_shape)]
         if self.reset_input:
-            inputs.append((b.batch_size, W) if b.packed else (b.batch_size,))
+            per_step = b.packed or b.burn_in > 0
+            inputs.append((b.batch_size, W) if per_step else (b.batch_size,))
         check_call(call, input_shapes=inputs, y_shape=y_shape, steps=len(self.batches))
         fit = call.fit
         if not call.training or not call.first_epoch or fit is None:

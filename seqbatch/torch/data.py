@@ -84,6 +84,8 @@ class TensorBatch:
         step_position: ``(B, W)`` int64 for packed batches, else None: the step of that series.
         lr_scale: a ``()`` float64 tensor, ``length / nominal`` when the window lengths vary, else 1.0:
             what to multiply this batch's learning rate by (see :mod:`seqbatch.lengths`).
+        burn_in: ``(B, b)`` bool with ``burn_in=b``, else None: the real burn-in steps in
+            front of each window (see :mod:`seqbatch.burn_in`).
         epoch: the epoch of the batch, an int, as :class:`StreamDataset` serves it (None from
             :meth:`from_batch` without ``epoch``).
         index: the batch's index ``k`` in its epoch, an int (None likewise). A loop checks
@@ -115,13 +117,15 @@ class TensorBatch:
     step_series: torch.Tensor | None = None
     step_position: torch.Tensor | None = None
     lr_scale: torch.Tensor | None = None
+    burn_in: torch.Tensor | None = None
     epoch: int | None = None
     index: int | None = None
 
     @property
     def length(self) -> int:
-        """The steps of this batch's windows: ``x.shape[1]``."""
-        return int(self.x.shape[1])
+        """The steps of this batch's windows: ``x.shape[1]`` (less the burn-in columns)."""
+        b = 0 if self.burn_in is None else self.burn_in.shape[1]
+        return int(self.x.shape[1]) - b
 
     @classmethod
     def from_batch(
@@ -158,6 +162,13 @@ class TensorBatch:
     def _runs(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         def numpy(t: torch.Tensor | None) -> Any:
             return None if t is None else t.cpu().numpy()
+
+        if self.burn_in is not None:
+            raise ValueError(
+                "`burn_in` must be 0 for the kernel formats (seq_idx, cu_seqlens, "
+                "position_ids): a burn-in row may start with padding, which no run format "
+                f"here describes. Received: a batch with burn_in={self.burn_in.shape[1]}"
+            )
 
         found = runs(
             numpy(self.position),

@@ -50,7 +50,7 @@ def test_describe_reports_the_most_and_least_loaded_rank() -> None:
     served = served_steps(batches, 4)
     line = batches.describe(ranks=4).splitlines()[-1]
     assert line == (
-        f"ranks: 4 of 2 streams; real steps per rank: most {max(served):,}, least "
+        f"ranks: 4 of 2 streams each; real steps per rank: most {max(served):,}, least "
         f"{min(served):,} (most / least {max(served) / min(served):.6f})"
     )
     assert "ranks" not in batches.describe()

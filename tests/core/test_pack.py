@@ -105,6 +105,35 @@ def test_a_packed_batch_is_a_pure_function_of_seed_epoch_and_index(
         same(in_order[k], first[k - len(first)])
 
 
+@pytest.mark.parametrize("layout", ["pack", "reset"])
+def test_batches_read_in_order_past_the_longest_lookahead_are_those_read_one_by_one(
+    layout: str,
+) -> None:
+    """The plan looks runs of batches up ahead while they are read in order (up to 16k
+    (batch, stream) entries a run, 256 batches at 64 streams): every batch of a long epoch
+    read in order, forwards or backwards, is the batch a fresh batcher reads alone."""
+    rng = np.random.default_rng(3)
+    series = [
+        encoded_series(s, int(n), (), "int64") for s, n in enumerate(rng.integers(2, 40, 6000))
+    ]
+
+    def build() -> seqbatch.StreamBatcher:
+        return seqbatch.StreamBatcher(
+            series, batch_size=64, sequence_length=3, remainder="pad", series_boundary=layout
+        )
+
+    batches = build()
+    assert len(batches) > 2 * 256
+    forwards = [batches[k] for k in range(len(batches))]
+    backwards = [batches[k] for k in reversed(range(len(batches)))][::-1]
+    for k in (0, 1, 255, 256, 257, 511, 512, len(batches) - 1):
+        alone = build()[k]
+        same(forwards[k], alone)
+        same(backwards[k], alone)
+    for a, b in zip(forwards, backwards, strict=True):
+        same(a, b)
+
+
 @given(packed_cases(single=False, fill=True, shuffle=True))
 def test_shuffle_keeps_the_number_of_batches(case: PackCase) -> None:
     batches = case.build()

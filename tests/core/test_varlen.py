@@ -14,7 +14,7 @@ from hypothesis import given, note, settings
 from hypothesis import strategies as st
 
 import seqbatch
-from tests.encoded import encoded_series
+from tests.encoded import SERIES_STRIDE, decode, encoded_series
 from tests.varying import Table, VaryingCase, varying_cases
 
 
@@ -232,3 +232,88 @@ def test_describe_says_the_lengths() -> None:
     text = batches.describe()
     assert "batches: 26 of 2 streams x 2 to 10 steps (mean 9.2, nominal 10: " in text
     assert "seqbatch.lengths.warmup(2, 10, batches=4)" in text
+
+
+def _series_of(case: VaryingCase) -> list[np.ndarray]:
+    return [encoded_series(s, n, case.features, "int64") for s, n in enumerate(case.lengths)]
+
+
+@settings(max_examples=30)
+@given(varying_cases())
+def test_by_series_puts_varying_outputs_back_at_their_steps(case: VaryingCase) -> None:
+    note(repr(case))
+    batches = case.build()
+    batches.set_epoch(case.epoch)
+    served = list(batches)
+    if case.return_sequences:
+        outputs: object = [b.x for b in served]  # an output per step: the input itself
+        real = sum(int(b.sample_weight.sum()) for b in served)  # (B, W) weights
+    else:
+        outputs = np.concatenate([b.x[:, -1] for b in served])  # the window's last step
+        real = sum(
+            int((b.sample_weight if b.sample_weight.ndim == 1 else b.sample_weight[:, -1]).sum())
+            for b in served
+        )
+    back = batches.by_series(outputs)
+    series = _series_of(case)
+    assert len(back) == len(series)
+    shown = 0
+    for s, (out, want) in enumerate(zip(back, series, strict=True)):
+        assert out.shape == want.shape, s
+        held = ~np.ma.getmaskarray(out)
+        np.testing.assert_array_equal(out.data[held], want[held])  # each at its own step
+        shown += int(held.reshape(len(want), -1)[:, 0].sum())
+    assert shown == real  # every real step (or window's last step) came back, once
+
+
+@settings(max_examples=30)
+@given(varying_cases())
+def test_series_end_names_the_last_step_of_each_series_when_the_lengths_vary(
+    case: VaryingCase,
+) -> None:
+    note(repr(case))
+    batches = case.build()
+    batches.set_epoch(case.epoch)
+    served = list(batches)
+    last: dict[int, int] = {}  # series -> its last input step, decoded from the batches
+    for b in served:
+        codes = decode(b.x, case.features)
+        held = codes > 0 if b.sample_weight.ndim == 1 else b.sample_weight > 0
+        for code in codes[held & (codes > 0)].tolist():
+            s, t = divmod(code, SERIES_STRIDE)
+            last[s - 1] = max(last.get(s - 1, -1), t)
+    for s in range(len(case.lengths)):
+        if s not in last:
+            with pytest.raises(ValueError, match="`series` must have steps in the batches"):
+                batches.series_end(s)
+            continue
+        end = batches.series_end(s)
+        code = decode(served[end.batch].x[end.stream, end.step], case.features)
+        assert int(code) == SERIES_STRIDE * (s + 1) + last[s] and end.position == last[s]
+        first = served[end.first_batch]
+        if first.step_reset is not None:
+            assert first.step_reset[end.stream, end.first_step]
+        else:
+            assert first.reset[end.stream] and end.first_step == 0
+
+
+def test_the_plan_command_takes_a_schedule_and_burn_in(capsys: pytest.CaptureFixture) -> None:
+    from seqbatch.__main__ import main
+
+    args = ["plan", "--series", "50", "40", "33", "21", "--batch-size", "2", "--remainder"]
+    assert main([*args, "pad", "--sequence-length", "warmup:2:10:5", "--burn-in", "3"]) == 0
+    text = capsys.readouterr().out
+    want = seqbatch.StreamBatcher(
+        [np.zeros(n, "float32") for n in (50, 40, 33, 21)],
+        batch_size=2,
+        sequence_length=seqbatch.lengths.warmup(2, 10, 5),
+        remainder="pad",
+        burn_in=3,
+    )
+    assert text.strip() == want.describe()
+    assert "x (2, 3 + 2 to 10) float32" in text
+    assert main([*args, "pad", "--sequence-length", "awd:20:4"]) == 0
+    assert "seqbatch.lengths.awd(bptt=20, seed=4," in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main([*args, "pad", "--sequence-length", "awd:0"])
+    assert "`bptt` must be a positive" in capsys.readouterr().err

@@ -1,12 +1,10 @@
 """One rank of PyTorch ``DistributedDataParallel`` (gloo): truncated BPTT through seqbatch.torch.
 
 Run by ``tests/torch/test_ddp.py`` as ``python -m tests.workers.ddp``, once per rank, with
-``RANK`` and ``WORLD_SIZE`` (as ``torchrun`` sets them), ``SEQBATCH_RENDEZVOUS`` (a file
-the ranks meet through, so that no TCP store listens on any interface) and
-``SEQBATCH_OUT``, the JSON file to write; ``GLOO_SOCKET_IFNAME=lo`` keeps gloo's own
-connections on 127.0.0.1.
+the environment of its process group (:mod:`tests.workers.gloo`) and ``SEQBATCH_OUT``, the
+JSON file to write.
 
-A ``torch.nn.LSTM`` with a linear head, wrapped in DDP, is trained on
+The LSTM with a linear head of :func:`tests.workers.gloo.lstm_net`, wrapped in DDP, is trained on
 ``tests.carried.many_series`` (series of unequal lengths, resets mid-epoch, padding, a new
 layout each epoch) through ``StreamDataset``, which takes its rank and world size from
 ``torch.distributed``, and a ``DataLoader`` with two worker processes. The state is carried
@@ -14,21 +12,18 @@ from window to window, its flagged rows reset, and detached after each step. Aft
 step the rank records the weights, its state and the first step of each row it was served.
 Then it records what a ``DistributedSampler`` over the same dataset does.
 
-This process never imports TensorFlow: torch.optim imports triton, which crashes a process
-that imported TensorFlow first (TF 2.21, torch 2.14).
+This process never imports TensorFlow (see :mod:`tests.workers.gloo`).
 """
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 from typing import Any
 
+from tests.workers.gloo import LEARNING_RATE, SCALE, in_process_group, lstm_net
+
 EPOCHS = 3
-UNITS = 3
-SCALE = 1e-5  # the codes of tests.encoded reach 110,000: keep the gates unsaturated
-LEARNING_RATE = 0.5
 
 
 def main() -> dict[str, Any]:
@@ -39,19 +34,9 @@ def main() -> dict[str, Any]:
     from seqbatch.torch import StreamDataset, detach, reset_rows, weighted_mean
     from tests.carried import many_series
 
-    class Net(torch.nn.Module):
-        def __init__(self, features: int) -> None:
-            super().__init__()
-            self.lstm = torch.nn.LSTM(features, UNITS, batch_first=True)
-            self.head = torch.nn.Linear(UNITS, features)
-
-        def forward(self, x: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
-            out, state = self.lstm(x, state)
-            return self.head(out), state
-
     batches = many_series()
     torch.manual_seed(0)
-    model = Net(batches.feature_shape[0])
+    model = lstm_net(batches.feature_shape[0])
     ddp = DistributedDataParallel(model)  # rank 0's initial weights, sent to every rank
     optimizer = torch.optim.SGD(ddp.parameters(), lr=LEARNING_RATE)
     dataset = StreamDataset(batches)  # rank and world size from torch.distributed
@@ -97,18 +82,6 @@ def main() -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    import torch.distributed
-
-    torch.distributed.init_process_group(
-        "gloo",
-        init_method=f"file://{os.environ['SEQBATCH_RENDEZVOUS']}",
-        rank=int(os.environ["RANK"]),
-        world_size=int(os.environ["WORLD_SIZE"]),
-        timeout=datetime.timedelta(seconds=60),
-    )
-    try:
-        result = main()
-    finally:
-        torch.distributed.destroy_process_group()
+    result = in_process_group(main)
     with open(os.environ["SEQBATCH_OUT"], "w", encoding="utf-8") as f:
         json.dump(result, f)

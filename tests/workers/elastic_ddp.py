@@ -1,12 +1,14 @@
-"""One rank of one run of elastic DDP training: resume on another number of ranks.
+"""Elastic DDP training: a run checkpointed on some number of ranks resumes on another.
 
-Run by ``tests/torch/test_elastic.py`` as ``python -m tests.workers.elastic_ddp``, once per rank,
-with ``RANK``, ``WORLD_SIZE``, ``SEQBATCH_RENDEZVOUS`` (the file the ranks meet through) and
-``SEQBATCH_OUT`` (the ``.npz`` file this rank writes what it trained), as
-``tests/workers/ddp.py``; and with ``SEQBATCH_RESUME``, the checkpoint directory of the run
-before (empty: start from scratch), ``SEQBATCH_STOP``, ``"epoch,k"``: save a checkpoint to
-``SEQBATCH_CHECKPOINT`` after training on batch ``k`` of that epoch, and stop (empty: train
-to the end).
+Run by ``tests/torch/test_elastic.py`` as ``python -m tests.workers.elastic_ddp`` with
+``SEQBATCH_DIR`` (a directory) and ``SEQBATCH_SCHEDULES``: schedules, ``|`` between them,
+each made in ``SEQBATCH_DIR/schedule{i}``; a schedule is runs made one after the other, ``;``
+between them, each ``"world"`` (train to the end) or ``"world:epoch,k"`` (save a checkpoint
+after training on batch ``k`` of that epoch, and stop). This process imports torch once and
+forks a new set of ``world`` processes for each run (:func:`launch`), each one rank of a new
+gloo group (:mod:`tests.workers.gloo`) that resumes from the checkpoint of the run before;
+rank ``r`` of run ``p`` writes what it trained to ``phase{p}-rank{r}.npz`` and its
+checkpoint to ``checkpoint-{p}/``.
 
 The global batch is fixed (``tests.carried.many_series``, 4 streams); each rank holds its
 ``4 / WORLD_SIZE`` streams (``StreamDataset`` takes them from ``torch.distributed``) and their
@@ -22,22 +24,22 @@ times the world size, which DDP's average of the ranks' gradients divides back (
 power of two). One rank of 4 streams adds up the gradients of its two groups, in order; two
 ranks add up theirs in gloo's sum of two: ``g0 + g1`` both ways.
 
-This process never imports TensorFlow (see ``tests/workers/ddp.py``).
+This process never imports TensorFlow (see :mod:`tests.workers.gloo`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime
 import os
 from pathlib import Path
 from typing import Any
 
+from tests.workers.gloo import LEARNING_RATE, SCALE, UNITS, in_process_group, lstm_net
+
+__all__ = ["EPOCHS", "GROUP", "SCALE", "UNITS"]  # what tests/torch/test_elastic.py reads
+
 EPOCHS = 2
-UNITS = 3
 GROUP = 2  # streams per forward and backward: the batch size over the largest world
-SCALE = 1e-5  # the codes of tests.encoded reach 110,000: keep the gates unsaturated
-LEARNING_RATE = 0.5
 
 
 def main() -> dict[str, Any]:
@@ -46,20 +48,10 @@ def main() -> dict[str, Any]:
     from torch.nn.parallel import DistributedDataParallel
     from torch.utils.data import DataLoader
 
-    from seqbatch.torch import StreamDataset, StreamState, run_rnn
+    from seqbatch.torch import StreamDataset, StreamState
     from tests.carried import many_series
 
     torch.set_num_threads(1)  # the same kernels, whatever the machine's load
-
-    class Net(torch.nn.Module):
-        def __init__(self, features: int) -> None:
-            super().__init__()
-            self.lstm = torch.nn.LSTM(features, UNITS, batch_first=True)
-            self.head = torch.nn.Linear(UNITS, features)
-
-        def forward(self, x: torch.Tensor, state: Any, weight: torch.Tensor) -> Any:
-            out, state = run_rnn(self.lstm, x, state, weight)  # padding stays out of the state
-            return self.head(out), state
 
     world = int(os.environ["WORLD_SIZE"])
     resume = os.environ.get("SEQBATCH_RESUME", "")
@@ -68,7 +60,7 @@ def main() -> dict[str, Any]:
 
     batches = many_series()  # the global batch: every rank builds the same
     torch.manual_seed(0)
-    model = Net(batches.feature_shape[0])
+    model = lstm_net(batches.feature_shape[0])
     optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE)
     if resume:
         saved = torch.load(Path(resume) / "model.pt", weights_only=True)
@@ -136,20 +128,62 @@ def save(carried: Any, model: Any, optimizer: Any, batches: Any, b: Any) -> None
         )
 
 
-if __name__ == "__main__":
-    import numpy as np
-    import torch.distributed
+def launch(directory: Path, phases: list[tuple[int, str]]) -> None:
+    """Each of ``phases`` (world size, ``"epoch,k"`` or ``""``) in turn, its ranks forked.
 
-    torch.distributed.init_process_group(
-        "gloo",
-        init_method=f"file://{os.environ['SEQBATCH_RENDEZVOUS']}",
-        rank=int(os.environ["RANK"]),
-        world_size=int(os.environ["WORLD_SIZE"]),
-        timeout=datetime.timedelta(seconds=60),
-    )
-    try:
-        result = main()
-        torch.distributed.barrier()  # every rank's checkpoint is written before any exits
-    finally:
-        torch.distributed.destroy_process_group()
-    np.savez(os.environ["SEQBATCH_OUT"], **{k: np.asarray(v) for k, v in result.items()})
+    torch (and the torch._dynamo that DDP imports) is imported here once, before any fork
+    and before any tensor op, instead of seconds in every rank's own process; every rank is
+    still a new process, in a new process group, that knows only the checkpoint before.
+    Raises SystemExit if a rank fails.
+    """
+    import traceback
+
+    import numpy as np
+    import torch._dynamo  # imported once, for every rank
+    import torch.distributed
+    import torch.nn.parallel  # noqa: F401
+
+    import seqbatch.torch  # noqa: F401
+    import tests.carried  # noqa: F401
+
+    resume = ""
+    for p, (world, stop) in enumerate(phases):
+        checkpoint = directory / f"checkpoint-{p}"
+        checkpoint.mkdir()
+        children = []
+        for rank in range(world):
+            env = {
+                "RANK": str(rank),
+                "WORLD_SIZE": str(world),
+                "SEQBATCH_RENDEZVOUS": str(directory / f"rendezvous-{p}"),
+                "SEQBATCH_RESUME": resume,
+                "SEQBATCH_STOP": stop,
+                "SEQBATCH_CHECKPOINT": str(checkpoint),
+            }
+            pid = os.fork()
+            if pid == 0:  # a rank: train, write, and leave without returning here
+                code = 1
+                try:
+                    os.environ.update(env)
+                    result = in_process_group(main)  # every checkpoint written before exit
+                    out = directory / f"phase{p}-rank{rank}.npz"
+                    np.savez(out, **{k: np.asarray(v) for k, v in result.items()})
+                    code = 0
+                except BaseException:
+                    traceback.print_exc()
+                finally:
+                    os._exit(code)
+            children.append(pid)
+        for pid in children:
+            _, status = os.waitpid(pid, 0)
+            if status != 0:
+                raise SystemExit(f"phase {p}: rank {children.index(pid)} failed ({status})")
+        resume = str(checkpoint)
+
+
+if __name__ == "__main__":
+    for i, schedule in enumerate(os.environ["SEQBATCH_SCHEDULES"].split("|")):
+        directory = Path(os.environ["SEQBATCH_DIR"]) / f"schedule{i}"
+        directory.mkdir()
+        phases = [phase.partition(":") for phase in schedule.split(";")]
+        launch(directory, [(int(world), stop) for world, _, stop in phases])
