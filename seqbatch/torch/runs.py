@@ -111,6 +111,15 @@ def unroll(
         True
     """
     _check_rnn(rnn)
+    burn_in = getattr(batch, "burn_in", None)
+    if burn_in is not None:
+        raise ValueError(
+            "`batch` must have no burn-in columns for unroll: it carries each row's state "
+            "from the batch before, and a burn-in batch starts every row afresh before its "
+            "window (padding in front where the series began later). Build the batcher with "
+            "burn_in=0, or run the rows of a burn-in batch from zeros yourself. Received: a "
+            f"batch with burn_in={tuple(burn_in.shape)[1]}"
+        )
     x = _tensor(batch.x if inputs is None else inputs)
     weight = _tensor(batch.sample_weight)
     if x.ndim != 3 or x.shape[2] != rnn.input_size:

@@ -158,5 +158,5 @@ def test_the_torch_unroll_refuses_a_burn_in_batch() -> None:
 
     batch = TensorBatch.from_batch(burned()[1])
     rnn = torch.nn.GRU(2, 3, batch_first=True)
-    with pytest.raises(ValueError, match="`sample_weight` must have padding only after"):
+    with pytest.raises(ValueError, match=r"`batch` must have no burn-in columns .*burn_in=5"):
         unroll(rnn, batch)
