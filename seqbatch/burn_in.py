@@ -24,7 +24,7 @@ window's first step when there is none), and the burn-in steps warm it up:
   carried state), or from a state stored for step ``position_i - p_i`` of the series (a
   stale stored state, as R2D2 does), which the burn-in refreshes.
 * The padding in front must not reach that state. The per-step flags of the adapters
-  (:func:`seqbatch.batch.reset_flags`: 1.0 at each row's first real step, ``(B, b + W)``)
+  (``seqbatch.batch.reset_flags``: 1.0 at each row's first real step, ``(B, b + W)``)
   tell a model such as :class:`seqbatch.keras.StreamReset` to zero the state right there.
 
 Batches with burn-in do not depend on each other: read them in any order.
