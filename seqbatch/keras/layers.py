@@ -57,11 +57,14 @@ def _torch_fused(layer: Any, x: Any, reset: Any, training: bool | None) -> Any:
     """``(output, final states)`` of ``layer`` over the window through torch's fused kernel,
     with the state zeroed at the flagged steps, or None where that would not be exact.
 
-    On the torch backend Keras runs eagerly, so the window may be cut into its runs (the
-    stretches between two flagged steps), each run whole in ``torch.lstm``, ``torch.gru``
-    or ``torch.rnn_tanh`` on the layer's own weights, by ``seqbatch.torch``'s decomposition
-    (``run_window``). Every step of the window runs, padding included, as in the cell loop,
-    so the outputs, the final states and the gradients are the loop's. Only for a plain
+    On the torch backend Keras runs eagerly, so the layer's own weights may run in
+    ``torch.lstm`` or ``torch.gru`` over the whole window at once, with a closing step
+    before each flagged step that zeroes the state through the gates
+    (``seqbatch.torch``'s ``run_window_closing``), or, for a ``SimpleRNN`` (whose tanh no
+    gate can zero), the window cut into its runs (the stretches between two flagged steps),
+    each run whole in ``torch.rnn_tanh`` (``run_window``). Every step of the window runs,
+    padding included, as in the cell loop, so the outputs, the final states and the
+    gradients are the loop's. Only for a plain
     ``LSTM``, ``GRU`` (``reset_after=True``) or ``SimpleRNN`` with the activations, bias
     and float32 computation that the kernel reproduces, and no dropout in training; not
     while torch traces or compiles (the cuts depend on the flags' values).
@@ -86,7 +89,7 @@ def _torch_fused(layer: Any, x: Any, reset: Any, training: bool | None) -> Any:
     starts = flags != 0
     if not bool(torch.all((flags == 0) | (flags == 1))):
         return None  # a flag other than 0 or 1 scales the state: only the loop does that
-    from seqbatch.torch.runs import run_window
+    from seqbatch.torch.runs import run_window, run_window_closing
 
     cell = layer.cell
     kernel, recurrent, bias = (
@@ -118,7 +121,12 @@ def _torch_fused(layer: Any, x: Any, reset: Any, training: bool | None) -> Any:
     B, W = x.shape[0], x.shape[1]
     units = recurrent.shape[1] // gates
     lengths = torch.full((B,), W, dtype=torch.long)
-    outputs, final = run_window(call, x.to(kernel.dtype), starts, lengths, state, units)
+    if kind == "rnn":  # tanh: no gate zeroes its state, so each run is a call of its own
+        outputs, final = run_window(call, x.to(kernel.dtype), starts, lengths, state, units)
+    else:
+        outputs, final = run_window_closing(
+            kind, [params], x.to(kernel.dtype), starts, lengths, state, units, train=train
+        )
     final = [t[0] for t in (final if kind == "lstm" else (final,))]
     return (outputs if layer.return_sequences else outputs[:, -1]), final
 

@@ -2,25 +2,38 @@
 
 A packed batch (``series_boundary="pack"``) starts a new series wherever ``step_reset`` says,
 inside the window: stepping the layer one timestep at a time to zero those rows gives up the
-fused kernel, and costs much more than packing saves. :func:`unroll` cuts each row of the
-window instead into its runs, the stretches of real steps of one series: a row's first run
-starts from the state the row carries (zeros if the row resets at step 0), every later run
-from zeros, and padding is no run at all. Every run is an independent sequence, run whole
-from its initial state to its exact end, and the layer runs over all of them together in its
-fused kernel (oneDNN on the CPU, cuDNN on a GPU), in few calls, each of which has a fixed
-cost. Either the window is cut at every column where a run begins or ends (one call for a
-window in which no series starts after step 0 and no row ends early, as in most batches of
-the other layouts), or, when that makes more calls, by the bits of the run lengths: call
-``j`` runs, at width ``2 ** j`` from the widest down, the piece of every run whose length
-has bit ``j`` set, from where its wider pieces ended, at most 7 calls for a window of 100
-steps however many series start in it. No step of padding is computed. The outputs go back
-to their place in the window, and each row keeps the state of its last run.
+fused kernel, and costs much more than packing saves. :func:`unroll` takes one of two ways.
+
+**Closing steps** (an LSTM, a GRU, a ReLU RNN, in float32 or float64): the layer runs each
+row of the window whole, in one call of its fused kernel per layer, with two flag features
+added to its input and two columns to its input weights (:func:`flag_columns`). Before each
+step where a series starts inside the window, the row takes a *closing step*: its inputs are
+0 and its first flag 1, which drives the gates' pre-activations to -1e30, so that an LSTM's
+input, forget and output gates give exactly 0 (its cell and output are then 0), a GRU's
+reset and update gates 0 (and its candidate reads exactly ``-b_in + b_in = 0``), a ReLU
+RNN's output 0: the state after it is zero, as the reset demands, and no gradient passes
+through it. Rows are as wide as the one with the most steps and closing steps (about 103
+steps for windows of 100 on 32 streams); a row that ends earlier (in padding) ends on
+*holding steps*, whose second flag shuts an LSTM's input gate and opens its forget gate
+fully, so that its cell keeps its value exactly, and each row's final output is read where
+its last real step ran (an LSTM's, GRU's and RNN's output is its state ``h``). The call has
+the same few shapes from batch to batch (torch's CPU kernel prepares each new shape anew),
+and the outputs go back to their steps in one gather.
+
+**Runs** (a tanh RNN, which no gate can zero; half precision): each row of the window is cut
+into its runs, the stretches of real steps of one series: a row's first run starts from the
+state the row carries (zeros if the row resets at step 0), every later run from zeros, and
+padding is no run at all. Every run is an independent sequence, run whole from its initial
+state to its exact end, in few calls of the kernel, each of which has a fixed cost. Either
+the window is cut at every column where a run begins or ends (one call for a window in
+which no series starts after step 0 and no row ends early), or, when that makes more calls,
+by the bits of the run lengths: call ``j`` runs, at width ``2 ** j`` from the widest down,
+the piece of every run whose length has bit ``j`` set, from where its wider pieces ended, at
+most 7 calls for a window of 100 steps however many series start in it.
 
 Why not one ``PackedSequence`` of the runs: its lengths differ, and torch's CPU kernel for
 packed sequences of unequal lengths leaves oneDNN, with a backward pass that measured 5 to 8
-times slower than the whole padded window's. Each call of the CPU kernel costs about 1 to
-2 ms forward and backward for an ``nn.LSTM(8, 64)`` on 32 rows here, whatever its width;
-a window of 32 packed streams holds about 14 columns where a series starts.
+times slower than the whole padded window's.
 """
 
 from __future__ import annotations
@@ -140,7 +153,38 @@ def unroll(
     lengths = real_lengths(weight)
     starts = _series_starts(batch, B, W)
     state = _checked_state(rnn, state, B)
-    return run_window(rnn, x, starts, lengths, state, rnn.proj_size or rnn.hidden_size)
+    units = rnn.proj_size or rnn.hidden_size
+    kind = _closing_kind(rnn, x)
+    if kind is None:
+        return run_window(rnn, x, starts, lengths, state, units)
+    weights: list[torch.Tensor] = rnn._flat_weights  # type: ignore[assignment]
+    per_layer = len(weights) // rnn.num_layers
+    layers = [weights[i : i + per_layer] for i in range(0, len(weights), per_layer)]
+    return run_window_closing(
+        kind,
+        layers,
+        x,
+        starts,
+        lengths,
+        state,
+        units,
+        has_biases=rnn.bias,
+        dropout=rnn.dropout,
+        train=rnn.training,
+    )
+
+
+def _closing_kind(rnn: torch.nn.RNNBase, x: torch.Tensor) -> str | None:
+    """The kernel of ``rnn`` for :func:`run_window_closing`, or None where a closing step
+    would not zero its state exactly (a tanh RNN: no gate shuts it; half precision)."""
+    weight = next(rnn.parameters())
+    if x.dtype not in (torch.float32, torch.float64) or x.dtype != weight.dtype:
+        return None
+    if isinstance(rnn, torch.nn.LSTM):
+        return "lstm"
+    if isinstance(rnn, torch.nn.GRU):
+        return "gru"
+    return "rnn_relu" if getattr(rnn, "nonlinearity", None) == "relu" else None
 
 
 Call = Callable[[torch.Tensor, State], tuple[torch.Tensor, State]]
@@ -348,3 +392,183 @@ def _checked_state(rnn: torch.nn.RNNBase, state: State, B: int) -> State:
                 f"{tuple(t.shape)}"
             )
     return state
+
+
+#: Far beyond any sum of weighted inputs and state: a gate whose pre-activation it dominates
+#: is 0 (at ``_SHUT``) or 1 (at ``-_SHUT``) in float32 and float64, and no sum with it
+#: overflows.
+_SHUT = -1e30
+
+#: The torch kernels whose state a step of flags can zero, and hold, by kind.
+_KERNELS: dict[str, Callable[..., Any]] = {
+    "lstm": torch.lstm,
+    "gru": torch.gru,
+    "rnn_relu": torch.rnn_relu,
+}
+
+
+def flag_columns(kind: str, w_ih: torch.Tensor, b_ih: torch.Tensor | None) -> torch.Tensor:
+    """The two columns that the flag features add to a layer's input weights ``w_ih``.
+
+    Every other input of a flagged step is 0. At a *closing* step (the first flag) the
+    layer's state becomes zero, whatever it was, through its gates alone: an LSTM's input,
+    forget and output gates shut (its cell and output are then 0); a GRU's reset and update
+    gates shut and its candidate's input is exactly ``-b_in + b_in = 0`` (the column holds
+    ``-b_in``, so the gradient of ``b_in`` through that step cancels); a ReLU RNN's
+    pre-activation is far below 0. At a *holding* step (the second flag) an LSTM's input gate
+    shuts and its forget gate opens fully: its cell keeps its value exactly (its output is
+    left to chance, and not read); a GRU's update gate opens fully, which keeps its state.
+    At every other step both flags are 0 and the columns add nothing.
+    """
+    gates = w_ih.shape[0]
+    key = (kind, gates, w_ih.dtype, w_ih.device)
+    if key not in _FLAG_COLUMNS:
+        close, hold = w_ih.new_full((gates, 1), _SHUT), w_ih.new_zeros(gates, 1)
+        units = gates // {"lstm": 4, "gru": 3}.get(kind, 1)
+        if kind == "lstm":  # i, f, g, o
+            close[2 * units : 3 * units] = 0
+            hold[:units], hold[units : 2 * units] = _SHUT, -_SHUT
+        elif kind == "gru":  # r, z, n
+            close[2 * units :] = 0
+            hold[units : 2 * units] = -_SHUT
+        else:
+            hold = close
+        _FLAG_COLUMNS[key] = torch.cat([close, hold], dim=1)
+    columns = _FLAG_COLUMNS[key]
+    if kind != "gru" or b_ih is None:
+        return columns
+    units = gates // 3
+    n = torch.stack([-b_ih[2 * units :], b_ih.new_zeros(units)], dim=1)
+    return torch.cat([columns[: 2 * units], n])
+
+
+#: The flag columns that depend on no weight, by kind, gates, dtype and device.
+_FLAG_COLUMNS: dict[tuple[Any, ...], torch.Tensor] = {}
+
+
+def run_window_closing(
+    kind: str,
+    layers: list[list[torch.Tensor]],
+    x: torch.Tensor,
+    starts: torch.Tensor,
+    lengths: torch.Tensor,
+    state: State,
+    units: int,
+    *,
+    has_biases: bool = True,
+    dropout: float = 0.0,
+    train: bool = False,
+) -> tuple[torch.Tensor, State]:
+    """:func:`run_window` in one call of the fused kernel per layer.
+
+    Each row runs whole, its runs one after the other, with a *closing step* before each run
+    that starts a series inside the window: a step of its own that zeroes the state through
+    the gates, from a flag feature added to the layer's input (:func:`flag_columns`). The
+    rows are as wide as the one with the most steps and closing steps (a window of 100 steps
+    in which some row starts 3 series runs 103 steps wide); a row that ends earlier ends on
+    *holding steps*, which keep an LSTM's cell as it is, and each row's final output is read
+    where its last real step ran: an LSTM's, a GRU's and an RNN's output is its state.
+    One call per layer, of the same few widths from batch to batch (torch's CPU kernel
+    prepares each new shape anew), where :func:`run_window` makes up to 7.
+
+    Args:
+        kind: ``"lstm"``, ``"gru"`` or ``"rnn_relu"``, the torch kernel.
+        layers: each layer's weights in torch's order, ``[w_ih, w_hh, b_ih, b_hh]`` (and
+            ``w_hr`` for an LSTM with projections), without the flag columns.
+        x, starts, lengths, state, units: as :func:`run_window` takes them.
+        has_biases: whether ``layers`` hold biases.
+        dropout, train: dropout on the outputs of every layer but the last, in training.
+
+    Returns:
+        ``(outputs, state)`` as :func:`run_window` returns them.
+    """
+    B, W = x.shape[0], x.shape[1]
+    layout = _closing_layout(starts.numpy(), lengths.numpy(), W)
+    if layout is None:
+        return x.new_zeros(B, W, units), state
+    sources, reads, at_last, live = (torch.from_numpy(a).to(x.device) for a in layout[:4])
+    width, F = sources.shape[0], x.shape[2]
+    # The window's steps, then a closing and a holding step, each with the two flags.
+    flat = x.new_zeros(B * W + 2, F + 2)
+    flat[: B * W, :F] = x.reshape(B * W, F)
+    flat[B * W, F] = flat[B * W + 1, F + 1] = 1
+    # Time-major, as the kernel runs (a batch-first call transposes its input and output).
+    inputs = flat.index_select(0, sources.flatten()).view(width, B, F + 2)
+    flagged = inputs[..., F:]
+    carried = state
+    if bool(starts[:, 0].any()):
+        fresh = starts[:, 0].to(x.device).view(1, B, 1)
+        carried = _map_state(lambda t: torch.where(fresh, 0, t), state)
+    kernel = _KERNELS[kind]
+    finals: list[list[torch.Tensor]] = []
+    for layer, weights in enumerate(layers):
+        w_ih, b_ih = weights[0], weights[2] if has_biases else None
+        params = [torch.cat([w_ih, flag_columns(kind, w_ih, b_ih)], dim=1), *weights[1:]]
+        hx = [t[layer : layer + 1] for t in _leaves(carried)]
+        out, *new = kernel(
+            inputs,
+            tuple(hx) if kind == "lstm" else hx[0],
+            params,
+            has_biases,
+            1,
+            0.0,
+            train,
+            False,
+            False,  # time-major
+        )
+        # The state after each row's last real step: its output there; an LSTM's cell, held.
+        h = out.view(width * B, -1).index_select(0, at_last)[None]
+        finals.append([h, *new[1:]])
+        if layer + 1 < len(layers):
+            if dropout and train:
+                out = torch.nn.functional.dropout(out, dropout, True)
+            inputs = torch.cat([torch.where(flagged.any(-1, keepdim=True), 0, out), flagged], -1)
+    # Each output to its step, every flagged step's to a row past the window, dropped.
+    outputs = out.view(width * B, units).index_select(0, reads)
+    if layout[4] is not None:  # padding: zeros, and no gradient
+        outputs = torch.where(torch.from_numpy(layout[4]).to(x.device), outputs, 0)
+    ends = iter([torch.cat([f[i] for f in finals]) for i in range(len(finals[0]))])
+    if layout[4] is None:  # every row is real to its end
+        return outputs.view(B, W, units), _map_state(lambda t: next(ends), state)
+    live = live.view(1, B, 1)
+    new_state = _map_state(lambda t: torch.where(live, next(ends), t), state)
+    return outputs.view(B, W, units), new_state
+
+
+def _closing_layout(starts: np.ndarray, lengths: np.ndarray, W: int) -> tuple[Any, ...] | None:
+    """Where each step of the window runs in :func:`run_window_closing`'s call, or None if
+    the window holds no real step.
+
+    Returns ``sources`` ``(width, B)``, time-major, the flat index in ``(B, W)`` of the step
+    run at each place of the call (``B * W`` for a closing step, ``B * W + 1`` for a holding
+    step); ``reads`` ``(B * W,)``, the place of each step of the window in the time-major
+    call (anything for padding); ``at_last`` ``(B,)``, the place of each
+    row's last real step in the time-major call (anything for a row without one); ``live``
+    ``(B,)``, the row has a real step; ``real`` ``(B * W, 1)``, the step is real, or None
+    if the window holds no padding. In numpy: a few dozen operations on small arrays,
+    where each of torch's costs several microseconds.
+    """
+    B = len(lengths)
+    if not lengths.any():
+        return None
+    real = _COLS[:W] < lengths[:, None]
+    inside = starts & real
+    inside[:, 0] = False
+    place = np.cumsum(inside, axis=1, dtype=np.int64) + _COLS[:W]
+    ends = lengths + place[:, -1] - (W - 1)
+    width = int(ends.max())
+    # time-major places: slot s of row r is s * B + r
+    where = (place * B + _COLS[:B, None])[real]
+    steps = (_COLS[:B, None] * W + _COLS[:W])[real]
+    sources = np.full((width, B), B * W)
+    sources[_COLS[:width, None] >= ends] = B * W + 1
+    sources.reshape(-1)[where] = steps
+    reads = np.zeros(B * W, dtype=np.int64)
+    reads[steps] = where
+    at_last = (np.maximum(ends, 1) - 1) * B + _COLS[:B]
+    padding = None if real.all() else real.reshape(-1, 1)
+    return sources, reads, at_last, lengths > 0, padding
+
+
+#: 0, 1, 2, ...: sliced, the aranges of :func:`_closing_layout`.
+_COLS = np.arange(1 << 16)

@@ -81,6 +81,8 @@ def make_rnn(kind: str, num_layers: int = 2) -> torch.nn.RNNBase:
     torch.manual_seed(0)
     if kind == "LSTM-proj":
         return torch.nn.LSTM(INPUTS, 5, num_layers=num_layers, batch_first=True, proj_size=3)
+    if kind == "RNN-relu":
+        return torch.nn.RNN(INPUTS, 4, num_layers=num_layers, batch_first=True, nonlinearity="relu")
     rnn: torch.nn.RNNBase = getattr(torch.nn, kind)(
         INPUTS, 4, num_layers=num_layers, batch_first=True
     )
@@ -107,18 +109,51 @@ def windows_with_several_series(batches: seqbatch.StreamBatcher) -> int:
 
 @pytest.mark.parametrize(
     ("kind", "boundary"),
-    [(kind, "pack") for kind in ("LSTM", "GRU", "RNN", "LSTM-proj")]
-    + [("LSTM", "reset"), ("GRU", "reset"), ("RNN", "concat")],
+    [(kind, "pack") for kind in ("LSTM", "GRU", "RNN", "LSTM-proj", "RNN-relu")]
+    + [("LSTM", "reset"), ("GRU", "reset"), ("RNN", "concat"), ("GRU", "concat")],
 )
 def test_every_real_step_is_the_layer_on_its_series_alone(kind: str, boundary: str) -> None:
     check_against_series_alone(make_rnn(kind), boundary)
+
+
+@pytest.mark.parametrize(
+    ("kind", "calls"),
+    [("LSTM", 2), ("GRU", 2), ("RNN-relu", 2), ("LSTM-proj", 2), ("RNN", None)],
+)
+def test_gated_layers_run_each_layer_once_per_batch(
+    kind: str, calls: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An LSTM, a GRU and a ReLU RNN run each packed window in one call of the kernel per
+    layer, closing steps and all; a tanh RNN, which no closing step zeroes, runs its runs."""
+    made: list[tuple[int, ...]] = []
+
+    def counted(kernel: Any) -> Any:
+        def call(inputs: torch.Tensor, *args: Any) -> Any:
+            made.append(tuple(inputs.shape))
+            return kernel(inputs, *args)
+
+        return call
+
+    monkeypatch.setattr(runs, "_KERNELS", {k: counted(f) for k, f in runs._KERNELS.items()})
+    batches = batcher("pack")
+    rnn = make_rnn(kind)
+    flagged = next(k for k in range(len(batches)) if batches[k].step_reset[:, 1:].any())  # type: ignore[index]
+    b = fed(batches[flagged], as_numpy=False)
+    with torch.no_grad():
+        unroll(rnn, b, None)
+    if calls is None:
+        assert made == []
+    else:
+        closings = int(b.step_reset[:, 1:].sum(dim=1).max())  # type: ignore[index]
+        units = rnn.proj_size or rnn.hidden_size  # the second layer reads the first's outputs
+        assert made == [(W + closings, B, INPUTS + 2), (W + closings, B, units + 2)][:calls]
 
 
 @pytest.mark.parametrize("way", ["_bit_pieces", "_column_pieces"])
 def test_both_ways_of_calling_the_layer_are_exact(
     way: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """unroll takes the way with fewer calls; each must be exact on its own."""
+    """unroll takes the way with fewer calls for a tanh RNN; each must be exact on its own."""
     if way == "_bit_pieces":
         monkeypatch.setattr(
             runs,
@@ -127,7 +162,7 @@ def test_both_ways_of_calling_the_layer_are_exact(
         )
     else:
         monkeypatch.setattr(runs, "_pieces", runs._column_pieces)
-    check_against_series_alone(make_rnn("GRU"), "pack")
+    check_against_series_alone(make_rnn("RNN"), "pack")
 
 
 @pytest.mark.parametrize("way", ["_bit_pieces", "_column_pieces"])
@@ -239,7 +274,7 @@ def per_step(rnn: torch.nn.RNNBase, b: TensorBatch, state: Any) -> tuple[torch.T
     return torch.stack(outs, dim=1), state if len(state) == 2 else state[0]
 
 
-@pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN"])
+@pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN", "RNN-relu"])
 def test_gradients_are_those_of_the_per_step_loop(kind: str) -> None:
     batches = batcher("pack", shuffle=False)
     # A batch whose rows carry state in, start series mid-window and end in padding.
@@ -281,6 +316,31 @@ def test_gradients_are_those_of_the_per_step_loop(kind: str) -> None:
     # The state reaches the loss through the rows that carry it in, and no other.
     for grad in got["carried state"]:
         assert not grad[:, b.reset].any() and grad[:, ~b.reset].abs().sum() > 0
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+def test_float64_closes_and_holds_exactly(kind: str) -> None:
+    """In float64 the closing and holding steps are as exact as the kernel: against the
+    per-step loop to 1e-12, on a batch that starts series inside the window and ends rows
+    in padding (holding steps)."""
+    batches = batcher("pack", shuffle=False)
+    k = next(
+        k
+        for k in range(1, len(batches))
+        if batches[k].step_reset[:, 1:].any()  # type: ignore[index]
+        and (batches[k].sample_weight == 0).any()
+    )
+    b = fed(batches[k], as_numpy=False)
+    b = dataclasses.replace(b, x=b.x.double())
+    rnn = make_rnn(kind).double()
+    carried = tuple(torch.randn(2, B, 4, dtype=torch.float64) for _ in range(2))
+    state = carried if kind == "LSTM" else carried[0]
+    with torch.no_grad():
+        got = unroll(rnn, b, state)
+        want = per_step(rnn, b, state)
+    torch.testing.assert_close(got[0], want[0], atol=1e-12, rtol=0)
+    for g, w in zip(leaves(got[1]), leaves(want[1]), strict=True):
+        torch.testing.assert_close(g, w, atol=1e-12, rtol=0)
 
 
 def test_unroll_checks_its_arguments() -> None:
