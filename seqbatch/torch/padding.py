@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
@@ -46,17 +47,17 @@ def real_lengths(sample_weight: torch.Tensor) -> torch.Tensor:
             "return_sequences=False only the last step of each window is weighted). Received: "
             f"sample_weight of shape {tuple(weight.shape)}"
         )
-    real = (weight > 0).cpu()
-    lengths = real.sum(dim=1)
-    prefix = torch.arange(real.shape[1]) < lengths[:, None]
-    if not torch.equal(real, prefix):
-        row = int(torch.nonzero((real != prefix).any(dim=1))[0])
+    real = (weight.detach() > 0).cpu().numpy()  # numpy: cheaper for arrays this small
+    lengths = real.sum(axis=1)
+    prefix = np.arange(real.shape[1]) < lengths[:, None]
+    if not np.array_equal(real, prefix):
+        row = int(np.flatnonzero((real != prefix).any(axis=1))[0])
         raise ValueError(
             "`sample_weight` must have padding only after the real steps of each row, as "
             "seqbatch batches have. Received: row "
             f"{row} weighted {weight[row].tolist()}"
         )
-    return lengths
+    return torch.from_numpy(lengths.astype(np.int64))
 
 
 def hold(new_state: State, old_state: State, real: Any, *, dim: int) -> State:

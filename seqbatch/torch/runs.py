@@ -517,17 +517,25 @@ def run_window_closing(
             False,  # time-major
         )
         # The state after each row's last real step: its output there; an LSTM's cell, held.
-        h = out.view(width * B, -1).index_select(0, at_last)[None]
-        finals.append([h, *new[1:]])
-        if layer + 1 < len(layers):
+        # (The last layer's are read with its outputs, in the same gather.)
+        last_layer = layer + 1 == len(layers)
+        flat_out = out.view(width * B, -1)
+        read = flat_out.index_select(0, torch.cat([reads, at_last]) if last_layer else at_last)
+        finals.append([read[-B:][None], *new[1:]])
+        if not last_layer:
             if dropout and train:
                 out = torch.nn.functional.dropout(out, dropout, True)
             inputs = torch.cat([torch.where(flagged.any(-1, keepdim=True), 0, out), flagged], -1)
-    # Each output to its step, every flagged step's to a row past the window, dropped.
-    outputs = out.view(width * B, units).index_select(0, reads)
+    # Each output to its step (padding reads any place, then is zeroed).
+    outputs = read[: B * W]
     if layout[4] is not None:  # padding: zeros, and no gradient
         outputs = torch.where(torch.from_numpy(layout[4]).to(x.device), outputs, 0)
-    ends = iter([torch.cat([f[i] for f in finals]) for i in range(len(finals[0]))])
+    ends = iter(
+        [
+            finals[0][i] if len(finals) == 1 else torch.cat([f[i] for f in finals])
+            for i in range(len(finals[0]))
+        ]
+    )
     if layout[4] is None:  # every row is real to its end
         return outputs.view(B, W, units), _map_state(lambda t: next(ends), state)
     live = live.view(1, B, 1)
