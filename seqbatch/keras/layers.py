@@ -26,7 +26,7 @@ def _fits(shape: tuple[Any, ...], expected: tuple[Any, ...]) -> bool:
 class _StepReset(keras.layers.Layer):
     """An RNN cell that zeroes a row's state before each step whose reset flag is set.
 
-    It reads its input as the wrapped cell's input with the flag appended as the last
+    It reads its input as the wrapped cell's input with ``1 - flag`` appended as the last
     feature, so that ``keras.layers.RNN`` carries the flags through its loop with the data
     on every backend. The weights are the wrapped cell's: this cell owns none.
     """
@@ -45,10 +45,15 @@ class _StepReset(keras.layers.Layer):
 
     def call(self, inputs: Any, states: Any, training: bool | None = None) -> Any:
         x = inputs[..., :-1]
-        # The flag fills the last feature of every position of the step's input: take one.
-        flag = ops.reshape(inputs[..., -1:], (ops.shape(inputs)[0], -1))[:, 0]
-        keep = 1 - flag
-        states = keras.tree.map_structure(lambda s: _scaled(s, keep), states)
+        # ``1 - flag`` fills the last feature of every position of the step's input.
+        if len(inputs.shape) == 2:  # (B, features + 1): the (B, 1) column scales (B, units)
+            keep = inputs[:, -1:]
+            states = keras.tree.map_structure(
+                lambda s: s * keep if len(s.shape) == 2 else _scaled(s, keep[:, 0]), states
+            )
+        else:  # take one position's
+            keep = ops.reshape(inputs[..., -1:], (ops.shape(inputs)[0], -1))[:, 0]
+            states = keras.tree.map_structure(lambda s: _scaled(s, keep), states)
         kwargs = {"training": training} if self._cell_takes_training else {}
         return self.cell(x, states, **kwargs)
 
@@ -304,9 +309,10 @@ class StreamReset(keras.layers.Wrapper):
         """The wrapped cell step by step, in a ``keras.layers.RNN``: every backend, every cell."""
         assert self._steps is not None
         layer = self.layer
-        # Every position of a step's input carries the step's flag as one more feature.
+        # Every position of a step's input carries ``1 - flag`` as one more feature (the
+        # factor of the state before the step, computed once for the window, not per step).
         flags = ops.reshape(
-            ops.cast(reset, x.dtype), (*ops.shape(reset), *[1] * (len(x.shape) - 2))
+            1 - ops.cast(reset, x.dtype), (*ops.shape(reset), *[1] * (len(x.shape) - 2))
         )
         flags = ops.broadcast_to(flags, (*ops.shape(x)[:-1], 1))
         # A copy, not the variables' own tensors: on torch those are the storage that the
