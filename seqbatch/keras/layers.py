@@ -179,9 +179,11 @@ class StreamReset(keras.layers.Wrapper):
       written back to them, as a stateful layer does. On the torch backend a plain
       ``LSTM``, ``GRU`` (``reset_after=True``) or ``SimpleRNN`` with its default
       activations, a bias, float32 computation and no dropout in training runs through
-      torch's fused kernel, the window cut at its flagged steps into runs that each start
-      from zeros (the first from the carried state), with the same outputs, states and
-      gradients. Every other layer, and every layer on TensorFlow and JAX, runs its cell
+      torch's fused kernel, with the same outputs, states and gradients: an ``LSTM`` or
+      ``GRU`` over the whole window in one call, a closing step (an input that shuts its
+      gates, zeroing the state) before each flagged step; a ``SimpleRNN`` cut at its
+      flagged steps into runs that each start from zeros (the first from the carried
+      state). Every other layer, and every layer on TensorFlow and JAX, runs its cell
       step by step (in a ``keras.layers.RNN`` of it): on a CPU, TensorFlow's and JAX's
       ``LSTM`` run that same loop (see the backends page).
 
