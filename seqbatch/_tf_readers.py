@@ -6,7 +6,8 @@ Used by :mod:`seqbatch.tf`; importing this module imports TensorFlow.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -167,6 +168,26 @@ class GraphReader:
         self.x_view = self._view(self.x, self.x_block)
         self.y_view = self._view(self.y, self.y_block)
         self._window = window  # for the table of the unshuffled epoch, made next
+        self.count = len(batches) * (batches.batch_size // self.rows)  # elements of a pass
+        self.chunk = 1 if batches.packed else self._chunk()
+
+    # Elements read by one gather: at most this many, of about this many bytes in all.
+    _CHUNK_ELEMENTS = 16
+    _CHUNK_BYTES = 1 << 22
+
+    def _chunk(self) -> int:
+        """Elements that one call of the element function reads at once.
+
+        tf.data pays for each call of a ``map`` function (tens of microseconds) and for each
+        gather; a call that reads several batches pays once for them, and hands them on one
+        by one as slices of its output, which share its memory.
+        """
+        step = self.x.dtype.size * int(np.prod(self.x.shape[1:], dtype=np.int64))
+        if self.has_targets:
+            y_step = self.y.dtype.size * int(np.prod(self.y.shape[1:], dtype=np.int64))
+            step += y_step if self.return_sequences else y_step // self.width
+        size = max(1, self.rows * self.width * step)
+        return int(max(1, min(self._CHUNK_ELEMENTS, self._CHUNK_BYTES // size, self.count)))
 
     @staticmethod
     def _offsets(sources: Sequence[np.ndarray]) -> np.ndarray:
@@ -229,16 +250,25 @@ class GraphReader:
         y_first = self.y_offsets[series] + w.start + self.shift
         if self.has_targets and not self.return_sequences:
             y_first = y_first + (self.width - 1)  # the window's last step
-        return (
-            w.length,
-            w.reset,
-            x_first // self.x_block,
-            y_first // self.y_block,
+        columns = (w.length, w.reset, x_first // self.x_block, y_first // self.y_block)
+        K = self.chunk
+        if K == 1:
+            return columns
+        # Chunks of K elements; the last is filled with copies of the last element, which
+        # are read and dropped. Each chunk also has its index.
+        fill = -self.count % K
+        chunked = tuple(
+            np.pad(c, ((0, fill), (0, 0)), mode="edge").reshape(-1, K, self.rows) for c in columns
         )
+        return (*chunked, np.arange(len(chunked[0]), dtype=np.int64))
 
     def shapes(self) -> list[tuple[int | None, ...]]:
         """The shapes of the columns of :meth:`table`."""
-        return [(len(self.batches) * self.batches.batch_size // self.rows, self.rows)] * 4
+        K = self.chunk
+        if K == 1:
+            return [(self.count, self.rows)] * 4
+        chunks = -(-self.count // K)
+        return [(chunks, K, self.rows)] * 4 + [(chunks,)]
 
     def passes(self, epochs: PassEpochs) -> tf.data.Dataset:
         """The columns of every element of one pass, each pass laying out its own epoch and
@@ -247,7 +277,8 @@ class GraphReader:
         if self.batches.shuffle:
 
             def table(epoch: tf.Tensor, first: tf.Tensor) -> tuple[tf.Tensor, ...]:
-                out = tf.numpy_function(lambda e: self.table(int(e)), [epoch], list(self.dtypes))
+                dtypes = list(self.dtypes) + ([tf.int64] if self.chunk > 1 else [])
+                out = tf.numpy_function(lambda e: self.table(int(e)), [epoch], dtypes)
                 shaped = (tf.ensure_shape(t, s) for t, s in zip(out, self.shapes(), strict=True))
                 return (*shaped, first)
 
@@ -257,14 +288,43 @@ class GraphReader:
             def table(epoch: tf.Tensor, first: tf.Tensor) -> tuple[tf.Tensor, ...]:
                 return (*fixed, first)
 
-        c = self.constants
+        c, K = self.constants, self.chunk
 
         def elements(*t: tf.Tensor) -> tf.data.Dataset:
             columns, first = t[:-1], t[-1]
+            if K > 1:
+                # Per chunk: its columns, its index and the pass's first element.
+                chunks = tf.data.Dataset.from_tensor_slices(columns).skip(first // K)
+                return chunks.map(lambda *chunk: (*chunk, first))
             rows = tf.data.Dataset.from_tensor_slices(columns[c:]).skip(first)
             return rows.map(lambda *row: (*columns[:c], *row)) if c else rows
 
         return _epochs(epochs, replicas).map(table).flat_map(elements)
+
+    def elements(
+        self, epochs: PassEpochs, element: Callable[..., tuple[Any, ...]]
+    ) -> tf.data.Dataset:
+        """The elements of every pass: ``element`` of the columns of each.
+
+        ``element`` maps columns of shape ``(rows,)`` or, read a chunk at a time, of shape
+        ``(chunk, rows)``: it must work on both.
+        """
+        K = self.chunk
+        dataset = self.passes(epochs)
+        if K == 1:
+            return dataset.map(element, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        count = self.count
+
+        def read(*t: tf.Tensor) -> Any:
+            *columns, index, first = t
+            # The chunk's elements that the pass holds: from its first, to the epoch's end
+            # (slices along the first axis share the chunk's memory).
+            at = index * K
+            begin, end = tf.maximum(first - at, 0), tf.minimum(count - at, K)
+            return tf.nest.map_structure(lambda c: c[begin:end], element(*columns))
+
+        dataset = dataset.map(read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return dataset.flat_map(lambda *chunk: tf.data.Dataset.from_tensor_slices(chunk))
 
     def read(
         self, *columns: tf.Tensor
@@ -278,7 +338,7 @@ class GraphReader:
             y = self._gather(self.y, self.y_view, self.y_block, y_first, length)
             if not self.with_weight:
                 return x, y, flags, None
-            real = tf.range(self.width, dtype=tf.int64) < length[:, None]
+            real = tf.range(self.width, dtype=tf.int64) < length[..., None]
             return x, y, flags, tf.cast(real, tf.float32)
         # The target of the window's last step, where that step is real.
         real = length >= self.width
@@ -292,15 +352,17 @@ class GraphReader:
         """The windows that start at block ``first`` of ``view`` (blocks of ``g`` steps of
         ``buffer``), with zeros past their ``length`` real steps."""
         blocks = self.width // g
-        at = first[:, None] + tf.range(blocks, dtype=tf.int64) if blocks > 1 else first[:, None]
+        at = first[..., None]
+        if blocks > 1:
+            at += tf.range(blocks, dtype=tf.int64)
         if self.padded:
             # Real steps fill whole blocks; padding reads the last block, zeros.
-            real = tf.range(0, self.width, g, dtype=tf.int64) < length[:, None]
+            real = tf.range(0, self.width, g, dtype=tf.int64) < length[..., None]
             at = tf.where(real, at, view.shape[0] - 1)
         if g == 1:
             return tf.gather(buffer, at)
         out = tf.gather(view, at)
-        return tf.reshape(out, [-1, self.width, *buffer.shape[1:]])
+        return tf.reshape(out, [*first.shape, self.width, *buffer.shape[1:]])
 
 
 class PackedGraphReader(GraphReader):
@@ -421,6 +483,14 @@ class NumpyReader:
             return tf.data.Dataset.range(first, count).map(lambda j: (epoch, j))
 
         return _epochs(epochs, self.replicas).flat_map(pass_of)
+
+    def elements(
+        self, epochs: PassEpochs, element: Callable[..., tuple[Any, ...]]
+    ) -> tf.data.Dataset:
+        """The elements of every pass: ``element`` of the columns of each."""
+        return self.passes(epochs).map(
+            element, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+        )
 
     def read_numpy(self, epoch: np.int64, j: np.int64) -> list[np.ndarray]:
         """Element ``j`` of ``epoch`` as arrays: x, y (with targets), reset, weight (if asked)."""

@@ -242,9 +242,7 @@ def to_dataset(
     # A strategy shards a dataset after cutting its global batches into per-replica blocks:
     # DATA then gives each worker its own blocks of every batch (OFF gives it every block).
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    dataset = reader.passes(epochs).map(
-        element, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
-    )
+    dataset = reader.elements(epochs, element)
     if not batches.varying:
         # Epochs whose window lengths vary each have their number of batches: unknown here.
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(len(batches) * replicas))
