@@ -119,8 +119,9 @@ def to_dataset(
             end into the next series' start (as :class:`seqbatch.keras.StreamSequence` warns).
 
     Notes:
-        Memory. In-memory data is copied once into a TensorFlow buffer (all series end to end
-        and a row of zeros that padding reads), when this function is called: later changes
+        Memory. In-memory data is copied once into a TensorFlow buffer (all series end to end,
+        with at most two windows of zeros around them, which padding reads and which align
+        the windows on blocks of steps), when this function is called: later changes
         to the arrays do not reach the dataset. Building it briefly takes one more copy, and
         the epoch's windows are a table of 33 bytes per window (``len(batches) *
         batch_size`` of them), or packed, 16 bytes per window and 24 per series. Where
