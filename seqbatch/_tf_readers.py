@@ -6,7 +6,8 @@ Used by :mod:`seqbatch.tf`; importing this module imports TensorFlow.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -115,10 +116,19 @@ def _tf_dtype(dtype: np.dtype, name: str) -> tf.DType:
 class GraphReader:
     """Reads in-memory batches with TensorFlow ops: one gather per batch, no Python.
 
-    Each of x and y is one buffer of all series end to end followed by a row of zeros, which
-    padding steps read: a single gather, with no mask to apply afterwards. The windows of an
-    epoch come from a table of ``len(batches) * batch_size`` rows of integers, made once
-    (or once per pass with ``shuffle``).
+    Each of x and y is one buffer of all series end to end followed by zeros, which padding
+    steps read: a single gather, with no mask to apply afterwards. The windows of an epoch
+    come from a table of ``len(batches) * batch_size`` rows of integers, made once (or once
+    per pass with ``shuffle``).
+
+    The gather reads blocks of steps rather than steps, where it can: when every window of
+    the epoch starts a whole number of blocks of ``g`` steps after the others and holds a
+    whole number of blocks of real steps (``g`` divides the window length), the buffer is
+    seen as ``(steps / g, g, *features)`` and a window is ``W / g`` blocks. One long series
+    cut into streams at window boundaries reads one block per window: ``B`` copies of ``W``
+    steps instead of ``B * W`` copies of one step. A few zero steps in front of the buffer
+    put the first window on a block boundary. Shuffled epochs, whose windows are known only
+    pass by pass, read steps (``g = 1``).
     """
 
     def __init__(self, batches: StreamBatcher, replicas: int, with_weight: bool) -> None:
@@ -129,19 +139,102 @@ class GraphReader:
         self.shift = batches.shift
         self.has_targets = batches.target_shape is not None
         self.return_sequences = batches.return_sequences
-        self.x, self.x_offsets = self._flat(batches.sources, batches.dtype)
-        self.y, self.y_offsets = self.x, self.x_offsets
-        if self.has_targets and batches.target_sources is not batches.sources:
+        self._build()
+
+    def _build(self) -> None:
+        """The buffers, seen in blocks of steps as the epoch's windows allow."""
+        batches = self.batches
+        x_offsets = self._offsets(batches.sources)
+        shared = not self.has_targets or batches.target_sources is batches.sources
+        # Unshuffled, every pass has the table of the batcher's epoch: its windows say which
+        # blocks fit, and whether any window is short. Packed windows read steps.
+        window = None if batches.shuffle or batches.packed else self._windows(batches.epoch)
+        self.padded = window is None or bool(np.any(window.length < self.width))
+        self.x_block, front = self._block(window, x_offsets)
+        self.x = self._flat(batches.sources, batches.dtype, front, self.x_block)
+        self.x_offsets = x_offsets + front
+        if shared:
+            self.y, self.y_offsets = self.x, self.x_offsets
+            # y reads x's buffer `shift` steps later: blocks that fit both.
+            self.y_block = int(np.gcd(self.x_block, self.shift))
+        else:
             assert batches.target_dtype is not None
-            self.y, self.y_offsets = self._flat(batches.target_sources, batches.target_dtype)
+            y_offsets = self._offsets(batches.target_sources)
+            self.y_block, front = self._block(window, y_offsets + self.shift)
+            self.y = self._flat(batches.target_sources, batches.target_dtype, front, self.y_block)
+            self.y_offsets = y_offsets + front
+        if not (self.has_targets and self.return_sequences):
+            self.y_block = 1  # one target step per window, or none
+        self.x_view = self._view(self.x, self.x_block)
+        self.y_view = self._view(self.y, self.y_block)
+        self._window = window  # for the table of the unshuffled epoch, made next
+        self.count = len(batches) * (batches.batch_size // self.rows)  # elements of a pass
+        self.chunk = 1 if batches.packed else self._chunk()
+
+    # Elements read by one gather: at most this many, of about this many bytes in all.
+    _CHUNK_ELEMENTS = 16
+    _CHUNK_BYTES = 1 << 22
+
+    def _chunk(self) -> int:
+        """Elements that one call of the element function reads at once.
+
+        tf.data pays for each call of a ``map`` function (tens of microseconds) and for each
+        gather; a call that reads several batches pays once for them, and hands them on one
+        by one as slices of its output, which share its memory.
+        """
+        step = self.x.dtype.size * int(np.prod(self.x.shape[1:], dtype=np.int64))
+        if self.has_targets:
+            y_step = self.y.dtype.size * int(np.prod(self.y.shape[1:], dtype=np.int64))
+            step += y_step if self.return_sequences else y_step // self.width
+        size = max(1, self.rows * self.width * step)
+        return int(max(1, min(self._CHUNK_ELEMENTS, self._CHUNK_BYTES // size, self.count)))
 
     @staticmethod
-    def _flat(sources: Sequence[np.ndarray], dtype: np.dtype) -> tuple[tf.Tensor, np.ndarray]:
-        """The buffer, and where each series starts in it (and, last, the row of zeros)."""
-        zeros = np.zeros((1, *sources[0].shape[1:]), dtype)
-        offsets = np.concatenate(([0], np.cumsum(lengths_of(sources))))
+    def _offsets(sources: Sequence[np.ndarray]) -> np.ndarray:
+        """Where each series starts in the series end to end (and, last, where they end)."""
+        return np.concatenate(([0], np.cumsum(lengths_of(sources)))).astype(np.int64)
+
+    def _windows(self, epoch: int) -> Window:
+        """The windows of ``epoch``'s elements: arrays of shape ``(elements, rows)``."""
+        t = self.batches.plan_at(epoch).table()
+        # Replica r of batch k holds rows [r*b, (r+1)*b) of the pipeline's batch k, so
+        # (batch, replica) order is the row-major reshape of the (batch, stream) table.
+        streams = slice(self.batches.streams.start, self.batches.streams.stop)
+        return Window(*(a[:, streams].reshape(-1, self.rows) for a in t))
+
+    def _block(self, window: Window | None, offsets: np.ndarray) -> tuple[int, int]:
+        """Steps per block, and the zero steps to put in front of the buffer.
+
+        The block is the most steps that every window of ``window`` reads whole: a divisor
+        of the window length, of every count of real steps and of the distance between any
+        two windows' first steps, which lie at ``offsets[series] + start``. The zeros in
+        front put the first steps on block boundaries.
+        """
+        if window is None or not np.any(window.length > 0):
+            return 1, 0
+        real = window.length > 0
+        first = offsets[window.series[real]] + window.start[real]
+        g = int(
+            np.gcd.reduce(np.concatenate(([self.width], window.length.ravel(), first - first[0])))
+        )
+        return g, -int(first[0]) % g
+
+    @staticmethod
+    def _flat(sources: Sequence[np.ndarray], dtype: np.dtype, front: int, g: int) -> tf.Tensor:
+        """The buffer: ``front`` zero steps, the series end to end, then zeros: a whole
+        number of blocks of ``g`` steps, the last of them zeros, which padding reads."""
+        total = front + int(np.sum(lengths_of(sources)))
+        tail = g + -total % g
+        shape = sources[0].shape[1:]
         arrays = [sources.values] if isinstance(sources, Ragged) else list(sources)
-        return tf.constant(_native(np.concatenate([*arrays, zeros]))), offsets
+        parts = [np.zeros((front, *shape), dtype), *arrays, np.zeros((tail, *shape), dtype)]
+        return tf.constant(_native(np.concatenate(parts)))
+
+    @staticmethod
+    def _view(buffer: tf.Tensor, g: int) -> tf.Tensor:
+        """``buffer`` as blocks of ``g`` steps (the same memory)."""
+        shape = buffer.shape
+        return tf.reshape(buffer, [shape[0] // g, g, *shape[1:]])
 
     # The columns of an epoch's table: the first `constants` are the same for every element
     # of a pass, each of the others has one row per element.
@@ -149,21 +242,33 @@ class GraphReader:
     constants = 0
 
     def table(self, epoch: int) -> tuple[np.ndarray, ...]:
-        """Per element: real steps, reset, and the buffer index of its first x and y step."""
-        batches = self.batches
-        t = batches.plan_at(epoch).table()
-        # Replica r of batch k holds rows [r*b, (r+1)*b) of the pipeline's batch k, so
-        # (batch, replica) order is the row-major reshape of the (batch, stream) table.
-        streams = slice(batches.streams.start, batches.streams.stop)
-        w = Window(*(a[:, streams].reshape(-1, self.rows) for a in t))
+        """Per element: real steps, reset, x's first block and y's (or y's target step)."""
+        w = self._window if self._window is not None else self._windows(epoch)
+        self._window = None
         series = np.maximum(w.series, 0)  # an idle stream (-1) reads only zeros
         x_first = self.x_offsets[series] + w.start
         y_first = self.y_offsets[series] + w.start + self.shift
-        return w.length, w.reset, x_first, y_first
+        if self.has_targets and not self.return_sequences:
+            y_first = y_first + (self.width - 1)  # the window's last step
+        columns = (w.length, w.reset, x_first // self.x_block, y_first // self.y_block)
+        K = self.chunk
+        if K == 1:
+            return columns
+        # Chunks of K elements; the last is filled with copies of the last element, which
+        # are read and dropped. Each chunk also has its index.
+        fill = -self.count % K
+        chunked = tuple(
+            np.pad(c, ((0, fill), (0, 0)), mode="edge").reshape(-1, K, self.rows) for c in columns
+        )
+        return (*chunked, np.arange(len(chunked[0]), dtype=np.int64))
 
     def shapes(self) -> list[tuple[int | None, ...]]:
         """The shapes of the columns of :meth:`table`."""
-        return [(len(self.batches) * self.batches.batch_size // self.rows, self.rows)] * 4
+        K = self.chunk
+        if K == 1:
+            return [(self.count, self.rows)] * 4
+        chunks = -(-self.count // K)
+        return [(chunks, K, self.rows)] * 4 + [(chunks,)]
 
     def passes(self, epochs: PassEpochs) -> tf.data.Dataset:
         """The columns of every element of one pass, each pass laying out its own epoch and
@@ -172,7 +277,8 @@ class GraphReader:
         if self.batches.shuffle:
 
             def table(epoch: tf.Tensor, first: tf.Tensor) -> tuple[tf.Tensor, ...]:
-                out = tf.numpy_function(lambda e: self.table(int(e)), [epoch], list(self.dtypes))
+                dtypes = list(self.dtypes) + ([tf.int64] if self.chunk > 1 else [])
+                out = tf.numpy_function(lambda e: self.table(int(e)), [epoch], dtypes)
                 shaped = (tf.ensure_shape(t, s) for t, s in zip(out, self.shapes(), strict=True))
                 return (*shaped, first)
 
@@ -182,35 +288,81 @@ class GraphReader:
             def table(epoch: tf.Tensor, first: tf.Tensor) -> tuple[tf.Tensor, ...]:
                 return (*fixed, first)
 
-        c = self.constants
+        c, K = self.constants, self.chunk
 
         def elements(*t: tf.Tensor) -> tf.data.Dataset:
             columns, first = t[:-1], t[-1]
+            if K > 1:
+                # Per chunk: its columns, its index and the pass's first element.
+                chunks = tf.data.Dataset.from_tensor_slices(columns).skip(first // K)
+                return chunks.map(lambda *chunk: (*chunk, first))
             rows = tf.data.Dataset.from_tensor_slices(columns[c:]).skip(first)
             return rows.map(lambda *row: (*columns[:c], *row)) if c else rows
 
         return _epochs(epochs, replicas).map(table).flat_map(elements)
 
-    def steps(self, *columns: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
-        """Of one element: which steps are real, the reset flags, and where every step of x
-        and of y lies in its buffer (anywhere on padding)."""
-        length, reset, x_first, y_first = columns
-        steps = tf.range(self.width, dtype=tf.int64)
-        real = steps < length[:, None]
-        return real, tf.cast(reset, tf.float32), x_first[:, None] + steps, y_first[:, None] + steps
+    def elements(
+        self, epochs: PassEpochs, element: Callable[..., tuple[Any, ...]]
+    ) -> tf.data.Dataset:
+        """The elements of every pass: ``element`` of the columns of each.
+
+        ``element`` maps columns of shape ``(rows,)`` or, read a chunk at a time, of shape
+        ``(chunk, rows)``: it must work on both.
+        """
+        K = self.chunk
+        dataset = self.passes(epochs)
+        if K == 1:
+            return dataset.map(element, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        count = self.count
+
+        def read(*t: tf.Tensor) -> Any:
+            *columns, index, first = t
+            # The chunk's elements that the pass holds: from its first, to the epoch's end
+            # (slices along the first axis share the chunk's memory).
+            at = index * K
+            begin, end = tf.maximum(first - at, 0), tf.minimum(count - at, K)
+            return tf.nest.map_structure(lambda c: c[begin:end], element(*columns))
+
+        dataset = dataset.map(read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return dataset.flat_map(lambda *chunk: tf.data.Dataset.from_tensor_slices(chunk))
 
     def read(
         self, *columns: tf.Tensor
     ) -> tuple[tf.Tensor, tf.Tensor | None, tf.Tensor, tf.Tensor | None]:
-        real, flags, x_at, y_at = self.steps(*columns)
-        x = tf.gather(self.x, tf.where(real, x_at, self.x_offsets[-1]))
+        length, reset, x_first, y_first = columns
+        flags = tf.cast(reset, tf.float32)
+        x = self._gather(self.x, self.x_view, self.x_block, x_first, length)
         if not self.has_targets:
             return x, None, flags, None
-        if not self.return_sequences:
-            # The target of the window's last step, where that step is real.
-            real, y_at = real[:, -1], y_at[:, -1]
-        y = tf.gather(self.y, tf.where(real, y_at, self.y_offsets[-1]))
+        if self.return_sequences:
+            y = self._gather(self.y, self.y_view, self.y_block, y_first, length)
+            if not self.with_weight:
+                return x, y, flags, None
+            real = tf.range(self.width, dtype=tf.int64) < length[..., None]
+            return x, y, flags, tf.cast(real, tf.float32)
+        # The target of the window's last step, where that step is real.
+        real = length >= self.width
+        at = tf.where(real, y_first, self.y.shape[0] - 1) if self.padded else y_first
+        y = tf.gather(self.y, at)
         return x, y, flags, tf.cast(real, tf.float32) if self.with_weight else None
+
+    def _gather(
+        self, buffer: tf.Tensor, view: tf.Tensor, g: int, first: tf.Tensor, length: tf.Tensor
+    ) -> tf.Tensor:
+        """The windows that start at block ``first`` of ``view`` (blocks of ``g`` steps of
+        ``buffer``), with zeros past their ``length`` real steps."""
+        blocks = self.width // g
+        at = first[..., None]
+        if blocks > 1:
+            at += tf.range(blocks, dtype=tf.int64)
+        if self.padded:
+            # Real steps fill whole blocks; padding reads the last block, zeros.
+            real = tf.range(0, self.width, g, dtype=tf.int64) < length[..., None]
+            at = tf.where(real, at, view.shape[0] - 1)
+        if g == 1:
+            return tf.gather(buffer, at)
+        out = tf.gather(view, at)
+        return tf.reshape(out, [*first.shape, self.width, *buffer.shape[1:]])
 
 
 class PackedGraphReader(GraphReader):
@@ -258,6 +410,19 @@ class PackedGraphReader(GraphReader):
         seg = tf.reshape(tf.minimum(found - 1, last), tf.shape(at))
         flags = tf.cast(real & (at == tf.gather(line, seg)), tf.float32)
         return real, flags, at + tf.gather(to_x, seg), at + tf.gather(to_y, seg)
+
+    def read(
+        self, *columns: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor | None, tf.Tensor, tf.Tensor | None]:
+        real, flags, x_at, y_at = self.steps(*columns)
+        x = tf.gather(self.x, tf.where(real, x_at, self.x_offsets[-1]))
+        if not self.has_targets:
+            return x, None, flags, None
+        if not self.return_sequences:
+            # The target of the window's last step, where that step is real.
+            real, y_at = real[:, -1], y_at[:, -1]
+        y = tf.gather(self.y, tf.where(real, y_at, self.y_offsets[-1]))
+        return x, y, flags, tf.cast(real, tf.float32) if self.with_weight else None
 
 
 class NumpyReader:
@@ -318,6 +483,14 @@ class NumpyReader:
             return tf.data.Dataset.range(first, count).map(lambda j: (epoch, j))
 
         return _epochs(epochs, self.replicas).flat_map(pass_of)
+
+    def elements(
+        self, epochs: PassEpochs, element: Callable[..., tuple[Any, ...]]
+    ) -> tf.data.Dataset:
+        """The elements of every pass: ``element`` of the columns of each."""
+        return self.passes(epochs).map(
+            element, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+        )
 
     def read_numpy(self, epoch: np.int64, j: np.int64) -> list[np.ndarray]:
         """Element ``j`` of ``epoch`` as arrays: x, y (with targets), reset, weight (if asked)."""

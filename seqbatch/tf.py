@@ -119,11 +119,14 @@ def to_dataset(
             end into the next series' start (as :class:`seqbatch.keras.StreamSequence` warns).
 
     Notes:
-        Memory. In-memory data is copied once into a TensorFlow buffer (all series end to end
-        and a row of zeros that padding reads), when this function is called: later changes
+        Memory. In-memory data is copied once into a TensorFlow buffer (all series end to end,
+        with fewer than three windows of zeros around them, which padding reads and which
+        align the windows on blocks of steps), when this function is called: later changes
         to the arrays do not reach the dataset. Building it briefly takes one more copy, and
         the epoch's windows are a table of 33 bytes per window (``len(batches) *
-        batch_size`` of them), or packed, 16 bytes per window and 24 per series. Where
+        batch_size`` of them), or packed, 16 bytes per window and 24 per series. Unpacked
+        batches are read up to 16 at a time, about 4 MB at most (one gather, handed on one
+        by one as slices that share its memory); a batch larger than that is read alone. Where
         TensorFlow serialises the dataset graph (the tf.data service), a buffer over 2 GB
         cannot go: save the data with ``np.save`` and pass the path. Lazy sources (files, memory maps, h5py, joined series) are read one element at
         a time by a ``tf.numpy_function`` that asks the plan for that element's windows: the
@@ -242,9 +245,7 @@ def to_dataset(
     # A strategy shards a dataset after cutting its global batches into per-replica blocks:
     # DATA then gives each worker its own blocks of every batch (OFF gives it every block).
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    dataset = reader.passes(epochs).map(
-        element, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
-    )
+    dataset = reader.elements(epochs, element)
     if not batches.varying:
         # Epochs whose window lengths vary each have their number of batches: unknown here.
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(len(batches) * replicas))
